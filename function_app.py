@@ -1,0 +1,25 @@
+"""Azure Functions entry point (Python v2 model with the HTTP streaming extension).
+
+Only bindings live here; every request goes to the same `gateway` handler the local host serves. With the
+streaming extension every HTTP function of the app takes a Starlette `Request` and returns a Starlette
+`Response`, so responses stream chunk by chunk instead of being buffered.
+"""
+
+import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Request, Response
+
+from gateway.hosting import current_gateway, health_response
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+
+@app.function_name("openai")
+@app.route(route="openai/{*path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+async def openai(req: Request) -> Response:
+    return await current_gateway().handle(req)
+
+
+@app.function_name("health")
+@app.route(route="health", methods=["GET"])
+async def health(req: Request) -> Response:
+    return await health_response()

@@ -1,0 +1,253 @@
+"""`python -m gateway …`: run the gateway locally and manage its subscriptions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from gateway import devstack
+from gateway.routes import V1_API, VERSIONED_API
+from gateway.settings import Settings
+from gateway.subscriptions import SubscriptionRepository, validate_scope
+
+T = TypeVar("T")
+LOCAL_DIR = devstack.REPO_ROOT / ".local"
+
+
+@click.group()
+def main() -> None:
+    """Serverless GenAI gateway for Azure OpenAI."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8080, show_default=True, type=int)
+def serve(host: str, port: int) -> None:
+    """Serve the gateway with uvicorn, configured from the environment (as under `func start`)."""
+    from gateway.hosting import serve as serve_gateway
+
+    _settings_or_exit()
+    serve_gateway(host, port)
+
+
+@main.command()
+@click.option("--port", default=8081, show_default=True, type=int)
+@click.option("--api-key", envvar="SIMULATOR_API_KEY", default=None, help="Key the simulator requires (api-key header).")
+@click.option("--token-ms", default=0.0, show_default=True, type=float, help="Delay between streamed tokens.")
+def simulator(port: int, api_key: str | None, token_ms: float) -> None:
+    """Run the simulated Azure OpenAI backend (not a model: deterministic canned answers)."""
+    from gateway.simulator import SimulatorSettings
+    from gateway.simulator import serve as serve_simulator
+
+    serve_simulator(SimulatorSettings(api_key=api_key, token_ms=token_ms), port=port)
+
+
+@main.command()
+@click.option("--port", default=8080, show_default=True, type=int, help="Gateway port.")
+@click.option("--simulator-port", default=8081, show_default=True, type=int)
+@click.option("--token-ms", default=20.0, show_default=True, type=float, help="Simulator delay between streamed tokens.")
+def run(port: int, simulator_port: int, token_ms: float) -> None:
+    """Run everything locally: Azurite, the simulator when no backend is configured, and the gateway."""
+    env: dict[str, str] = {}
+    children = []
+    try:
+        if not (os.environ.get("GATEWAY_STORAGE_CONNECTION") or os.environ.get("AzureWebJobsStorage")):
+            ports = devstack.AzuritePorts()
+            if not devstack.port_open(ports.table):
+                children.append(devstack.start_azurite(LOCAL_DIR / "azurite", ports))
+                click.echo(f"Azurite started on 127.0.0.1:{ports.table} (data in .local/azurite).")
+            env["GATEWAY_STORAGE_CONNECTION"] = ports.connection_string()
+        if not os.environ.get("GATEWAY_KEY_PEPPER"):
+            env["GATEWAY_KEY_PEPPER"] = _local_secret("pepper")
+        if not (os.environ.get("GATEWAY_BACKENDS") or os.environ.get("AZURE_OPENAI_ENDPOINT")):
+            sim_key = _local_secret("simulator-key")
+            children.append(
+                devstack.start_python(
+                    ["gateway", "simulator", "--port", str(simulator_port), "--token-ms", str(token_ms)],
+                    {"SIMULATOR_API_KEY": sim_key},
+                    simulator_port,
+                )
+            )
+            env["SIMULATOR_API_KEY"] = sim_key
+            env["GATEWAY_BACKENDS"] = json.dumps(
+                [{"id": "simulator", "url": f"http://127.0.0.1:{simulator_port}", "api_key_setting": "SIMULATOR_API_KEY"}]
+            )
+            click.secho(
+                f"No Azure OpenAI endpoint configured: using the SIMULATED backend on 127.0.0.1:{simulator_port}.\n"
+                "Its answers are canned, not a model. Set AZURE_OPENAI_ENDPOINT (or GATEWAY_BACKENDS) for a real one.",
+                fg="yellow",
+                err=True,
+            )
+        os.environ.update(env)
+        settings = _settings_or_exit()
+        key = _demo_key(settings)
+        click.echo(
+            f"\nGateway: http://127.0.0.1:{port}   demo subscription key: {key}\n"
+            f"  python -c \"from openai import AzureOpenAI; c = AzureOpenAI(azure_endpoint='http://127.0.0.1:{port}', "
+            f"api_key='{key}', api_version='2024-10-21'); "
+            "print(c.chat.completions.create(model='gpt-4o', messages=[{'role': 'user', 'content': 'Hello'}]).choices[0].message.content)\"\n"
+        )
+        from gateway.hosting import serve as serve_gateway
+
+        serve_gateway("127.0.0.1", port)
+    finally:
+        for child in reversed(children):
+            devstack.stop(child)
+
+
+@main.group()
+def subscriptions() -> None:
+    """Create, inspect, rotate, suspend and delete subscriptions (keys are shown once, stored hashed)."""
+
+
+@subscriptions.command("create")
+@click.argument("name")
+@click.option("--scope", default="all", show_default=True, help="all, api:<id> or product:<name>.")
+@click.option("--id", "subscription_id", default=None, help="Subscription id (default: random).")
+def create_subscription(name: str, scope: str, subscription_id: str | None) -> None:
+    """Create a subscription and print its two keys, once."""
+    settings = _settings_or_exit()
+    try:
+        validate_scope(scope, settings.products, (VERSIONED_API, V1_API))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scope") from None
+    sub, primary, secondary = _run_with_repository(settings, lambda repo: repo.create(name, scope, subscription_id))
+    _echo_json({**sub.public_view(), "primaryKey": primary, "secondaryKey": secondary})
+    click.echo("Store these keys now: the gateway keeps only their hashes and cannot show them again.", err=True)
+
+
+@subscriptions.command("list")
+def list_subscriptions() -> None:
+    """List subscriptions (without keys)."""
+    settings = _settings_or_exit()
+    subs = _run_with_repository(settings, lambda repo: repo.list())
+    _echo_json([s.public_view() for s in subs])
+
+
+@subscriptions.command("show")
+@click.argument("subscription_id")
+def show_subscription(subscription_id: str) -> None:
+    """Show one subscription (without keys)."""
+    settings = _settings_or_exit()
+    sub = _run_with_repository(settings, lambda repo: repo.get(subscription_id))
+    if sub is None:
+        _fail_unknown(subscription_id)
+    _echo_json(sub.public_view())
+
+
+@subscriptions.command("rotate")
+@click.argument("subscription_id")
+@click.option("--key", "slot", type=click.Choice(["primary", "secondary"]), default="primary", show_default=True)
+def rotate_subscription(subscription_id: str, slot: str) -> None:
+    """Replace one key and print the new one, once."""
+    settings = _settings_or_exit()
+
+    async def rotate(repo: SubscriptionRepository) -> str | None:
+        if await repo.get(subscription_id) is None:
+            return None
+        return await repo.rotate(subscription_id, "primary" if slot == "primary" else "secondary")
+
+    key = _run_with_repository(settings, rotate)
+    if key is None:
+        _fail_unknown(subscription_id)
+    _echo_json({"id": subscription_id, f"{slot}Key": key})
+    click.echo(
+        f"The old {slot} key stops working within {settings.subscription_cache_seconds:g} s on running gateways.",
+        err=True,
+    )
+
+
+def _state_command(name: str, state: str, help_text: str) -> None:
+    @subscriptions.command(name, help=help_text)
+    @click.argument("subscription_id")
+    def command(subscription_id: str) -> None:
+        settings = _settings_or_exit()
+
+        async def change(repo: SubscriptionRepository) -> Any:
+            if await repo.get(subscription_id) is None:
+                return None
+            return await repo.set_state(subscription_id, state)
+
+        sub = _run_with_repository(settings, change)
+        if sub is None:
+            _fail_unknown(subscription_id)
+        _echo_json(sub.public_view())
+
+
+_state_command("suspend", "suspended", "Suspend a subscription: its keys are refused until it is resumed.")
+_state_command("resume", "active", "Make a suspended subscription active again.")
+_state_command("cancel", "cancelled", "Cancel a subscription for good (its keys are refused).")
+
+
+@subscriptions.command("delete")
+@click.argument("subscription_id")
+def delete_subscription(subscription_id: str) -> None:
+    """Delete a subscription and its key index."""
+    settings = _settings_or_exit()
+    if not _run_with_repository(settings, lambda repo: repo.delete(subscription_id)):
+        _fail_unknown(subscription_id)
+    click.echo(f"Deleted subscription {subscription_id}.")
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        return Settings.from_env()
+    except ValueError as exc:
+        raise click.ClickException(f"{exc}\nLocally, `python -m gateway run` sets up Azurite and a pepper for you.") from None
+
+
+def _run_with_repository(settings: Settings, action: Callable[[SubscriptionRepository], Awaitable[T]]) -> T:
+    from gateway.app import Gateway
+
+    async def go() -> T:
+        gateway = Gateway(settings)
+        try:
+            return await action(await gateway.subscriptions())
+        finally:
+            await gateway.close()
+
+    return asyncio.run(go())
+
+
+def _local_secret(name: str) -> str:
+    """A random secret for local runs, kept in .local/ (git-ignored) so keys survive restarts."""
+    path = LOCAL_DIR / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _demo_key(settings: Settings) -> str:
+    """The local demo subscription's key, created on the first run."""
+    path = LOCAL_DIR / "demo-key"
+    if path.exists():
+        return path.read_text().strip()
+
+    async def create_or_rotate(repo: SubscriptionRepository) -> str:
+        if await repo.get("demo") is None:
+            return (await repo.create("demo", "all", "demo"))[1]
+        return await repo.rotate("demo", "primary")
+
+    primary = _run_with_repository(settings, create_or_rotate)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(primary)
+    path.chmod(0o600)
+    return primary
+
+
+def _echo_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+def _fail_unknown(subscription_id: str) -> None:
+    click.echo(f"No subscription {subscription_id!r}. `python -m gateway subscriptions list` shows the ids.", err=True)
+    sys.exit(1)

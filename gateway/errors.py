@@ -1,0 +1,119 @@
+"""Errors the gateway itself answers with, in the OpenAI error shape `{"error": {"code", "message"}}`.
+
+The tree::
+
+    GatewayError
+    ├── ResourceNotFound          404  unknown route or operation, or a versioned route without api-version
+    ├── DeploymentNotFound        404  no backend serves the deployment
+    ├── BadRequest                400  a body the gateway must read is not what the operation expects
+    ├── PayloadTooLarge           413  request body above the configured limit
+    ├── SubscriptionKeyError      401  missing, invalid, inactive or out-of-scope subscription key
+    └── BackendError              502/504  the backend could not be reached or did not answer in time
+
+Messages follow Azure OpenAI and APIM where they have one, and never name a backend URL or a secret.
+Errors the backend returns are not GatewayErrors: they pass through untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import orjson
+from starlette.responses import Response
+
+
+class GatewayError(Exception):
+    """A request the gateway refuses or cannot serve."""
+
+    status = 500
+    code = "InternalServerError"
+    message = "The gateway had an error while processing your request."
+
+    def __init__(self, message: str | None = None, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.headers = dict(headers or {})
+
+    def to_response(self) -> Response:
+        return error_response(self.status, self.code, self.message, self.headers)
+
+
+class ResourceNotFound(GatewayError):
+    """No Azure OpenAI operation at this path and method, or a versioned route without api-version."""
+
+    status = 404
+    code = "404"
+    message = "Resource not found"
+
+
+class DeploymentNotFound(GatewayError):
+    """No configured backend serves the requested deployment."""
+
+    status = 404
+    code = "DeploymentNotFound"
+    message = (
+        "The API deployment for this resource does not exist. If you created the deployment within the last "
+        "5 minutes, please wait a moment and try again."
+    )
+
+
+class BadRequest(GatewayError):
+    """The request body cannot be used for this operation."""
+
+    status = 400
+    code = "BadRequest"
+    message = "The request body is not valid for this operation."
+
+
+class PayloadTooLarge(GatewayError):
+    """The request body is larger than the gateway accepts."""
+
+    status = 413
+    code = "PayloadTooLarge"
+    message = "The request body is too large."
+
+
+class SubscriptionKeyError(GatewayError):
+    """Inbound authentication failed; the message is APIM's, so clients migrating from APIM see the same text."""
+
+    status = 401
+    code = "401"
+
+
+class MissingSubscriptionKey(SubscriptionKeyError):
+    """No subscription key in any accepted header or query parameter."""
+
+    message = (
+        "Access denied due to missing subscription key. Make sure to include subscription key when making "
+        "requests to an API."
+    )
+
+
+class InvalidSubscriptionKey(SubscriptionKeyError):
+    """The key matches no active subscription whose scope includes this API."""
+
+    message = (
+        "Access denied due to invalid subscription key. Make sure to provide a valid key for an active "
+        "subscription."
+    )
+
+
+class BackendError(GatewayError):
+    """The backend could not be reached (502) or did not answer in time (504)."""
+
+    status = 502
+    code = "BackendConnectionFailure"
+    message = "The backend service could not be reached."
+
+
+class BackendTimeout(BackendError):
+    """The backend accepted the connection but sent nothing within the read timeout."""
+
+    status = 504
+    code = "BackendTimeout"
+    message = "The backend service did not respond in time."
+
+
+def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    body = orjson.dumps({"error": {"code": code, "message": message}})
+    return Response(body, status_code=status, headers=dict(headers or {}), media_type="application/json")

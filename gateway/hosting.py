@@ -1,0 +1,77 @@
+"""The process-wide gateway, and the local host that serves it without Azure Functions Core Tools.
+
+Azure Functions has no start-up hook for HTTP functions, so the gateway is built on first use from the
+environment; the local host builds the same object and closes it on shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway import __version__
+from gateway.app import Gateway
+from gateway.errors import ResourceNotFound
+from gateway.settings import Settings
+
+_current: Gateway | None = None
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def current_gateway() -> Gateway:
+    global _current
+    if _current is None:
+        _current = Gateway(Settings.from_env())
+    return _current
+
+
+async def health_response() -> Response:
+    return JSONResponse({"status": "ok", "version": __version__})
+
+
+def create_local_app(gateway: Gateway) -> Starlette:
+    """A Starlette app with the routes `function_app.py` declares, backed by `gateway`."""
+
+    async def openai(request: Request) -> Response:
+        return await gateway.handle(request)
+
+    async def health(request: Request) -> Response:
+        return await health_response()
+
+    async def not_found(request: Request) -> Response:
+        return ResourceNotFound().to_response()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await gateway.close()
+
+    return Starlette(
+        routes=[
+            Route("/openai/{path:path}", openai, methods=_METHODS),
+            Route("/health", health, methods=["GET"]),
+            Route("/{path:path}", not_found, methods=_METHODS),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def serve(host: str, port: int) -> None:
+    import uvicorn
+
+    gateway = current_gateway()
+    uvicorn.run(
+        create_local_app(gateway),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        loop="auto",
+        http="auto",
+        timeout_graceful_shutdown=10,
+    )

@@ -1,0 +1,93 @@
+"""The Azure OpenAI operations the gateway proxies, and matching a request path to one of them.
+
+Operation ids are those of the Azure OpenAI OpenAPI documents (`ChatCompletions_Create`, …) for the versioned
+`/openai/deployments/{deployment-id}/…` routes, and the OpenAI ids (`createChatCompletion`, …) for `/openai/v1/…`.
+They are what policy documents scope to, so they are part of the public surface.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: The API ids subscriptions and products are scoped to.
+VERSIONED_API = "openai"
+V1_API = "openai-v1"
+
+
+@dataclass(frozen=True)
+class Operation:
+    id: str
+    api: str
+    method: str
+    #: Path template below `/openai/`, as in the OpenAPI documents.
+    template: str
+    #: True when the deployment comes from the JSON body's `model` (v1 routes) instead of the path.
+    model_in_body: bool = False
+    #: True for operations that carry token usage (chat, completions, embeddings, responses).
+    metered: bool = False
+
+    @property
+    def versioned(self) -> bool:
+        return self.api == VERSIONED_API
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    operation: Operation
+    #: `deployment-id` for versioned routes, plus `response-id`/`model-id` where the template has them.
+    params: dict[str, str]
+
+
+def _versioned(op_id: str, suffix: str, metered: bool = False) -> Operation:
+    return Operation(op_id, VERSIONED_API, "POST", "deployments/{deployment-id}/" + suffix, metered=metered)
+
+
+VERSIONED_OPERATIONS: dict[str, Operation] = {
+    op.template.split("/", 2)[2]: op
+    for op in (
+        _versioned("ChatCompletions_Create", "chat/completions", metered=True),
+        _versioned("Completions_Create", "completions", metered=True),
+        _versioned("embeddings_create", "embeddings", metered=True),
+        _versioned("Transcriptions_Create", "audio/transcriptions"),
+        _versioned("Translations_Create", "audio/translations"),
+        _versioned("Speech_Create", "audio/speech"),
+        _versioned("ImageGenerations_Create", "images/generations"),
+    )
+}
+
+V1_OPERATIONS: dict[tuple[str, str], Operation] = {
+    (op.method, op.template): op
+    for op in (
+        Operation("createChatCompletion", V1_API, "POST", "v1/chat/completions", model_in_body=True, metered=True),
+        Operation("createCompletion", V1_API, "POST", "v1/completions", model_in_body=True, metered=True),
+        Operation("createEmbedding", V1_API, "POST", "v1/embeddings", model_in_body=True, metered=True),
+        Operation("createResponse", V1_API, "POST", "v1/responses", model_in_body=True, metered=True),
+        Operation("getResponse", V1_API, "GET", "v1/responses/{response-id}"),
+        Operation("deleteResponse", V1_API, "DELETE", "v1/responses/{response-id}"),
+        Operation("listModels", V1_API, "GET", "v1/models"),
+        Operation("retrieveModel", V1_API, "GET", "v1/models/{model-id}"),
+    )
+}
+
+ALL_OPERATIONS: tuple[Operation, ...] = (*VERSIONED_OPERATIONS.values(), *V1_OPERATIONS.values())
+
+
+def match(method: str, path: str) -> RouteMatch | None:
+    """Match `path` (below `/openai/`, no leading slash) and `method` to an operation, or None."""
+    if path.startswith("deployments/"):
+        parts = path.split("/", 2)
+        if len(parts) == 3 and parts[1]:
+            op = VERSIONED_OPERATIONS.get(parts[2])
+            if op is not None and op.method == method:
+                return RouteMatch(op, {"deployment-id": parts[1]})
+        return None
+    op = V1_OPERATIONS.get((method, path))
+    if op is not None:
+        return RouteMatch(op, {})
+    head, _, tail = path.rpartition("/")
+    if tail:  # v1/responses/{response-id}, v1/models/{model-id}
+        for name in ("response-id", "model-id"):
+            op = V1_OPERATIONS.get((method, head + "/{" + name + "}"))
+            if op is not None:
+                return RouteMatch(op, {name: tail})
+    return None

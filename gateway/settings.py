@@ -1,0 +1,101 @@
+"""Settings read once from the environment (App Settings in Azure, `local.settings.json` values locally).
+
+Every mistake fails at load time with a message that names the setting and says what to do, so a
+misconfigured Function App refuses to start instead of failing on the first request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.backends import BackendConfig, parse_backends
+from gateway.sensitive import Secret
+
+
+DEFAULT_APIS = ("openai", "openai-v1")
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage_connection: Secret
+    key_pepper: Secret
+    backends: tuple[BackendConfig, ...]
+    table_prefix: str = "gateway"
+    #: product name -> API ids the product grants access to.
+    products: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: How long a verified key stays trusted in memory; bounds how late a suspension takes effect.
+    subscription_cache_seconds: float = 5.0
+    #: Silence on an SSE stream longer than this gets a `: keep-alive` comment.
+    sse_keepalive_seconds: float = 15.0
+    upstream_connect_timeout: float = 10.0
+    #: Longest wait for the backend's next bytes (first byte or between stream chunks).
+    upstream_read_timeout: float = 300.0
+    gateway_id: str = "local"
+    region: str = "local"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        connection = env.get("GATEWAY_STORAGE_CONNECTION") or env.get("AzureWebJobsStorage")
+        if not connection:
+            raise ValueError(
+                "Setting 'GATEWAY_STORAGE_CONNECTION' (or 'AzureWebJobsStorage') is missing: set it to a storage "
+                "connection string, e.g. 'UseDevelopmentStorage=true' for Azurite."
+            )
+        pepper = env.get("GATEWAY_KEY_PEPPER", "")
+        if len(pepper) < 16:
+            raise ValueError(
+                "Setting 'GATEWAY_KEY_PEPPER' is missing or shorter than 16 characters: set it to a long random "
+                "secret (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`); keys are hashed with it."
+            )
+        prefix = env.get("GATEWAY_TABLE_PREFIX", "gateway")
+        if not (prefix.isalnum() and prefix[:1].isalpha() and len(prefix) <= 40):
+            raise ValueError(f"Setting 'GATEWAY_TABLE_PREFIX' has value {prefix!r}: use up to 40 letters and digits, starting with a letter.")
+        return cls(
+            storage_connection=Secret(connection),
+            key_pepper=Secret(pepper),
+            backends=parse_backends(env),
+            table_prefix=prefix,
+            products=_parse_products(env.get("GATEWAY_PRODUCTS")),
+            subscription_cache_seconds=_number(env, "GATEWAY_SUBSCRIPTION_CACHE_SECONDS", 5.0),
+            sse_keepalive_seconds=_number(env, "GATEWAY_SSE_KEEPALIVE_SECONDS", 15.0),
+            upstream_connect_timeout=_number(env, "GATEWAY_UPSTREAM_CONNECT_TIMEOUT", 10.0),
+            upstream_read_timeout=_number(env, "GATEWAY_UPSTREAM_READ_TIMEOUT", 300.0),
+            gateway_id=env.get("GATEWAY_ID") or env.get("WEBSITE_INSTANCE_ID", "local")[:32] or "local",
+            region=env.get("REGION_NAME", "local"),
+        )
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"Setting {name!r} has value {raw!r}: not a number.") from None
+    if value <= 0:
+        raise ValueError(f"Setting {name!r} has value {raw!r}: it must be greater than 0.")
+    return value
+
+
+def _parse_products(raw: str | None) -> dict[str, tuple[str, ...]]:
+    """`GATEWAY_PRODUCTS` is JSON: {"gold": ["openai", "openai-v1"], ...}."""
+    if not raw:
+        return {}
+    try:
+        data: Any = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"Setting 'GATEWAY_PRODUCTS' is not valid JSON ({exc.msg} at position {exc.pos}).") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(apis, list) and all(isinstance(api, str) for api in apis) for apis in data.values()
+    ):
+        raise ValueError('Setting \'GATEWAY_PRODUCTS\' must map product names to lists of API ids, e.g. {"gold": ["openai"]}.')
+    unknown = {api for apis in data.values() for api in apis} - set(DEFAULT_APIS)
+    if unknown:
+        raise ValueError(f"Setting 'GATEWAY_PRODUCTS' names unknown APIs {sorted(unknown)}; known: {list(DEFAULT_APIS)}.")
+    return {name: tuple(apis) for name, apis in data.items()}

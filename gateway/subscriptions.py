@@ -1,0 +1,266 @@
+"""Subscriptions: named pairs of keys, stored hashed in Table Storage, checked on every request.
+
+Table `<prefix>subscriptions` holds two partitions:
+
+* `subscription` / `<id>`: name, state, scope, primary and secondary key hashes, creation time;
+* `key` / `<hash>`: an index from a key's hash to its subscription id.
+
+A key is stored only as HMAC-SHA-256(pepper, key). Lookup goes through the index, then the subscription
+row is the source of truth: the candidate hash must equal its current primary or secondary hash (compared
+in constant time), so an index row left behind by a rotation never grants access.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import UpdateMode
+from azure.data.tables.aio import TableClient
+
+from gateway.errors import InvalidSubscriptionKey, MissingSubscriptionKey
+
+STATES = ("active", "suspended", "cancelled")
+KeySlot = Literal["primary", "secondary"]
+_SUBSCRIPTION = "subscription"
+_KEY = "key"
+#: Cached lookups kept at most; a flood of random keys cannot grow memory beyond this.
+_CACHE_LIMIT = 50_000
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: str
+    name: str
+    state: str
+    #: "all", "product:<name>" or "api:<api id>".
+    scope: str
+    primary_key_hash: str
+    secondary_key_hash: str
+    created: str
+
+    def grants(self, api: str, products: Mapping[str, tuple[str, ...]]) -> bool:
+        if self.state != "active":
+            return False
+        kind, _, target = self.scope.partition(":")
+        if kind == "all":
+            return True
+        if kind == "api":
+            return target == api
+        return kind == "product" and api in products.get(target, ())
+
+    @property
+    def product(self) -> str | None:
+        kind, _, target = self.scope.partition(":")
+        return target if kind == "product" else None
+
+    def public_view(self) -> dict[str, str]:
+        """What the CLI and admin views may show: everything but the key hashes."""
+        return {"id": self.id, "name": self.name, "state": self.state, "scope": self.scope, "created": self.created}
+
+
+def validate_scope(scope: str, products: Mapping[str, tuple[str, ...]], apis: tuple[str, ...]) -> str:
+    kind, _, target = scope.partition(":")
+    if scope == "all":
+        return scope
+    if kind == "api" and target in apis:
+        return scope
+    if kind == "product" and target in products:
+        return scope
+    known = ["all"] + [f"api:{a}" for a in apis] + [f"product:{p}" for p in products]
+    raise ValueError(f"Invalid scope {scope!r}: use one of {', '.join(known)} (products come from GATEWAY_PRODUCTS).")
+
+
+class KeyHasher:
+    def __init__(self, pepper: str) -> None:
+        self._pepper = pepper.encode()
+
+    def hash(self, key: str) -> str:
+        return hmac.new(self._pepper, key.encode(), hashlib.sha256).hexdigest()
+
+
+def new_key() -> str:
+    """32 hex characters, the shape of an APIM subscription key."""
+    return secrets.token_hex(16)
+
+
+class SubscriptionRepository:
+    """Reads and writes subscriptions; the only code that knows the table layout."""
+
+    def __init__(self, table: TableClient, hasher: KeyHasher) -> None:
+        self._table = table
+        self._hasher = hasher
+
+    async def create(self, name: str, scope: str, subscription_id: str | None = None) -> tuple[Subscription, str, str]:
+        """Create a subscription; returns it with its two plain keys, which are never stored."""
+        primary, secondary = new_key(), new_key()
+        sub = Subscription(
+            id=subscription_id or uuid.uuid4().hex,
+            name=name,
+            state="active",
+            scope=scope,
+            primary_key_hash=self._hasher.hash(primary),
+            secondary_key_hash=self._hasher.hash(secondary),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        await self._table.create_entity(_to_entity(sub))
+        await self._index(sub.primary_key_hash, sub.id)
+        await self._index(sub.secondary_key_hash, sub.id)
+        return sub, primary, secondary
+
+    async def get(self, subscription_id: str) -> Subscription | None:
+        try:
+            entity = await self._table.get_entity(_SUBSCRIPTION, subscription_id)
+        except ResourceNotFoundError:
+            return None
+        return _from_entity(entity)
+
+    async def list(self) -> list[Subscription]:
+        entities = self._table.query_entities("PartitionKey eq @pk", parameters={"pk": _SUBSCRIPTION})
+        return [_from_entity(e) async for e in entities]
+
+    async def find_by_key_hash(self, key_hash: str) -> Subscription | None:
+        try:
+            index = await self._table.get_entity(_KEY, key_hash)
+        except ResourceNotFoundError:
+            return None
+        sub = await self.get(index["subscriptionId"])
+        if sub is None:
+            return None
+        matches = hmac.compare_digest(key_hash, sub.primary_key_hash) | hmac.compare_digest(key_hash, sub.secondary_key_hash)
+        return sub if matches else None
+
+    async def rotate(self, subscription_id: str, slot: KeySlot) -> str:
+        """Replace one key; the old one stops working at once here and within the cache time elsewhere."""
+        entity = await self._table.get_entity(_SUBSCRIPTION, subscription_id)
+        sub = _from_entity(entity)
+        key = new_key()
+        new_hash = self._hasher.hash(key)
+        old_hash = sub.primary_key_hash if slot == "primary" else sub.secondary_key_hash
+        await self._index(new_hash, sub.id)
+        updated = replace(sub, **{f"{slot}_key_hash": new_hash})
+        await self._table.update_entity(
+            _to_entity(updated), mode=UpdateMode.REPLACE, etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified
+        )
+        await self._unindex(old_hash)
+        return key
+
+    async def set_state(self, subscription_id: str, state: str) -> Subscription:
+        if state not in STATES:
+            raise ValueError(f"Invalid state {state!r}: use one of {', '.join(STATES)}.")
+        await self._table.update_entity(
+            {"PartitionKey": _SUBSCRIPTION, "RowKey": subscription_id, "state": state}, mode=UpdateMode.MERGE
+        )
+        sub = await self.get(subscription_id)
+        assert sub is not None
+        return sub
+
+    async def delete(self, subscription_id: str) -> bool:
+        sub = await self.get(subscription_id)
+        if sub is None:
+            return False
+        await self._table.delete_entity(_SUBSCRIPTION, subscription_id)
+        await self._unindex(sub.primary_key_hash)
+        await self._unindex(sub.secondary_key_hash)
+        return True
+
+    async def _index(self, key_hash: str, subscription_id: str) -> None:
+        await self._table.upsert_entity({"PartitionKey": _KEY, "RowKey": key_hash, "subscriptionId": subscription_id})
+
+    async def _unindex(self, key_hash: str) -> None:
+        await self._table.delete_entity(_KEY, key_hash)
+
+
+def _to_entity(sub: Subscription) -> dict[str, Any]:
+    return {
+        "PartitionKey": _SUBSCRIPTION,
+        "RowKey": sub.id,
+        "name": sub.name,
+        "state": sub.state,
+        "scope": sub.scope,
+        "primaryKeyHash": sub.primary_key_hash,
+        "secondaryKeyHash": sub.secondary_key_hash,
+        "created": sub.created,
+    }
+
+
+def _from_entity(entity: Mapping[str, Any]) -> Subscription:
+    return Subscription(
+        id=entity["RowKey"],
+        name=entity["name"],
+        state=entity["state"],
+        scope=entity["scope"],
+        primary_key_hash=entity["primaryKeyHash"],
+        secondary_key_hash=entity["secondaryKeyHash"],
+        created=entity["created"],
+    )
+
+
+class SubscriptionAuthenticator:
+    """Turns a request's key into a subscription, with a short in-memory cache so the hot path skips storage.
+
+    A verified (or rejected) key is trusted for `cache_seconds`; that bounds how long a suspended,
+    deleted or rotated key keeps working on an instance that has just seen it. Concurrent first lookups
+    of one key share a single storage read.
+    """
+
+    def __init__(
+        self,
+        repository: SubscriptionRepository,
+        hasher: KeyHasher,
+        products: Mapping[str, tuple[str, ...]],
+        cache_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._repository = repository
+        self._hasher = hasher
+        self._products = products
+        self._cache_seconds = cache_seconds
+        self._clock = clock
+        self._cache: dict[str, tuple[float, Subscription | None]] = {}
+        self._inflight: dict[str, asyncio.Future[Subscription | None]] = {}
+
+    async def authenticate(self, key: str | None, api: str) -> Subscription:
+        if not key:
+            raise MissingSubscriptionKey()
+        sub = await self._lookup(self._hasher.hash(key))
+        if sub is None or not sub.grants(api, self._products):
+            raise InvalidSubscriptionKey()
+        return sub
+
+    async def _lookup(self, key_hash: str) -> Subscription | None:
+        now = self._clock()
+        cached = self._cache.get(key_hash)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        pending = self._inflight.get(key_hash)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Subscription | None] = asyncio.get_running_loop().create_future()
+        self._inflight[key_hash] = future
+        try:
+            sub = await self._repository.find_by_key_hash(key_hash)
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it, nobody else must log it
+            raise
+        except BaseException:
+            future.cancel()
+            raise
+        finally:
+            del self._inflight[key_hash]
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[key_hash] = (now + self._cache_seconds, sub)
+        future.set_result(sub)
+        return sub
