@@ -1,0 +1,111 @@
+"""The Azure Functions entry point: metadata the host reads, and the handlers called as the worker calls them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import orjson
+from pathlib import Path
+import pytest
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+
+import function_app
+from gateway import hosting
+from tests.conftest import API_VERSION, Keys
+
+
+def test_function_metadata_routes_openai_and_health() -> None:
+    functions = {f.get_function_name(): json.loads(f.get_function_json()) for f in function_app.app.get_functions()}
+    assert set(functions) == {"openai", "health"}
+    trigger = functions["openai"]["bindings"][0]
+    assert trigger["type"] == "httpTrigger"
+    assert trigger["route"] == "openai/{*path}"
+    assert trigger["authLevel"] == "ANONYMOUS"  # the gateway checks subscription keys itself
+    assert {"GET", "POST", "DELETE"} <= set(trigger["methods"])
+    assert functions["health"]["bindings"][0]["route"] == "health"
+
+
+def test_host_json_removes_route_prefix() -> None:
+    host = json.loads((Path(__file__).resolve().parent.parent / "host.json").read_text())
+    assert host["extensions"]["http"]["routePrefix"] == ""
+
+
+@pytest.fixture
+def functions_env(gateway_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process environment as the Functions worker would see it, with a fresh gateway singleton."""
+    for name, value in gateway_env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(hosting, "_current", None)
+    yield
+
+
+def make_request(path: str, body: dict, headers: dict[str, str], query: str = "") -> Request:
+    payload = orjson.dumps(body)
+    sent = False
+
+    async def receive() -> dict:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": payload, "more_body": False}
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": f"/openai/{path}",
+        "query_string": query.encode(),
+        "headers": [(k.lower().encode(), v.encode()) for k, v in {**headers, "content-type": "application/json"}.items()],
+        "path_params": {"path": path},
+        "client": ("127.0.0.1", 50000),
+    }
+    return Request(scope, receive)
+
+
+async def test_openai_function_proxies_chat(functions_env: None, keys: Keys) -> None:
+    request = make_request(
+        "deployments/gpt-4o/chat/completions",
+        {"messages": [{"role": "user", "content": "from functions"}]},
+        {"api-key": keys.primary},
+        f"api-version={API_VERSION}",
+    )
+    response = await function_app.openai(request)
+    try:
+        assert response.status_code == 200
+        assert orjson.loads(response.body)["choices"][0]["message"]["content"] == "Simulated answer to: from functions"
+        assert "server-timing" in response.headers
+    finally:
+        await hosting.current_gateway().close()
+
+
+async def test_openai_function_streams_incrementally(functions_env: None, keys: Keys) -> None:
+    request = make_request(
+        "deployments/gpt-4o/chat/completions",
+        {"messages": [{"role": "user", "content": "a b c"}], "stream": True},
+        {"api-key": keys.primary, "x-sim-token-ms": "50"},
+        f"api-version={API_VERSION}",
+    )
+    response = await function_app.openai(request)
+    try:
+        assert isinstance(response, StreamingResponse)
+        chunks = [chunk async for chunk in response.body_iterator]
+        assert len(chunks) > 3  # one per event, not one buffered body
+        assert b"".join(chunks).rstrip().endswith(b"data: [DONE]")
+    finally:
+        await hosting.current_gateway().close()
+
+
+async def test_openai_function_refuses_missing_key(functions_env: None) -> None:
+    request = make_request("deployments/gpt-4o/chat/completions", {}, {}, f"api-version={API_VERSION}")
+    response = await function_app.openai(request)
+    try:
+        assert response.status_code == 401
+    finally:
+        await hosting.current_gateway().close()
+
+
+async def test_health_function_answers() -> None:
+    response = await function_app.health(make_request("", {}, {}))
+    assert orjson.loads(response.body)["status"] == "ok"
