@@ -1,0 +1,319 @@
+"""The `context` object that policy expressions read and statements change, shaped like APIM's.
+
+Members visible to expressions are the PascalCase attributes and methods declared here with type hints
+(`context.Request.Headers.GetValueOrDefault(...)`); the expression compiler checks every member chain
+against these declarations at load time, so an unsupported member is a load error, never a runtime surprise.
+snake_case members are the gateway's own API for statements and are invisible to expressions.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, Optional
+
+import orjson
+
+#: A parsed JSON value (`JObject`, `JArray`, `JToken` in APIM's Newtonsoft terms).
+JToken = Any
+
+
+class Headers:
+    """Case-insensitive, multi-valued HTTP headers (request or response)."""
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str]] = list(items)
+
+    def GetValueOrDefault(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        """All values of `name` joined with commas, as APIM does, or `default`."""
+        values = self.get_all(name)
+        return ",".join(values) if values else default
+
+    def ContainsKey(self, name: str) -> bool:
+        return bool(self.get_all(name))
+
+    def __getitem__(self, name: str) -> str:
+        value = self.GetValueOrDefault(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def get_all(self, name: str) -> list[str]:
+        lower = name.lower()
+        return [v for k, v in self._items if k.lower() == lower]
+
+    def set(self, name: str, values: Iterable[str]) -> None:
+        self.remove(name)
+        self._items.extend((name, v) for v in values)
+
+    def append(self, name: str, value: str) -> None:
+        self._items.append((name, value))
+
+    def remove(self, name: str) -> None:
+        lower = name.lower()
+        self._items = [(k, v) for k, v in self._items if k.lower() != lower]
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._items)
+
+
+class QueryParameters:
+    """Query string parameters, case-sensitive, multi-valued, in order."""
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str]] = list(items)
+
+    def GetValueOrDefault(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        values = [v for k, v in self._items if k == name]
+        return ",".join(values) if values else default
+
+    def ContainsKey(self, name: str) -> bool:
+        return any(k == name for k, _ in self._items)
+
+    def __getitem__(self, name: str) -> str:
+        value = self.GetValueOrDefault(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def set(self, name: str, values: Iterable[str]) -> None:
+        self.remove(name)
+        self._items.extend((name, v) for v in values)
+
+    def append(self, name: str, value: str) -> None:
+        self._items.append((name, value))
+
+    def remove(self, name: str) -> None:
+        self._items = [(k, v) for k, v in self._items if k != name]
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+
+class ReadOnlyMap:
+    """A string-to-string map such as `MatchedParameters`."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self._values = values
+
+    def __getitem__(self, name: str) -> str:
+        return self._values[name]
+
+    def ContainsKey(self, name: str) -> bool:
+        return name in self._values
+
+    def GetValueOrDefault(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        return self._values.get(name, default)
+
+
+class Url:
+    Scheme: str
+    Host: str
+    Port: int
+    Path: str
+    Query: QueryParameters
+
+    def __init__(self, scheme: str, host: str, port: int, path: str, query: QueryParameters) -> None:
+        self.Scheme, self.Host, self.Port, self.Path, self.Query = scheme, host, port, path, query
+
+    @property
+    def QueryString(self) -> str:
+        from urllib.parse import urlencode
+
+        items = self.Query.items()
+        return "?" + urlencode(items) if items else ""
+
+    def ToString(self) -> str:
+        default_port = {"http": 80, "https": 443}.get(self.Scheme)
+        port = "" if self.Port == default_port else f":{self.Port}"
+        return f"{self.Scheme}://{self.Host}{port}{self.Path}{self.QueryString}"
+
+
+class Body:
+    """A message body; `As<JObject>(preserveContent: true)` parses it once and keeps the bytes."""
+
+    def __init__(self, content: bytes) -> None:
+        self._content = content
+        self._parsed: Any = _UNPARSED
+
+    def As(self, *, T: str = "string", preserveContent: bool = False) -> JToken:  # noqa: N803 - APIM's names
+        if T == "string":
+            return self._content.decode("utf-8", "replace")
+        if self._parsed is _UNPARSED:
+            try:
+                self._parsed = orjson.loads(self._content) if self._content else None
+            except orjson.JSONDecodeError:
+                self._parsed = None
+        return self._parsed
+
+    @property
+    def content(self) -> bytes:
+        return self._content
+
+    def replace(self, content: bytes) -> None:
+        self._content = content
+        self._parsed = _UNPARSED
+
+
+_UNPARSED = object()
+
+
+class Request:
+    Method: str
+    IpAddress: str
+    Headers: Headers
+    Url: Url
+    OriginalUrl: Url
+    MatchedParameters: ReadOnlyMap
+    Body: Body
+
+    def __init__(
+        self, method: str, ip_address: str, headers: Headers, url: Url, original_url: Url, matched: ReadOnlyMap, body: Body
+    ) -> None:
+        self.Method, self.IpAddress, self.Headers = method, ip_address, headers
+        self.Url, self.OriginalUrl, self.MatchedParameters, self.Body = url, original_url, matched, body
+
+
+class Response:
+    StatusCode: int
+    StatusReason: str
+    Headers: Headers
+    Body: Body
+
+    def __init__(self, status_code: int, status_reason: str, headers: Headers, body: Body) -> None:
+        self.StatusCode, self.StatusReason, self.Headers, self.Body = status_code, status_reason, headers, body
+
+
+class Subscription:
+    Id: str
+    Name: str
+    #: The key this request presented (the gateway stores only hashes, so Primary/SecondaryKey do not exist).
+    Key: str
+    CreatedDate: str
+
+    def __init__(self, id: str, name: str, key: str, created: str) -> None:  # noqa: A002
+        self.Id, self.Name, self.Key, self.CreatedDate = id, name, key, created
+
+
+class Named:
+    """`context.Product`, `context.Api`, `context.User`: an id and a display name."""
+
+    Id: str
+    Name: str
+
+    def __init__(self, id: str, name: str) -> None:  # noqa: A002
+        self.Id, self.Name = id, name
+
+
+class Operation:
+    Id: str
+    Name: str
+    Method: str
+    UrlTemplate: str
+
+    def __init__(self, id: str, method: str, url_template: str) -> None:  # noqa: A002
+        self.Id, self.Name, self.Method, self.UrlTemplate = id, id, method, url_template
+
+
+class GatewayInfo:
+    Id: str
+    IsManaged: bool
+
+    def __init__(self, id: str) -> None:  # noqa: A002
+        self.Id, self.IsManaged = id, False
+
+
+class Deployment:
+    Region: str
+    ServiceName: str
+    Gateway: GatewayInfo
+
+    def __init__(self, region: str, service_name: str, gateway_id: str) -> None:
+        self.Region, self.ServiceName, self.Gateway = region, service_name, GatewayInfo(gateway_id)
+
+
+class LastError:
+    Source: str
+    Reason: str
+    Message: str
+    Scope: str
+    Section: str
+    Path: str
+    PolicyId: str
+
+    def __init__(self, source: str, reason: str, message: str, section: str, scope: str = "", policy_id: str = "") -> None:
+        self.Source, self.Reason, self.Message = source, reason, message
+        self.Scope, self.Section, self.Path, self.PolicyId = scope, section, "", policy_id
+
+
+class Variables:
+    """`context.Variables`: values set by `set-variable` and by statements' `*-variable-name` attributes."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> JToken:
+        return self._values[name]
+
+    def ContainsKey(self, name: str) -> bool:
+        return name in self._values
+
+    def GetValueOrDefault(self, name: str, default: JToken = None, *, T: str = "object") -> JToken:  # noqa: N803
+        return self._values.get(name, default)
+
+    def set(self, name: str, value: Any) -> None:
+        self._values[name] = value
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._values.get(name, default)
+
+
+class Context:
+    """One request's policy context. The gateway builds it; statements read and change it."""
+
+    Request: Request
+    Response: Optional[Response]
+    Subscription: Optional[Subscription]
+    Product: Optional[Named]
+    Api: Named
+    Operation: Operation
+    User: Optional[Named]
+    Deployment: Deployment
+    Variables: Variables
+    LastError: Optional[LastError]
+    RequestId: str
+
+    def __init__(
+        self,
+        request: Request,
+        api: Named,
+        operation: Operation,
+        deployment: Deployment,
+        request_id: str,
+        subscription: Subscription | None = None,
+        product: Named | None = None,
+        user: Named | None = None,
+    ) -> None:
+        self.Request, self.Api, self.Operation, self.Deployment = request, api, operation, deployment
+        self.Subscription, self.Product, self.User = subscription, product, user
+        self.Response = None
+        self.Variables = Variables()
+        self.LastError = None
+        self.RequestId = request_id
+        self.started = time.monotonic()
+        #: The backend chosen by `set-backend-service backend-id=…` (a backend or pool id) or `base-url=…`.
+        self.backend_id: str | None = None
+        self.base_url: str | None = None
+
+    @property
+    def Timestamp(self) -> _dt.datetime:
+        return _dt.datetime.now(_dt.timezone.utc)
+
+    @property
+    def Elapsed(self) -> float:
+        """Seconds since the request arrived (APIM's TimeSpan, as a number)."""
+        return time.monotonic() - self.started
