@@ -8,13 +8,14 @@ streaming extension every HTTP function of the app takes a Starlette `Request` a
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
+from gateway import policy_updates
 from gateway.hosting import current_gateway, health_response
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 
 @app.function_name("openai")
-@app.route(route="openai/{*path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+@app.route(route="openai/{*path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
 async def openai(req: Request) -> Response:
     return await current_gateway().handle(req)
 
@@ -23,3 +24,20 @@ async def openai(req: Request) -> Response:
 @app.route(route="health", methods=["GET"])
 async def health(req: Request) -> Response:
     return await health_response()
+
+
+@app.function_name("policy_updates")
+@app.queue_trigger(arg_name="message", queue_name=policy_updates.QUEUE_NAME, connection="AzureWebJobsStorage")
+async def policy_update_message(message: func.QueueMessage) -> None:
+    await policy_updates.apply_message(current_gateway(), message.get_body().decode("utf-8"))
+
+
+@app.function_name("policy_blob_created")
+@app.blob_trigger(
+    arg_name="blob",
+    path=policy_updates.BLOB_CONTAINER + "/{name}",
+    connection="AzureWebJobsStorage",
+    source=func.BlobSource.EVENT_GRID,
+)
+async def policy_blob_created(blob: func.InputStream) -> None:
+    await policy_updates.apply_blob(current_gateway(), blob.name or "", blob.read())

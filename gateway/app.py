@@ -1,4 +1,4 @@
-"""The request handler both hosts share: route, authenticate, pick a backend, forward, relay.
+"""The request handler both hosts share: route, authenticate, run the policy pipeline, relay the answer.
 
 `Gateway.handle` takes a Starlette `Request` and returns a Starlette `Response`; the Azure Functions HTTP
 streaming extension and the local uvicorn host both speak exactly that, so there is one code path.
@@ -6,28 +6,38 @@ streaming extension and the local uvicorn host both speak exactly that, so there
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from urllib.parse import parse_qsl, urlencode
+import uuid
+from urllib.parse import parse_qsl
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import routes
-from gateway.backends import Backend, BackendRegistry
-from gateway.errors import BadRequest, DeploymentNotFound, GatewayError, PayloadTooLarge, ResourceNotFound
-from gateway.proxy import RelayResponse, UpstreamClient, buffered_response, forwarded_headers, is_streaming
+from gateway.backends import BackendRegistry
+from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, ResourceNotFound
+from gateway.policy_store import PolicyManager, PolicyRepository
+from gateway.proxy import CLIENT_CREDENTIAL_HEADERS, RelayResponse, UpstreamClient, raw_headers
+from gateway.services import GatewayServices, RequestState
 from gateway.settings import Settings
 from gateway.storage import TableStore
-from gateway.subscriptions import KeyHasher, SubscriptionAuthenticator, SubscriptionRepository
+from gateway.subscriptions import KeyHasher, Subscription, SubscriptionAuthenticator, SubscriptionRepository
 from gateway.timing import ServerTiming
+from policies import context as ctx
+from policies.counters import LocalCounters
+from policies.errors import PolicyResponse
+from policies.jwks import SigningKeys
+from policies.statement import Loader
 
 logger = logging.getLogger(__name__)
 
-#: Query parameters that carry a subscription key: consumed here, never forwarded.
+#: Query parameters that carry a subscription key: consumed here, never visible to policies or the backend.
 _KEY_QUERY_PARAMETERS = frozenset({"subscription-key", "api-key"})
 #: Audio uploads may be 25 MB; leave room for the multipart framing.
 MAX_BODY_BYTES = 26 * 1024 * 1024
+_API_NAMES = {routes.VERSIONED_API: "Azure OpenAI", routes.V1_API: "Azure OpenAI v1"}
 
 
 class Gateway:
@@ -37,10 +47,17 @@ class Gateway:
         self.backends = BackendRegistry(settings.backends)
         self.hasher = KeyHasher(settings.key_pepper.reveal())
         self.upstream = UpstreamClient(settings.upstream_connect_timeout, settings.upstream_read_timeout)
+        self.services = GatewayServices(self.backends, self.upstream, LocalCounters(), SigningKeys(settings.openid_keys))
+        self.loader = Loader(named_values=settings.named_values, backend_ids=self.backends.ids)
         self._authenticator: SubscriptionAuthenticator | None = None
+        self._policies: PolicyManager | None = None
+        self._start_lock = asyncio.Lock()
 
     async def subscriptions(self) -> SubscriptionRepository:
         return SubscriptionRepository(await self.store.table("subscriptions"), self.hasher)
+
+    async def policy_repository(self) -> PolicyRepository:
+        return PolicyRepository(await self.store.table("policies"))
 
     async def handle(self, request: Request) -> Response:
         timing = ServerTiming()
@@ -62,57 +79,115 @@ class Gateway:
         operation = route.operation
         if operation.versioned and not request.query_params.get("api-version"):
             raise ResourceNotFound()
+        authenticator, policies = self._authenticator, self._policies
+        if authenticator is None or policies is None:
+            authenticator, policies = await self._start()
 
-        authenticator = self._authenticator or await self._create_authenticator()
-        await authenticator.authenticate(_subscription_key(request), operation.api)
-        timing.mark("auth")
+        key = _subscription_key(request)
+        subscription = await authenticator.authenticate(key, operation.api)
+        timing.add("auth", timing.elapsed())
 
         body = await _read_body(request)
-        backend = self._backend_for(route, body)
-        if backend is None:
+        deployment = _model_from_body(body) if operation.model_in_body else route.params.get("deployment-id")
+        if operation.id == "listModels" and not self.backends.serves_any_deployment:
             return self._list_models_locally()
 
-        url = f"{backend.base_url}/openai/{path}{_forwarded_query(request)}"
-        headers = forwarded_headers(request.headers.items())
-        headers.extend(await backend.auth_headers())
-        upstream = await self.upstream.send(request.method, url, headers, body)
-        if is_streaming(upstream):
-            timing.mark("upstream")
-            return RelayResponse(upstream, [], self.settings.sse_keepalive_seconds)
-        response = await buffered_response(upstream, [])
-        timing.mark("upstream")
-        return response
+        context = self._context(request, route, subscription, key or "", body, deployment, timing)
+        pipeline = policies.current.pipeline(subscription.product, operation.api, operation.id)
+        result = await pipeline.execute(context)
+        return self._respond(context, result)
 
-    def _backend_for(self, route: routes.RouteMatch, body: bytes) -> Backend | None:
-        """The backend for this request; None only for `listModels` when no backend serves every deployment."""
+    def _context(
+        self,
+        request: Request,
+        route: routes.RouteMatch,
+        subscription: Subscription,
+        key: str,
+        body: bytes,
+        deployment: str | None,
+        timing: ServerTiming,
+    ) -> ctx.Context:
         operation = route.operation
-        if operation.model_in_body:
-            deployment = _model_from_body(body)
-        else:
-            deployment = route.params.get("deployment-id")
+        header_items = request.headers.items()
+        credentials = {name: value for name, value in header_items if name in CLIENT_CREDENTIAL_HEADERS}
+        query = [(k, v) for k, v in parse_qsl(request.url.query, keep_blank_values=True) if k not in _KEY_QUERY_PARAMETERS]
+        url = request.url
+        port = url.port or (443 if url.scheme == "https" else 80)
+        matched = dict(route.params)
         if deployment is not None:
-            backend = self.backends.for_deployment(deployment)
-        else:
-            backend = self.backends.fallback
-            if backend is None and operation.id == "listModels":
-                return None
-            backend = backend or next(iter(self.backends.backends), None)
-        if backend is None:
-            raise DeploymentNotFound()
-        return backend
+            matched["deployment-id"] = deployment
+        policy_request = ctx.Request(
+            request.method,
+            self._client_ip(request),
+            ctx.Headers(header_items),
+            ctx.Url(url.scheme, url.hostname or "", port, url.path, ctx.QueryParameters(query)),
+            ctx.Url(url.scheme, url.hostname or "", port, url.path, ctx.QueryParameters(query)),
+            ctx.ReadOnlyMap(matched),
+            ctx.Body(body),
+        )
+        context = ctx.Context(
+            policy_request,
+            api=ctx.Named(operation.api, _API_NAMES[operation.api]),
+            operation=ctx.Operation(operation.id, operation.method, "/" + operation.template),
+            deployment=ctx.Deployment(self.settings.region, self.settings.gateway_id, self.settings.gateway_id),
+            request_id=str(uuid.uuid4()),
+            subscription=ctx.Subscription(subscription.id, subscription.name, key, subscription.created),
+            product=ctx.Named(subscription.product, subscription.product) if subscription.product else None,
+            services=self.services,
+        )
+        context.gateway_state = RequestState(deployment, credentials, timing)
+        return context
+
+    def _client_ip(self, request: Request) -> str:
+        """The caller's IP; behind the Functions front end, the first X-Forwarded-For entry (port removed)."""
+        forwarded = request.headers.get("x-forwarded-for") if self.settings.trust_forwarded_for else None
+        if forwarded:
+            first = forwarded.split(",", 1)[0].strip()
+            return first.rsplit(":", 1)[0] if first.count(":") == 1 else first
+        return request.client.host if request.client else ""
+
+    def _respond(self, context: ctx.Context, result: PolicyResponse | None) -> Response:
+        state: RequestState = context.gateway_state
+        if result is not None:
+            state.close_upstream()
+            response = Response(result.body, status_code=result.status)
+            response.raw_headers.extend(raw_headers([*result.headers, *context.response_headers]))
+            return response
+        answer = context.Response
+        assert answer is not None
+        headers = raw_headers([*answer.Headers.items(), *context.response_headers])
+        if state.upstream is not None:
+            upstream, state.upstream = state.upstream, None
+            return RelayResponse(upstream, answer.StatusCode, headers, self.settings.sse_keepalive_seconds)
+        response = Response(answer.Body.content, status_code=answer.StatusCode)
+        response.raw_headers.extend(headers)
+        return response
 
     def _list_models_locally(self) -> Response:
         models = [{"id": name, "object": "model", "owned_by": "gateway"} for name in self.backends.known_deployments()]
         return Response(orjson.dumps({"object": "list", "data": models}), media_type="application/json")
 
-    async def _create_authenticator(self) -> SubscriptionAuthenticator:
-        self._authenticator = SubscriptionAuthenticator(
-            await self.subscriptions(), self.hasher, self.settings.products, self.settings.subscription_cache_seconds
-        )
-        return self._authenticator
+    async def start(self) -> None:
+        """Connect and load policies now rather than on the first request."""
+        await self._start()
+
+    async def _start(self) -> tuple[SubscriptionAuthenticator, PolicyManager]:
+        """Connect to storage and load policies once per process, before the first request is served."""
+        async with self._start_lock:
+            if self._authenticator is None or self._policies is None:
+                policies = PolicyManager(await self.policy_repository(), self.loader, self.settings.policy_poll_seconds)
+                await policies.start()
+                self._policies = policies
+                self._authenticator = SubscriptionAuthenticator(
+                    await self.subscriptions(), self.hasher, self.settings.products, self.settings.subscription_cache_seconds
+                )
+        return self._authenticator, self._policies
 
     async def close(self) -> None:
+        if self._policies is not None:
+            await self._policies.close()
         await self.upstream.close()
+        await self.services.close()
         await self.backends.close()
         await self.store.close()
 
@@ -128,16 +203,6 @@ def _subscription_key(request: Request) -> str | None:
         return authorization[7:].strip() or None
     query = request.query_params
     return query.get("subscription-key") or query.get("api-key")
-
-
-def _forwarded_query(request: Request) -> str:
-    raw = request.url.query
-    if not raw:
-        return ""
-    if "subscription-key" not in raw and "api-key" not in raw:
-        return "?" + raw
-    kept = [(k, v) for k, v in parse_qsl(raw, keep_blank_values=True) if k not in _KEY_QUERY_PARAMETERS]
-    return "?" + urlencode(kept) if kept else ""
 
 
 async def _read_body(request: Request) -> bytes:

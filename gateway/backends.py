@@ -86,17 +86,35 @@ class BackendRegistry:
             self.backends.append(Backend(config, provider))
         self._providers = list(providers.values())
         self._exact = {d: b for b in reversed(self.backends) for d in b.config.deployments if d != ANY_DEPLOYMENT}
-        self._fallback = next((b for b in self.backends if ANY_DEPLOYMENT in b.config.deployments), None)
+        self._wildcard = next((b for b in self.backends if ANY_DEPLOYMENT in b.config.deployments), None)
+        self._by_id = {b.id: b for b in self.backends}
+        self._by_url = {b.base_url: b for b in reversed(self.backends)}
 
     def for_deployment(self, deployment: str) -> Backend | None:
-        return self._exact.get(deployment, self._fallback)
+        return self._exact.get(deployment, self._wildcard)
+
+    def by_id(self, backend_id: str) -> Backend | None:
+        return self._by_id.get(backend_id)
+
+    def by_url(self, base_url: str) -> Backend | None:
+        """The configured backend at this URL, so `set-backend-service base-url` still gets its credentials."""
+        return self._by_url.get(base_url.rstrip("/").removesuffix("/openai"))
 
     def known_deployments(self) -> list[str]:
         return sorted(self._exact)
 
     @property
-    def fallback(self) -> Backend | None:
-        return self._fallback
+    def ids(self) -> frozenset[str]:
+        return frozenset(self._by_id)
+
+    @property
+    def serves_any_deployment(self) -> bool:
+        return self._wildcard is not None
+
+    @property
+    def default(self) -> Backend | None:
+        """For operations without a deployment (list models, get a response): the wildcard or first backend."""
+        return self._wildcard or next(iter(self.backends), None)
 
     async def close(self) -> None:
         for provider in self._providers:

@@ -16,6 +16,8 @@ from gateway import devstack
 from gateway.routes import V1_API, VERSIONED_API
 from gateway.settings import Settings
 from gateway.subscriptions import SubscriptionRepository, validate_scope
+from policies.document import Scope
+from policies.statement import Loader
 
 T = TypeVar("T")
 LOCAL_DIR = devstack.REPO_ROOT / ".local"
@@ -196,6 +198,167 @@ def delete_subscription(subscription_id: str) -> None:
     click.echo(f"Deleted subscription {subscription_id}.")
 
 
+@main.group()
+def policies() -> None:
+    """Check, apply and inspect APIM policy documents (scopes: global, product:NAME, api:ID, operation:ID)."""
+
+
+def _scope_option(default: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--scope", "scope_text", default=default, required=default is None, show_default=default is not None,
+        help="global, product:NAME, api:openai|openai-v1 or operation:ID.",
+    )  # fmt: skip
+
+
+def _parse_scope(scope_text: str) -> Scope:
+    try:
+        return Scope.parse(scope_text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scope") from None
+
+
+@policies.command("check")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@_scope_option("global")
+def check_policy(file: Any, scope_text: str) -> None:
+    """Validate a document exactly as `apply` would, without storing it."""
+    from gateway.policy_store import load_scoped
+
+    scope = _parse_scope(scope_text)
+    try:
+        document = load_scoped(file.read(), scope, _loader())
+    except ValueError as exc:
+        raise click.ClickException(f"{exc}\nNothing was applied. Fix the document and run `policies check` again.") from None
+    count = sum(len(items) for items in document.sections.values())
+    click.echo(f"OK: {file.name} is a valid policy document for scope {scope} ({count} top-level items).")
+
+
+@policies.command("apply")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@_scope_option()
+def apply_policy(file: Any, scope_text: str) -> None:
+    """Validate and store a document; running gateways pick it up within their poll interval."""
+    from gateway.policy_store import apply_document
+
+    scope = _parse_scope(scope_text)
+    settings = _settings_or_exit()
+    xml = file.read()
+
+    async def apply(gateway: Any) -> int:
+        return await apply_document(await gateway.policy_repository(), scope, xml, gateway.loader)
+
+    try:
+        version = _run_with_gateway(settings, apply)
+    except ValueError as exc:
+        raise click.ClickException(f"{exc}\nNothing was applied; the policies in force are unchanged.") from None
+    click.echo(
+        f"Applied {file.name} to scope {scope} (config version {version}); gateways reload within "
+        f"{settings.policy_poll_seconds:g} s."
+    )
+
+
+@policies.command("delete")
+@_scope_option()
+def delete_policy(scope_text: str) -> None:
+    """Remove the document of one scope (the scope then inherits everything)."""
+    scope = _parse_scope(scope_text)
+    settings = _settings_or_exit()
+
+    async def delete(gateway: Any) -> int | None:
+        repository = await gateway.policy_repository()
+        if await repository.document(scope) is None:
+            return None
+        return int(await repository.delete(scope))
+
+    version = _run_with_gateway(settings, delete)
+    if version is None:
+        raise click.ClickException(f"No document is stored for scope {scope}. `policies list` shows the stored scopes.")
+    click.echo(f"Deleted the policy of scope {scope} (config version {version}).")
+
+
+@policies.command("show")
+@_scope_option()
+def show_policy(scope_text: str) -> None:
+    """Print the stored document of one scope."""
+    scope = _parse_scope(scope_text)
+
+    async def show(gateway: Any) -> str | None:
+        return await (await gateway.policy_repository()).document(scope)
+
+    xml = _run_with_gateway(_settings_or_exit(), show)
+    if xml is None:
+        raise click.ClickException(f"No document is stored for scope {scope}. `policies list` shows the stored scopes.")
+    click.echo(xml)
+
+
+@policies.command("list")
+def list_policies() -> None:
+    """List stored scopes and the config version."""
+
+    async def listing(gateway: Any) -> tuple[int, dict[str, str]]:
+        repository = await gateway.policy_repository()
+        return await repository.version(), await repository.documents()
+
+    version, documents = _run_with_gateway(_settings_or_exit(), listing)
+    _echo_json({"version": version, "scopes": {scope: len(xml) for scope, xml in sorted(documents.items())}})
+
+
+@policies.command("effective")
+@click.option("--operation", "operation_id", required=True, help="Operation id, e.g. ChatCompletions_Create.")
+@click.option("--product", default=None, help="Product of the calling subscription, if any.")
+def effective_policy(operation_id: str, product: str | None) -> None:
+    """Print the effective document for an operation: every scope merged at its <base />."""
+    from gateway.policy_store import compile_policy_set
+    from gateway.routes import ALL_OPERATIONS
+
+    operation = next((op for op in ALL_OPERATIONS if op.id == operation_id), None)
+    if operation is None:
+        known = ", ".join(op.id for op in ALL_OPERATIONS)
+        raise click.BadParameter(f"Unknown operation {operation_id!r}; known: {known}.", param_hint="--operation")
+
+    async def documents(gateway: Any) -> dict[str, str]:
+        return await (await gateway.policy_repository()).documents()
+
+    settings = _settings_or_exit()
+    policy_set = compile_policy_set(_run_with_gateway(settings, documents), 0, _loader())
+    click.echo(policy_set.pipeline(product, operation.api, operation.id).to_xml())
+
+
+@policies.command("enqueue")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@_scope_option()
+def enqueue_policy(file: Any, scope_text: str) -> None:
+    """Send a document through the `policy-updates` queue, as an automated pipeline would."""
+    from azure.core.exceptions import ResourceExistsError
+    from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+
+    from gateway.policy_updates import QUEUE_NAME
+
+    scope = _parse_scope(scope_text)
+    settings = _settings_or_exit()
+    queue = QueueClient.from_connection_string(
+        settings.storage_connection.reveal(), QUEUE_NAME, message_encode_policy=TextBase64EncodePolicy()
+    )
+    with queue:
+        try:
+            queue.create_queue()
+        except ResourceExistsError:
+            pass
+        queue.send_message(json.dumps({"scope": str(scope), "xml": file.read()}))
+    click.echo(f"Queued {file.name} for scope {scope}; a gateway validates and applies it shortly.")
+
+
+def _loader() -> Loader:
+    """The loader `apply` uses: named values and backend ids from settings, when settings are complete."""
+    from gateway.backends import BackendRegistry
+
+    try:
+        settings = Settings.from_env()
+    except ValueError:
+        return Loader()
+    return Loader(named_values=settings.named_values, backend_ids=BackendRegistry(settings.backends).ids)
+
+
 def _settings_or_exit() -> Settings:
     try:
         return Settings.from_env()
@@ -204,12 +367,19 @@ def _settings_or_exit() -> Settings:
 
 
 def _run_with_repository(settings: Settings, action: Callable[[SubscriptionRepository], Awaitable[T]]) -> T:
+    async def with_repository(gateway: Any) -> T:
+        return await action(await gateway.subscriptions())
+
+    return _run_with_gateway(settings, with_repository)
+
+
+def _run_with_gateway(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
     from gateway.app import Gateway
 
     async def go() -> T:
         gateway = Gateway(settings)
         try:
-            return await action(await gateway.subscriptions())
+            return await action(gateway)
         finally:
             await gateway.close()
 

@@ -7,6 +7,8 @@ environment; the local host builds the same object and closes it on shutdown.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -17,6 +19,7 @@ from starlette.routing import Route
 from gateway import __version__
 from gateway.app import Gateway
 from gateway.errors import ResourceNotFound
+from gateway.policy_updates import LocalQueueWorker
 from gateway.settings import Settings
 
 _current: Gateway | None = None
@@ -48,7 +51,14 @@ def create_local_app(gateway: Gateway) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        worker = None
+        if gateway.settings.local_queue_worker:
+            worker = LocalQueueWorker(gateway, gateway.settings.storage_connection.reveal())
+            worker.start()
         yield
+        if worker is not None:
+            await worker.close()
         await gateway.close()
 
     return Starlette(
@@ -63,6 +73,9 @@ def create_local_app(gateway: Gateway) -> Starlette:
 
 def serve(host: str, port: int) -> None:
     import uvicorn
+
+    logging.basicConfig(level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK logs every storage call at INFO
 
     gateway = current_gateway()
     uvicorn.run(

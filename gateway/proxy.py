@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 
 import aiohttp
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import BackendError, BackendTimeout
@@ -24,9 +24,9 @@ _HOP_BY_HOP = frozenset(
         "proxy-authenticate", "proxy-authorization", "host", "content-length",
     }
 )  # fmt: skip
-#: Client headers that carry the client's own credentials: never forwarded to a backend.
-_CLIENT_CREDENTIALS = frozenset({"api-key", "ocp-apim-subscription-key", "authorization", "cookie"})
-_DROPPED_REQUEST_HEADERS = _HOP_BY_HOP | _CLIENT_CREDENTIALS | {"accept-encoding", "expect"}
+#: Client headers that carry the client's own credentials: never forwarded as the client sent them.
+CLIENT_CREDENTIAL_HEADERS = frozenset({"api-key", "ocp-apim-subscription-key", "authorization", "cookie"})
+_DROPPED_REQUEST_HEADERS = _HOP_BY_HOP | {"accept-encoding", "expect"}
 _KEEPALIVE = b": keep-alive\n\n"
 
 logger = logging.getLogger(__name__)
@@ -51,13 +51,13 @@ class UpstreamClient:
         return self._session
 
     async def send(
-        self, method: str, url: str, headers: list[tuple[str, str]], body: bytes
+        self, method: str, url: str, headers: list[tuple[str, str]], body: bytes, timeout: float | None = None
     ) -> aiohttp.ClientResponse:
-        """Send a request and return once the response headers arrived; the caller must release it."""
+        """Send a request and return once the response headers arrived (within `timeout` seconds, when given);
+        the caller must release the response."""
+        request = self._get_session().request(method, url, headers=headers, data=body or None, allow_redirects=False)
         try:
-            return await self._get_session().request(
-                method, url, headers=headers, data=body or None, allow_redirects=False
-            )
+            return await (asyncio.wait_for(request, timeout) if timeout else request)
         except asyncio.TimeoutError as exc:
             raise BackendTimeout() from exc
         except aiohttp.ClientError as exc:
@@ -68,17 +68,18 @@ class UpstreamClient:
             await self._session.close()
 
 
-def forwarded_headers(client_headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The client's headers minus hop-by-hop ones and any credential the client sent to the gateway."""
-    return [(name, value) for name, value in client_headers if name.lower() not in _DROPPED_REQUEST_HEADERS]
+def forwardable(name: str) -> bool:
+    """False for hop-by-hop request headers and those the gateway sets itself."""
+    return name.lower() not in _DROPPED_REQUEST_HEADERS
 
 
-def _response_headers(upstream: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
-    return [
-        (name.lower(), value)
-        for name, value in upstream.raw_headers
-        if name.lower().decode("latin-1") not in _HOP_BY_HOP
-    ]
+def upstream_headers(upstream: aiohttp.ClientResponse) -> list[tuple[str, str]]:
+    """The backend's response headers minus hop-by-hop ones."""
+    return [(name, value) for name, value in upstream.headers.items() if name.lower() not in _HOP_BY_HOP]
+
+
+def raw_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
 
 
 def is_streaming(upstream: aiohttp.ClientResponse) -> bool:
@@ -86,19 +87,15 @@ def is_streaming(upstream: aiohttp.ClientResponse) -> bool:
     return upstream.content_type == "text/event-stream" or upstream.content_length is None
 
 
-async def buffered_response(upstream: aiohttp.ClientResponse, extra_headers: list[tuple[bytes, bytes]]) -> Response:
+async def read_body(upstream: aiohttp.ClientResponse) -> bytes:
     try:
-        body = await upstream.read()
+        return await upstream.read()
     except asyncio.TimeoutError as exc:
         raise BackendTimeout() from exc
     except aiohttp.ClientError as exc:
         raise BackendError() from exc
     finally:
         upstream.release()
-    response = Response(body, status_code=upstream.status)
-    response.raw_headers.extend(_response_headers(upstream))
-    response.raw_headers.extend(extra_headers)
-    return response
 
 
 class RelayResponse(StreamingResponse):
@@ -109,14 +106,13 @@ class RelayResponse(StreamingResponse):
     """
 
     def __init__(
-        self, upstream: aiohttp.ClientResponse, extra_headers: list[tuple[bytes, bytes]], keepalive_seconds: float
+        self, upstream: aiohttp.ClientResponse, status: int, headers: list[tuple[bytes, bytes]], keepalive_seconds: float
     ) -> None:
         self._upstream = upstream
         sse = upstream.content_type == "text/event-stream"
         chunks = _relay_sse(upstream, keepalive_seconds) if sse else _relay_raw(upstream)
-        super().__init__(chunks, status_code=upstream.status)
-        self.raw_headers.extend(_response_headers(upstream))
-        self.raw_headers.extend(extra_headers)
+        super().__init__(chunks, status_code=status)
+        self.raw_headers.extend(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         stream = asyncio.ensure_future(self.stream_response(send))

@@ -36,6 +36,16 @@ class Settings:
     upstream_read_timeout: float = 300.0
     gateway_id: str = "local"
     region: str = "local"
+    #: How often each instance checks the policy version row.
+    policy_poll_seconds: float = 5.0
+    #: APIM named values (`{{name}}` in policies).
+    named_values: Mapping[str, str] = field(default_factory=dict)
+    #: JWKS per OpenID configuration URL or tenant id, for validate-jwt without network access.
+    openid_keys: Mapping[str, Any] = field(default_factory=dict)
+    #: Take the caller's IP from X-Forwarded-For (true under Azure Functions, whose front end sets it).
+    trust_forwarded_for: bool = False
+    #: The local host polls the `policy-updates` queue itself (under Functions, the queue trigger does).
+    local_queue_worker: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -67,6 +77,11 @@ class Settings:
             upstream_read_timeout=_number(env, "GATEWAY_UPSTREAM_READ_TIMEOUT", 300.0),
             gateway_id=env.get("GATEWAY_ID") or env.get("WEBSITE_INSTANCE_ID", "local")[:32] or "local",
             region=env.get("REGION_NAME", "local"),
+            policy_poll_seconds=_number(env, "GATEWAY_POLICY_POLL_SECONDS", 5.0),
+            named_values=_json_object(env, "GATEWAY_NAMED_VALUES", str),
+            openid_keys=_json_object(env, "GATEWAY_OPENID_KEYS", dict),
+            trust_forwarded_for=_flag(env, "GATEWAY_TRUST_FORWARDED_FOR", default="FUNCTIONS_WORKER_RUNTIME" in env),
+            local_queue_worker=_flag(env, "GATEWAY_LOCAL_QUEUE_WORKER", default=True),
         )
 
 
@@ -81,6 +96,28 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise ValueError(f"Setting {name!r} has value {raw!r}: it must be greater than 0.")
     return value
+
+
+def _json_object(env: Mapping[str, str], name: str, value_type: type) -> dict[str, Any]:
+    raw = env.get(name)
+    if not raw:
+        return {}
+    try:
+        data: Any = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"Setting {name!r} is not valid JSON ({exc.msg} at position {exc.pos}).") from None
+    if not isinstance(data, dict) or not all(isinstance(v, value_type) for v in data.values()):
+        raise ValueError(f"Setting {name!r} must be a JSON object whose values are {value_type.__name__}s.")
+    return data
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", None):
+        return default
+    if raw not in ("true", "false", "1", "0"):
+        raise ValueError(f"Setting {name!r} has value {raw!r}: use true or false.")
+    return raw in ("true", "1")
 
 
 def _parse_products(raw: str | None) -> dict[str, tuple[str, ...]]:

@@ -6,20 +6,24 @@ import time
 
 
 class ServerTiming:
-    __slots__ = ("_start", "_last", "_entries")
+    """Named durations (auth, upstream, …); whatever time they do not cover is reported as `gateway`."""
+
+    __slots__ = ("_start", "_durations")
 
     def __init__(self) -> None:
-        self._start = self._last = time.perf_counter()
-        self._entries: list[tuple[str, float]] = []
+        self._start = time.perf_counter()
+        self._durations: dict[str, float] = {}
 
-    def mark(self, name: str) -> None:
-        """Close the phase `name`: it lasted from the previous mark (or arrival) until now."""
-        now = time.perf_counter()
-        self._entries.append((name, now - self._last))
-        self._last = now
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._start
+
+    def add(self, name: str, seconds: float) -> None:
+        """Add to `name` (it accumulates: a retried backend call counts every attempt)."""
+        self._durations[name] = self._durations.get(name, 0.0) + seconds
 
     def header(self) -> tuple[bytes, bytes]:
-        total = time.perf_counter() - self._start
-        parts = [f"{name};dur={seconds * 1000:.2f}" for name, seconds in self._entries]
+        total = self.elapsed()
+        parts = [f"{name};dur={seconds * 1000:.2f}" for name, seconds in self._durations.items()]
+        parts.append(f"gateway;dur={(total - sum(self._durations.values())) * 1000:.2f}")
         parts.append(f"total;dur={total * 1000:.2f}")
         return b"server-timing", ", ".join(parts).encode()

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any, Optional
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Optional
 
 import orjson
+
+if TYPE_CHECKING:
+    from policies.services import Services
 
 #: A parsed JSON value (`JObject`, `JArray`, `JToken` in APIM's Newtonsoft terms).
 JToken = Any
@@ -141,13 +144,17 @@ class Body:
         self._parsed: Any = _UNPARSED
 
     def As(self, *, T: str = "string", preserveContent: bool = False) -> JToken:  # noqa: N803 - APIM's names
+        """The body as text or parsed JSON. The bytes are always kept (as if preserveContent were true)."""
         if T == "string":
             return self._content.decode("utf-8", "replace")
         if self._parsed is _UNPARSED:
             try:
                 self._parsed = orjson.loads(self._content) if self._content else None
-            except orjson.JSONDecodeError:
-                self._parsed = None
+            except orjson.JSONDecodeError as exc:
+                raise ValueError(f"The body is not valid JSON ({exc}).") from None
+        expected = _JSON_TYPES.get(T)
+        if expected is not None and self._parsed is not None and not isinstance(self._parsed, expected):
+            raise ValueError(f"The body is not a {T}.")
         return self._parsed
 
     @property
@@ -160,6 +167,7 @@ class Body:
 
 
 _UNPARSED = object()
+_JSON_TYPES: dict[str, type] = {"JObject": dict, "JArray": list}
 
 
 class Request:
@@ -263,13 +271,53 @@ class Variables:
         return name in self._values
 
     def GetValueOrDefault(self, name: str, default: JToken = None, *, T: str = "object") -> JToken:  # noqa: N803
-        return self._values.get(name, default)
+        """The value converted to `T` as APIM does (`GetValueOrDefault<int>` on "7" gives 7); a value that
+        does not convert is an error, like APIM's cast exception."""
+        if name not in self._values:
+            return default
+        value = self._values[name]
+        convert = _CONVERSIONS.get(T)
+        return value if convert is None or value is None else convert(value)
 
     def set(self, name: str, value: Any) -> None:
         self._values[name] = value
 
     def get(self, name: str, default: Any = None) -> Any:
         return self._values.get(name, default)
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"{type(value).__name__} is not a bool")
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"{type(value).__name__} is not an integer")
+    return int(value)
+
+
+_CONVERSIONS: dict[str, Callable[[Any], Any]] = {
+    "int": _to_int, "long": _to_int, "double": float, "float": float, "bool": _to_bool,
+    "string": lambda value: value if isinstance(value, str) else str(value),
+}  # fmt: skip
+
+
+class TimeSpan:
+    """`context.Elapsed`: a duration, as .NET's TimeSpan exposes it to expressions."""
+
+    TotalMilliseconds: float
+    TotalSeconds: float
+
+    def __init__(self, seconds: float) -> None:
+        self.TotalSeconds = seconds
+        self.TotalMilliseconds = seconds * 1000
+
+    def ToString(self) -> str:
+        return f"{self.TotalSeconds:.7f}"
 
 
 class Context:
@@ -297,6 +345,7 @@ class Context:
         subscription: Subscription | None = None,
         product: Named | None = None,
         user: Named | None = None,
+        services: Services | None = None,
     ) -> None:
         self.Request, self.Api, self.Operation, self.Deployment = request, api, operation, deployment
         self.Subscription, self.Product, self.User = subscription, product, user
@@ -305,6 +354,13 @@ class Context:
         self.LastError = None
         self.RequestId = request_id
         self.started = time.monotonic()
+        self.services: Services = services  # type: ignore[assignment]
+        #: Work statements defer until the backend has answered (e.g. a conditional rate-limit count).
+        self.after_backend: list[Callable[[], Awaitable[None]]] = []
+        #: Headers statements add to whatever response the client finally gets (e.g. remaining-calls).
+        self.response_headers: list[tuple[str, str]] = []
+        #: The host's own per-request state (the gateway keeps credentials and the live response there).
+        self.gateway_state: Any = None
         #: The backend chosen by `set-backend-service backend-id=…` (a backend or pool id) or `base-url=…`.
         self.backend_id: str | None = None
         self.base_url: str | None = None
@@ -314,6 +370,6 @@ class Context:
         return _dt.datetime.now(_dt.timezone.utc)
 
     @property
-    def Elapsed(self) -> float:
-        """Seconds since the request arrived (APIM's TimeSpan, as a number)."""
-        return time.monotonic() - self.started
+    def Elapsed(self) -> TimeSpan:
+        """Time since the request arrived."""
+        return TimeSpan(time.monotonic() - self.started)

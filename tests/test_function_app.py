@@ -18,13 +18,48 @@ from tests.conftest import API_VERSION, Keys
 
 def test_function_metadata_routes_openai_and_health() -> None:
     functions = {f.get_function_name(): json.loads(f.get_function_json()) for f in function_app.app.get_functions()}
-    assert set(functions) == {"openai", "health"}
+    assert set(functions) == {"openai", "health", "policy_updates", "policy_blob_created"}
     trigger = functions["openai"]["bindings"][0]
     assert trigger["type"] == "httpTrigger"
     assert trigger["route"] == "openai/{*path}"
     assert trigger["authLevel"] == "ANONYMOUS"  # the gateway checks subscription keys itself
     assert {"GET", "POST", "DELETE"} <= set(trigger["methods"])
     assert functions["health"]["bindings"][0]["route"] == "health"
+    queue = functions["policy_updates"]["bindings"][0]
+    assert (queue["type"], queue["queueName"], queue["connection"]) == ("queueTrigger", "policy-updates", "AzureWebJobsStorage")
+    blob = functions["policy_blob_created"]["bindings"][0]
+    assert (blob["type"], blob["path"], blob["source"]) == ("blobTrigger", "policies/{name}", "EventGrid")
+
+
+async def test_policy_queue_function_applies_a_document(functions_env: None, gateway_env: dict[str, str]) -> None:
+    import azure.functions as func
+
+    from policies.document import Scope
+
+    xml = "<policies><inbound><base /><set-variable name='from-queue' value='1' /></inbound></policies>"
+    message = func.QueueMessage(id="1", body=json.dumps({"scope": "operation:Speech_Create", "xml": xml}).encode())
+    try:
+        await function_app.policy_update_message(message)
+        stored = await (await hosting.current_gateway().policy_repository()).document(Scope("operation", "Speech_Create"))
+        assert stored == xml
+    finally:
+        await hosting.current_gateway().close()
+
+
+async def test_policy_blob_function_rejects_invalid_document(functions_env: None) -> None:
+    import azure.functions as func
+
+    from policies.document import Scope
+
+    blob = func.blob.InputStream(data=b"<policies><inbound><nope /></inbound></policies>", name="policies/operations/Translations_Create.xml")
+    try:
+        await function_app.policy_blob_created(blob)
+        assert await (await hosting.current_gateway().policy_repository()).document(Scope("operation", "Translations_Create")) is None
+        good = func.blob.InputStream(data=b"<policies />", name="policies/operations/Translations_Create.xml")
+        await function_app.policy_blob_created(good)
+        assert await (await hosting.current_gateway().policy_repository()).document(Scope("operation", "Translations_Create")) == "<policies />"
+    finally:
+        await hosting.current_gateway().close()
 
 
 def test_host_json_removes_route_prefix() -> None:

@@ -1,0 +1,120 @@
+"""`<ip-filter>`: allow only, or forbid, callers from listed IP addresses and ranges (IPv4 and IPv6).
+
+    <ip-filter action="allow">
+        <address>13.66.201.169</address>
+        <address-range from="13.66.140.128" to="13.66.140.143" />
+    </ip-filter>
+
+The caller is `context.Request.IpAddress`, or with `header-name="X-Forwarded-For"` the first address in
+that header (only trustworthy behind a proxy that sets it). An IPv4-mapped IPv6 caller (`::ffff:10.0.0.1`)
+is matched as IPv4. Addresses are parsed at load, so a typo is a load error, never an open door.
+
+Refusals answer 403 "Forbidden"; `context.LastError.Reason`, as APIM names them, is `CallerIpNotAllowed`
+(not on the allow list), `CallerIpBlocked` (on the forbid list) or `FailedToParseCallerIP`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from policies.context import Context
+from policies.errors import PolicyError, PolicyResponse
+from policies.statement import Attr, Loader, Statement, register
+from policies.xml import PolicyElement
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class AddressRange:
+    first: IpAddress
+    last: IpAddress
+
+    def __contains__(self, address: IpAddress) -> bool:
+        return address.version == self.first.version and self.first <= address <= self.last  # type: ignore[operator]
+
+
+@register
+class IpFilter(Statement):
+    element = "ip-filter"
+    sections = frozenset({"inbound"})
+    attributes = (
+        Attr("action", required=True, expressions=False, choices=("allow", "forbid")),
+        Attr("header-name", expressions=False),
+    )
+
+    def __init__(self, allow: bool, ranges: tuple[AddressRange, ...], header: str | None) -> None:
+        self.allow = allow
+        self.ranges = ranges
+        self.header = header
+
+    @classmethod
+    def load(cls, element: PolicyElement, loader: Loader) -> IpFilter:
+        values = loader.attributes(element, cls.attributes)
+        ranges = tuple(_load_range(child, loader) for child in loader.children(element, ("address", "address-range")))
+        if not ranges:
+            raise loader.fail(element, "Add at least one <address> or <address-range>.")
+        header = values["header-name"].constant if values["header-name"] is not None else None
+        return cls(values["action"].constant == "allow", ranges, header)  # type: ignore[union-attr]
+
+    async def run(self, context: Context) -> None:
+        caller = caller_address(self._raw_caller(context))
+        if caller is None:
+            raise _forbidden("FailedToParseCallerIP", "Failed to establish IP address for the caller. Access denied.")
+        listed = any(caller in listed_range for listed_range in self.ranges)
+        if self.allow and not listed:
+            raise _forbidden("CallerIpNotAllowed", f"Caller IP address {caller} is not allowed. Access denied.")
+        if listed and not self.allow:
+            raise _forbidden("CallerIpBlocked", "Caller IP address is blocked. Access denied.")
+
+    def _raw_caller(self, context: Context) -> str:
+        if self.header is None:
+            return context.Request.IpAddress
+        forwarded = context.Request.Headers.GetValueOrDefault(self.header) or ""
+        return forwarded.split(",", 1)[0]
+
+
+def caller_address(text: str) -> IpAddress | None:
+    """An address as proxies write it: bare, `v4:port` or `[v6]:port`; IPv4-mapped IPv6 as IPv4. None if unparsable."""
+    text = text.strip()
+    if text.startswith("[") and "]" in text:
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    mapped = getattr(address, "ipv4_mapped", None)
+    return mapped if mapped is not None else address
+
+
+def _load_range(element: PolicyElement, loader: Loader) -> AddressRange:
+    loader.children(element, ())
+    if element.tag == "address":
+        loader.attributes(element, ())
+        text = loader.text(element)
+        address = _parse(element, loader, text.constant if text.is_constant else None)
+        return AddressRange(address, address)
+    values = loader.attributes(
+        element, (Attr("from", required=True, expressions=False), Attr("to", required=True, expressions=False))
+    )
+    first = _parse(element, loader, values["from"].constant)  # type: ignore[union-attr]
+    last = _parse(element, loader, values["to"].constant)  # type: ignore[union-attr]
+    if first.version != last.version or first > last:  # type: ignore[operator]
+        raise loader.fail(element, f"The range {first} to {last} is empty or mixes IPv4 and IPv6.")
+    return AddressRange(first, last)
+
+
+def _parse(element: PolicyElement, loader: Loader, text: object) -> IpAddress:
+    if text is None:
+        raise loader.fail(element, "An address must be literal text or a named value, not an expression.")
+    try:
+        return ipaddress.ip_address(str(text).strip())
+    except ValueError:
+        raise loader.fail(element, f"{str(text).strip()!r} is not an IPv4 or IPv6 address.") from None
+
+
+def _forbidden(reason: str, message: str) -> PolicyError:
+    return PolicyError("ip-filter", reason, message, PolicyResponse.error(403, "Forbidden"))

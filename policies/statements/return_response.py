@@ -1,0 +1,60 @@
+"""`<return-response>`: end the pipeline and answer with a response built here.
+
+    <return-response>
+        <set-status code="400" reason="Bad Request" />
+        <set-header name="content-type" exists-action="override"><value>application/json</value></set-header>
+        <set-body>{"error": "Invalid model"}</set-body>
+    </return-response>
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from policies.context import Context, Headers
+from policies.errors import PolicyResponse, ReturnResponse
+from policies.expressions import Value
+from policies.statement import Attr, Loader, Statement, register
+from policies.statements.headers import SetHeader
+from policies.xml import PolicyElement
+
+
+@register
+class ReturnResponseStatement(Statement):
+    element = "return-response"
+
+    def __init__(self, status: Value | None, reason: Value | None, headers: list[SetHeader], body: Value | None) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+
+    @classmethod
+    def load(cls, element: PolicyElement, loader: Loader) -> ReturnResponseStatement:
+        attributes = loader.attributes(element, (Attr("response-variable-name", expressions=False),))
+        if attributes["response-variable-name"] is not None:
+            raise loader.fail(element, "response-variable-name is not supported (there is no send-request); build the response with <set-status>, <set-header> and <set-body>.")
+        status = reason = body = None
+        headers: list[SetHeader] = []
+        for child in loader.children(element, ("set-status", "set-header", "set-body")):
+            if child.tag == "set-status":
+                values = loader.attributes(
+                    child, (Attr("code", required=True, kind=int, minimum=100, maximum=599), Attr("reason"))
+                )
+                status, reason = values["code"], values["reason"]
+            elif child.tag == "set-header":
+                headers.append(SetHeader.load(child, loader))  # type: ignore[arg-type]
+            else:
+                loader.attributes(child, (Attr("template", expressions=False, choices=("none",)),))
+                body = loader.text(child)
+        return cls(status, reason, headers, body)
+
+    async def run(self, context: Context) -> None:
+        status = int(self.status.evaluate(context)) if self.status else 200
+        reason = str(self.reason.evaluate(context)) if self.reason else HTTPStatus(status).phrase
+        headers = Headers()
+        for header in self.headers:
+            header.apply(headers, context)
+        body = self.body.evaluate(context) if self.body else ""
+        content = body if isinstance(body, bytes) else str(body if body is not None else "").encode()
+        raise ReturnResponse(PolicyResponse(status, content, headers.items(), reason))

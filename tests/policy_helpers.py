@@ -1,0 +1,85 @@
+"""Building blocks for policy unit tests: a request context and a scripted fake of the gateway's services."""
+
+from __future__ import annotations
+
+import orjson
+
+from policies import context as ctx
+from policies.counters import LocalCounters
+from policies.document import Scope, load_document
+from policies.errors import PolicyError, PolicyResponse
+from policies.pipeline import Pipeline
+from policies.statement import Loader
+
+
+class FakeServices:
+    """Answers `forward` with scripted statuses (or transport failures) and records what it was asked."""
+
+    def __init__(self, statuses: list[int | str] | None = None) -> None:
+        self.statuses = list(statuses or [200])
+        self.forwarded: list[dict] = []
+        self.counters = LocalCounters()
+        self.tokens: list[tuple[str, str | None]] = []
+        self.signing_keys = None
+
+    async def forward(self, context: ctx.Context, timeout: float | None) -> None:
+        self.forwarded.append(
+            {
+                "backend_id": context.backend_id,
+                "base_url": context.base_url,
+                "headers": context.Request.Headers.items(),
+                "query": context.Request.Url.Query.items(),
+                "timeout": timeout,
+            }
+        )
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        if status == "down":
+            raise PolicyError("forward-request", "BackendConnectionFailure", "unreachable", PolicyResponse.error(502, "down"))
+        body = orjson.dumps({"status": status})
+        context.Response = ctx.Response(int(status), "", ctx.Headers([("content-type", "application/json")]), ctx.Body(body))
+
+    async def managed_identity_token(self, resource: str, client_id: str | None) -> str:
+        self.tokens.append((resource, client_id))
+        return f"token-for-{resource}"
+
+
+def make_context(
+    services: FakeServices | None = None,
+    headers: list[tuple[str, str]] | None = None,
+    body: dict | None = None,
+    deployment: str = "gpt-4o",
+    product: str | None = "gold",
+    ip: str = "10.1.2.3",
+) -> ctx.Context:
+    query = ctx.QueryParameters([("api-version", "2024-10-21")])
+    url = ctx.Url("https", "gateway.example", 443, f"/openai/deployments/{deployment}/chat/completions", query)
+    request = ctx.Request(
+        "POST",
+        ip,
+        ctx.Headers(headers or [("content-type", "application/json"), ("x-user-id", "alice")]),
+        url,
+        url,
+        ctx.ReadOnlyMap({"deployment-id": deployment}),
+        ctx.Body(orjson.dumps(body if body is not None else {"messages": [{"role": "user", "content": "hi"}]})),
+    )
+    return ctx.Context(
+        request,
+        api=ctx.Named("openai", "Azure OpenAI"),
+        operation=ctx.Operation("ChatCompletions_Create", "POST", "/deployments/{deployment-id}/chat/completions"),
+        deployment=ctx.Deployment("westeurope", "gw", "gw-1"),
+        request_id="req-1",
+        subscription=ctx.Subscription("sub-1", "team-a", "key-1", "2026-01-01"),
+        product=ctx.Named(product, product) if product else None,
+        services=services or FakeServices(),  # type: ignore[arg-type]
+    )
+
+
+def pipeline_of(xml: str, loader: Loader | None = None) -> Pipeline:
+    """The pipeline of a single document at API scope over the built-in default."""
+    from gateway.policy_store import PolicySet
+    from policies.document import DEFAULT_DOCUMENT
+
+    loader = loader or Loader(backend_ids=frozenset({"primary", "secondary"}))
+    document = load_document(xml, Scope("api", "openai"), loader)
+    default = load_document(DEFAULT_DOCUMENT, Scope("global"), loader)
+    return PolicySet({document.scope: document}, 1, default).pipeline("gold", "openai", "ChatCompletions_Create")
