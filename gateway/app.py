@@ -30,6 +30,7 @@ from policies.counters import LocalCounters
 from policies.errors import PolicyResponse
 from policies.jwks import SigningKeys
 from policies.statement import Loader
+from policies.statements.cors import Cors
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ class Gateway:
 
     async def _handle(self, request: Request, timing: ServerTiming) -> Response:
         path = request.path_params.get("path", "")
+        if request.method == "OPTIONS":
+            return await self._preflight(request, path, timing)
         route = routes.match(request.method, path)
         if route is None:
             raise ResourceNotFound()
@@ -97,11 +100,27 @@ class Gateway:
         result = await pipeline.execute(context)
         return self._respond(context, result)
 
+    async def _preflight(self, request: Request, path: str, timing: ServerTiming) -> Response:
+        """A CORS preflight, answered by the operation's `<cors>` policy before any key check (browsers send none).
+
+        The subscription is unknown here, so `<cors>` must sit at global, API or operation scope.
+        """
+        route = routes.match(request.headers.get("access-control-request-method", "").upper(), path)
+        if route is None:
+            raise ResourceNotFound()
+        _, policies = await self._start()
+        pipeline = policies.current.pipeline(None, route.operation.api, route.operation.id)
+        cors = next((s for s in pipeline.inbound if isinstance(s, Cors)), None)
+        if cors is None:
+            return PolicyResponse.error(403, "CORS is not enabled for this API (add a <cors> policy).").to_starlette()
+        context = self._context(request, route, None, "", b"", None, timing)
+        return cors.preflight(context).to_starlette()
+
     def _context(
         self,
         request: Request,
         route: routes.RouteMatch,
-        subscription: Subscription,
+        subscription: Subscription | None,
         key: str,
         body: bytes,
         deployment: str | None,
@@ -131,8 +150,8 @@ class Gateway:
             operation=ctx.Operation(operation.id, operation.method, "/" + operation.template),
             deployment=ctx.Deployment(self.settings.region, self.settings.gateway_id, self.settings.gateway_id),
             request_id=str(uuid.uuid4()),
-            subscription=ctx.Subscription(subscription.id, subscription.name, key, subscription.created),
-            product=ctx.Named(subscription.product, subscription.product) if subscription.product else None,
+            subscription=ctx.Subscription(subscription.id, subscription.name, key, subscription.created) if subscription else None,
+            product=ctx.Named(subscription.product, subscription.product) if subscription and subscription.product else None,
             services=self.services,
         )
         context.gateway_state = RequestState(deployment, credentials, timing)
@@ -150,8 +169,8 @@ class Gateway:
         state: RequestState = context.gateway_state
         if result is not None:
             state.close_upstream()
-            response = Response(result.body, status_code=result.status)
-            response.raw_headers.extend(raw_headers([*result.headers, *context.response_headers]))
+            response = result.to_starlette()
+            response.raw_headers.extend(raw_headers(context.response_headers))
             return response
         answer = context.Response
         assert answer is not None

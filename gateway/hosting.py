@@ -23,7 +23,7 @@ from gateway.policy_updates import LocalQueueWorker
 from gateway.settings import Settings
 
 _current: Gateway | None = None
-_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def current_gateway() -> Gateway:

@@ -247,3 +247,41 @@ def test_cli_check_show_list_effective_delete(policy_env: dict[str, str], tmp_pa
     assert runner.invoke(cli, ["policies", "delete", "--scope", "api:openai"], env=env).exit_code == 0
     missing = runner.invoke(cli, ["policies", "show", "--scope", "api:openai"], env=env)
     assert missing.exit_code == 1 and "policies list" in missing.output
+
+
+CORS = """<policies>
+  <inbound>
+    <cors allow-credentials="false">
+      <allowed-origins><origin>https://chat.contoso.com</origin></allowed-origins>
+      <allowed-methods preflight-result-max-age="600"><method>POST</method></allowed-methods>
+      <allowed-headers><header>content-type</header><header>api-key</header></allowed-headers>
+      <expose-headers><header>x-ms-region</header></expose-headers>
+    </cors>
+    <base />
+  </inbound>
+</policies>"""
+
+
+def test_cors_preflight_without_key_and_cors_headers_on_answers(
+    start_gateway: Callable[[dict[str, str]], GatewayProcess], policy_env: dict[str, str], create_subscription: Callable[..., Keys], tmp_path: Path
+) -> None:
+    env = {**policy_env, "GATEWAY_TABLE_PREFIX": "o" + secrets.token_hex(4)}
+    keys = create_subscription("browser-team", env=env)
+    apply(env, "api:openai", CORS, tmp_path)
+    gateway = start_gateway(env)
+    url = f"{gateway.url}/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}"
+    preflight = httpx.options(
+        url,
+        headers={"Origin": "https://chat.contoso.com", "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type, api-key"},
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://chat.contoso.com"
+    assert preflight.headers["access-control-max-age"] == "600"
+    assert "api-key" in preflight.headers["access-control-allow-headers"]
+    stranger = httpx.options(url, headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    assert stranger.status_code == 403 and "access-control-allow-origin" not in stranger.headers
+    answer = chat(gateway, keys.primary, Origin="https://chat.contoso.com")
+    assert answer.status_code == 200
+    assert answer.headers["access-control-allow-origin"] == "https://chat.contoso.com"
+    assert answer.headers["access-control-expose-headers"] == "x-ms-region"
+    assert chat(gateway, keys.primary, Origin="https://evil.example").status_code == 403

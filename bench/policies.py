@@ -1,0 +1,119 @@
+"""The policy stage's cost per request, with a realistic document of 10+ statements.
+
+    .venv/bin/python -m bench.policies [--requests 20000]
+
+Runs the effective pipeline in-process against a backend stub that answers at once, so what is timed is
+the policy engine alone: context construction is included, the backend call is not. Compare with the
+empty default document (just <forward-request/>) in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+
+from policies import context as ctx
+from policies.counters import LocalCounters
+from policies.document import DEFAULT_DOCUMENT, Scope, load_document
+from policies.pipeline import Pipeline
+from policies.statement import Loader
+
+REALISTIC = """<policies>
+  <inbound>
+    <base />
+    <check-header name="x-team" failed-check-httpcode="403" failed-check-error-message="Team header required" ignore-case="true" />
+    <ip-filter action="allow"><address-range from="10.0.0.0" to="10.255.255.255" /></ip-filter>
+    <set-variable name="deployment" value="@(context.Request.MatchedParameters.ContainsKey(&quot;deployment-id&quot;) ? context.Request.MatchedParameters[&quot;deployment-id&quot;] : (string)context.Request.Body?.As&lt;JObject&gt;(preserveContent: true)?[&quot;model&quot;])" />
+    <set-variable name="user" value="@(context.Request.Headers.GetValueOrDefault(&quot;x-user-id&quot;, &quot;N/A&quot;))" />
+    <rate-limit-by-key calls="1000000" renewal-period="60" counter-key="@(context.Subscription.Id + &quot;-&quot; + context.Variables.GetValueOrDefault&lt;string&gt;(&quot;user&quot;, &quot;&quot;))" remaining-calls-header-name="x-remaining-calls" />
+    <choose>
+      <when condition="@((string)context.Variables[&quot;deployment&quot;] == &quot;gpt-4o&quot;)"><set-backend-service backend-id="primary" /></when>
+      <when condition="@((string)context.Variables[&quot;deployment&quot;] == &quot;gpt-4o-mini&quot;)"><set-backend-service backend-id="secondary" /></when>
+      <otherwise><set-backend-service backend-id="primary" /></otherwise>
+    </choose>
+    <set-header name="x-caller" exists-action="override"><value>@(context.Subscription.Name + "/" + context.Variables.GetValueOrDefault&lt;string&gt;("user", ""))</value></set-header>
+    <set-query-parameter name="trace" exists-action="delete" />
+    <set-header name="x-forwarded-by" exists-action="override"><value>gateway</value></set-header>
+  </inbound>
+  <backend>
+    <retry condition="@(context.Response.StatusCode == 429 || context.Response.StatusCode == 503)" count="2" interval="0" first-fast-retry="true">
+      <forward-request buffer-request-body="true" />
+    </retry>
+  </backend>
+  <outbound>
+    <base />
+    <set-header name="x-served-region" exists-action="override"><value>@(context.Deployment.Region)</value></set-header>
+    <set-header name="x-routed-to" exists-action="override"><value>@((string)context.Variables["deployment"])</value></set-header>
+  </outbound>
+  <on-error>
+    <base />
+    <set-header name="x-error" exists-action="override"><value>@(context.LastError.Reason)</value></set-header>
+  </on-error>
+</policies>"""
+
+
+class InstantBackend:
+    def __init__(self) -> None:
+        self.counters = LocalCounters()
+        self.signing_keys = None
+
+    async def forward(self, context: ctx.Context, timeout: float | None) -> None:
+        context.Response = ctx.Response(200, "OK", ctx.Headers([("content-type", "application/json")]), ctx.Body(b"{}"))
+
+    async def managed_identity_token(self, resource: str, client_id: str | None) -> str:
+        return "token"
+
+
+def make_context(services: InstantBackend) -> ctx.Context:
+    query = ctx.QueryParameters([("api-version", "2024-10-21"), ("trace", "1")])
+    url = ctx.Url("https", "gw.example", 443, "/openai/deployments/gpt-4o/chat/completions", query)
+    headers = ctx.Headers([("content-type", "application/json"), ("x-team", "blue"), ("x-user-id", "alice")])
+    request = ctx.Request("POST", "10.1.2.3", headers, url, url, ctx.ReadOnlyMap({"deployment-id": "gpt-4o"}), ctx.Body(b'{"messages": []}'))
+    return ctx.Context(
+        request,
+        api=ctx.Named("openai", "Azure OpenAI"),
+        operation=ctx.Operation("ChatCompletions_Create", "POST", "/deployments/{deployment-id}/chat/completions"),
+        deployment=ctx.Deployment("westeurope", "gw", "gw-1"),
+        request_id="r",
+        subscription=ctx.Subscription("sub", "team", "key", "2026-01-01"),
+        services=services,  # type: ignore[arg-type]
+    )
+
+
+def pipeline(xml: str) -> Pipeline:
+    from gateway.policy_store import PolicySet
+
+    loader = Loader(backend_ids=frozenset({"primary", "secondary"}))
+    default = load_document(DEFAULT_DOCUMENT, Scope("global"), loader)
+    document = load_document(xml, Scope("api", "openai"), loader)
+    return PolicySet({document.scope: document}, 1, default).pipeline(None, "openai", "ChatCompletions_Create")
+
+
+async def measure(label: str, target: Pipeline, requests: int) -> None:
+    services = InstantBackend()
+    for _ in range(500):
+        assert await target.execute(make_context(services)) is None
+    samples = []
+    for _ in range(requests):
+        start = time.perf_counter()
+        await target.execute(make_context(services))
+        samples.append((time.perf_counter() - start) * 1e6)
+    samples.sort()
+    count = sum(len(section) for section in (target.inbound, target.backend, target.outbound, target.on_error))
+    print(
+        f"{label:<28} {count:>2} top-level statements  mean {statistics.fmean(samples):7.1f} µs"
+        f"  p50 {samples[len(samples) // 2]:7.1f} µs  p99 {samples[int(len(samples) * 0.99)]:7.1f} µs"
+    )
+
+
+async def main(requests: int) -> None:
+    await measure("default (forward only)", pipeline("<policies />"), requests)
+    await measure("realistic document", pipeline(REALISTIC), requests)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=20000)
+    asyncio.run(main(parser.parse_args().requests))
