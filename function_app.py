@@ -8,7 +8,7 @@ streaming extension every HTTP function of the app takes a Starlette `Request` a
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
-from gateway import policy_updates
+from gateway import ops, policy_updates
 from gateway.hosting import current_gateway, health_response
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
@@ -26,8 +26,14 @@ async def health(req: Request) -> Response:
     return await health_response()
 
 
+@app.function_name("ops_backends")
+@app.route(route="ops/backends", methods=["GET"])
+async def ops_backends(req: Request) -> Response:
+    return await ops.backends_response(current_gateway(), req)
+
+
 @app.function_name("policy_updates")
-@app.queue_trigger(arg_name="message", queue_name=policy_updates.QUEUE_NAME, connection="AzureWebJobsStorage")
+@app.queue_trigger(arg_name="message", queue_name="%" + policy_updates.QUEUE_SETTING + "%", connection="AzureWebJobsStorage")
 async def policy_update_message(message: func.QueueMessage) -> None:
     await policy_updates.apply_message(current_gateway(), message.get_body().decode("utf-8"))
 

@@ -18,9 +18,14 @@ from starlette.responses import Response
 from gateway import routes
 from gateway.backends import BackendRegistry
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, ResourceNotFound
+from gateway.health_sync import HealthSync
 from gateway.policy_store import PolicyManager, PolicyRepository
+from gateway.metrics import AppInsightsExporter, MetricsRecorder
 from gateway.proxy import CLIENT_CREDENTIAL_HEADERS, RelayResponse, UpstreamClient, raw_headers
 from gateway.services import GatewayServices, RequestState
+from gateway.shared_counters import SharedCounters
+from gateway.tokens import TokenCounter
+from gateway.usage import StreamTap, UsageReporter, usage_from_body
 from gateway.settings import Settings
 from gateway.storage import TableStore
 from gateway.subscriptions import KeyHasher, Subscription, SubscriptionAuthenticator, SubscriptionRepository
@@ -31,6 +36,7 @@ from policies.errors import PolicyResponse
 from policies.jwks import SigningKeys
 from policies.statement import Loader
 from policies.statements.cors import Cors
+from policies.usage import Usage
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +51,23 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store = TableStore(settings.storage_connection.reveal(), settings.table_prefix)
-        self.backends = BackendRegistry(settings.backends)
+        self.backends = BackendRegistry(settings.backends, settings.upstream_timeouts, settings.predictive_routing)
+        self.health = HealthSync(self.store, self.backends.backends, settings.health_sync_seconds, settings.gateway_id)
         self.hasher = KeyHasher(settings.key_pepper.reveal())
         self.upstream = UpstreamClient(settings.upstream_connect_timeout, settings.upstream_read_timeout)
-        self.services = GatewayServices(self.backends, self.upstream, LocalCounters(), SigningKeys(settings.openid_keys))
+        self.tokens = TokenCounter(settings.deployment_models, settings.default_encoding)
+        self.services = GatewayServices(
+            self.backends,
+            self.upstream,
+            LocalCounters(),  # replaced by the shared, lease-based counters on start
+            SigningKeys(settings.openid_keys),
+            self.tokens,
+            settings.default_completion_reservation,
+            settings.token_rate_window_seconds,
+        )
         self.loader = Loader(named_values=settings.named_values, backend_ids=self.backends.ids)
+        self.counters: SharedCounters | None = None
+        self.metrics: MetricsRecorder | None = None
         self._authenticator: SubscriptionAuthenticator | None = None
         self._policies: PolicyManager | None = None
         self._start_lock = asyncio.Lock()
@@ -98,7 +116,7 @@ class Gateway:
         context = self._context(request, route, subscription, key or "", body, deployment, timing)
         pipeline = policies.current.pipeline(subscription.product, operation.api, operation.id)
         result = await pipeline.execute(context)
-        return self._respond(context, result)
+        return await self._respond(context, result)
 
     async def _preflight(self, request: Request, path: str, timing: ServerTiming) -> Response:
         """A CORS preflight, answered by the operation's `<cors>` policy before any key check (browsers send none).
@@ -154,7 +172,8 @@ class Gateway:
             product=ctx.Named(subscription.product, subscription.product) if subscription and subscription.product else None,
             services=self.services,
         )
-        context.gateway_state = RequestState(deployment, credentials, timing)
+        context.gateway_state = RequestState(deployment, operation, credentials, timing, UsageReporter(context.usage_listeners))
+        context.after_backend.append(lambda: _report_buffered_usage(context))
         return context
 
     def _client_ip(self, request: Request) -> str:
@@ -165,10 +184,12 @@ class Gateway:
             return first.rsplit(":", 1)[0] if first.count(":") == 1 else first
         return request.client.host if request.client else ""
 
-    def _respond(self, context: ctx.Context, result: PolicyResponse | None) -> Response:
+    async def _respond(self, context: ctx.Context, result: PolicyResponse | None) -> Response:
         state: RequestState = context.gateway_state
         if result is not None:
             state.close_upstream()
+            # Refused, failed or answered by policy: nothing used upstream (a cache hit reports what it saved).
+            await state.usage.report(context.cache_hit_usage or Usage())
             response = result.to_starlette()
             response.raw_headers.extend(raw_headers(context.response_headers))
             return response
@@ -177,25 +198,57 @@ class Gateway:
         headers = raw_headers([*answer.Headers.items(), *context.response_headers])
         if state.upstream is not None:
             upstream, state.upstream = state.upstream, None
-            return RelayResponse(upstream, answer.StatusCode, headers, self.settings.sse_keepalive_seconds)
+            tap = None
+            if state.usage.wanted or state.strip_usage or context.body_listeners:
+                tap = StreamTap(state.strip_usage)
+
+            async def on_end(aborted: bool) -> None:
+                assert tap is not None
+                await state.usage.report(self._stream_usage(context, tap, aborted))
+                assembled = tap.assembled() if tap.completed and not aborted else None
+                if assembled is not None:
+                    await _tell_body_listeners(context, answer.StatusCode, assembled)
+
+            return RelayResponse(
+                upstream, answer.StatusCode, headers, self.settings.sse_keepalive_seconds, tap, on_end if tap is not None else None
+            )
+        await _tell_body_listeners(context, answer.StatusCode, answer.Body.content)
         response = Response(answer.Body.content, status_code=answer.StatusCode)
         response.raw_headers.extend(headers)
         return response
+
+    def _stream_usage(self, context: ctx.Context, tap: StreamTap, aborted: bool) -> Usage:
+        """The stream's own usage chunk when it sent one; otherwise a count of the prompt and of what was relayed."""
+        if tap.usage is not None:
+            return tap.usage
+        deployment = context.gateway_state.deployment
+        prompt = self.tokens.estimate_prompt(deployment, context.Request.Body.content)
+        completion = self.tokens.count(deployment, tap.text)
+        if aborted:
+            logger.info("Stream aborted after %d completion tokens; charging what was relayed.", completion)
+        return Usage(prompt=prompt, completion=completion, total=prompt + completion, exact=False)
 
     def _list_models_locally(self) -> Response:
         models = [{"id": name, "object": "model", "owned_by": "gateway"} for name in self.backends.known_deployments()]
         return Response(orjson.dumps({"object": "list", "data": models}), media_type="application/json")
 
     async def start(self) -> None:
-        """Connect and load policies now rather than on the first request."""
+        """Connect, load policies and tokenizers now rather than on the first request."""
         await self._start()
+        await asyncio.get_running_loop().run_in_executor(None, self.tokens.warm_up)
 
     async def _start(self) -> tuple[SubscriptionAuthenticator, PolicyManager]:
         """Connect to storage and load policies once per process, before the first request is served."""
         async with self._start_lock:
             if self._authenticator is None or self._policies is None:
+                self.services.counters = self.counters = SharedCounters(await self.store.table("counters"), self.settings.lease_fraction)
+                exporter = AppInsightsExporter(self.settings.appinsights_connection.reveal()) if self.settings.appinsights_connection else None
+                self.metrics = MetricsRecorder(await self.store.table("metrics"), self.settings.metrics_flush_seconds, exporter)
+                self.metrics.start()
+                self.services.metrics = self.metrics
                 policies = PolicyManager(await self.policy_repository(), self.loader, self.settings.policy_poll_seconds)
                 await policies.start()
+                await self.health.start()
                 self._policies = policies
                 self._authenticator = SubscriptionAuthenticator(
                     await self.subscriptions(), self.hasher, self.settings.products, self.settings.subscription_cache_seconds
@@ -205,10 +258,30 @@ class Gateway:
     async def close(self) -> None:
         if self._policies is not None:
             await self._policies.close()
+        if self.counters is not None:
+            await self.counters.release()
+        if self.metrics is not None:
+            await self.metrics.close()
+        await self.health.close()
         await self.upstream.close()
         await self.services.close()
         await self.backends.close()
         await self.store.close()
+
+
+async def _report_buffered_usage(context: ctx.Context) -> None:
+    """After the backend section: a buffered answer's usage is known, so settle before outbound runs."""
+    state: RequestState = context.gateway_state
+    if state.usage.wanted and state.upstream is None and context.Response is not None:
+        await state.usage.report(usage_from_body(context.Response.Body.content) or Usage())
+
+
+async def _tell_body_listeners(context: ctx.Context, status: int, body: bytes) -> None:
+    for listener in context.body_listeners:
+        try:
+            await listener(status, body)
+        except Exception:
+            logger.exception("A response body listener failed; the response itself was not affected.")
 
 
 def _subscription_key(request: Request) -> str | None:

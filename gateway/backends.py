@@ -11,6 +11,24 @@ Configuration comes from settings, in one of two forms:
 
   An API key is never written in the JSON itself: `api_key_setting` names the setting that holds it, so a
   Key Vault reference in App Settings works. `"managed_identity": true` uses the system-assigned identity.
+
+  A backend may also carry APIM's circuit breaker (one rule; ISO-8601 durations) and its own timeouts::
+
+      {"id": "ptu", "url": "https://ptu.openai.azure.com", "deployments": ["gpt-4o"], "api_key_setting": "PTU_KEY",
+       "circuitBreaker": {"rules": [{"name": "throttled", "tripDuration": "PT1M", "acceptRetryAfter": true,
+           "failureCondition": {"count": 1, "interval": "PT1M", "statusCodeRanges": [{"min": 429, "max": 429}],
+                                "errorReasons": ["timeout", "connection failure"]}}]},
+       "timeouts": {"connect": 5, "firstByte": 120, "idle": 30}}
+
+  and a pool (APIM's `"type": "pool"`) groups backends; it serves deployments and is named by
+  `set-backend-service backend-id` like a backend::
+
+      {"id": "gpt-4o-pool", "type": "pool", "deployments": ["gpt-4o"],
+       "pool": {"services": [{"id": "ptu", "priority": 1}, {"id": "paygo-east", "priority": 2, "weight": 50},
+                             {"id": "paygo-west", "priority": 2, "weight": 50}]}}
+
+  For deployment routing, pools come before single backends (exact names first, then "*"), so members can
+  still list "*" for direct use.
 * `AZURE_OPENAI_ENDPOINT` (+ `AZURE_OPENAI_API_KEY`, or managed identity with an optional
   `AZURE_OPENAI_CLIENT_ID`): one backend serving every deployment.
 """
@@ -18,15 +36,24 @@ Configuration comes from settings, in one of two forms:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+import re
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.credentials import TokenProvider, managed_identity_credential
+from gateway.errors import BackendUnavailable
+from gateway.health import ERROR_REASONS, SERVER_ERRORS, BackendHealth, BreakerRule, PredictiveRouting
+from gateway.pools import MAX_MEMBERS, Pool, PoolMember
 from gateway.sensitive import Secret
 
 ANY_DEPLOYMENT = "*"
+_SETTING = "Setting 'GATEWAY_BACKENDS'"
+_COMMON_KEYS = frozenset({"id", "type", "deployments", "description", "title"})
+_BACKEND_KEYS = _COMMON_KEYS | {"url", "api_key_setting", "managed_identity", "circuitBreaker", "timeouts"}
+_POOL_KEYS = _COMMON_KEYS | {"pool"}
 
 
 @dataclass(frozen=True)
@@ -40,60 +67,146 @@ class ManagedIdentityAuth:
 
 
 @dataclass(frozen=True)
+class Timeouts:
+    """Seconds to connect, to the response headers ("first byte"), and between chunks of a body ("idle").
+
+    None takes the gateway-wide value (`GATEWAY_UPSTREAM_CONNECT_TIMEOUT`, `GATEWAY_UPSTREAM_READ_TIMEOUT`).
+    """
+
+    connect: float | None = None
+    first_byte: float | None = None
+    idle: float | None = None
+
+    def resolve(self, defaults: Timeouts) -> Timeouts:
+        return Timeouts(
+            self.connect if self.connect is not None else defaults.connect,
+            self.first_byte if self.first_byte is not None else defaults.first_byte,
+            self.idle if self.idle is not None else defaults.idle,
+        )
+
+
+DEFAULT_TIMEOUTS = Timeouts(10.0, 300.0, 300.0)
+
+
+@dataclass(frozen=True)
 class BackendConfig:
     id: str
     #: Resource endpoint without the `/openai` suffix, e.g. https://name.openai.azure.com
     url: str
     deployments: frozenset[str]
     auth: ApiKeyAuth | ManagedIdentityAuth | None
+    circuit_breaker: BreakerRule | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
 
     def serves(self, deployment: str) -> bool:
         return deployment in self.deployments or ANY_DEPLOYMENT in self.deployments
 
 
-class Backend:
-    """A configured backend plus the live state it needs to authenticate requests."""
+@dataclass(frozen=True)
+class PoolMemberConfig:
+    id: str
+    #: Lower is preferred (APIM: 1 is the highest priority); 1 when the pool sets no priorities.
+    priority: int
+    #: Relative share within the priority group; 1 each when the group sets no weights.
+    weight: int
 
-    def __init__(self, config: BackendConfig, token_provider: TokenProvider | None = None) -> None:
+
+@dataclass(frozen=True)
+class PoolConfig:
+    id: str
+    deployments: frozenset[str]
+    members: tuple[PoolMemberConfig, ...]
+
+
+Config = BackendConfig | PoolConfig
+
+
+class Backend:
+    """A configured backend plus its live state: credentials, health (breaker, waits) and resolved timeouts."""
+
+    def __init__(
+        self,
+        config: BackendConfig,
+        token_provider: TokenProvider | None = None,
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        predictive: PredictiveRouting | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
         self.id = config.id
         self.base_url = config.url
+        self.deployments = config.deployments
+        self.timeouts = config.timeouts.resolve(timeouts)
+        self.health = BackendHealth(config.id, config.circuit_breaker, predictive, clock)
         self._token_provider = token_provider
         auth = config.auth
         self._static_headers: tuple[tuple[str, str], ...] = (
             (("api-key", auth.key.reveal()),) if isinstance(auth, ApiKeyAuth) else ()
         )
 
+    def serves(self, deployment: str) -> bool:
+        return self.config.serves(deployment)
+
     async def auth_headers(self) -> tuple[tuple[str, str], ...]:
         if self._token_provider is None:
             return self._static_headers
         return (("authorization", "Bearer " + await self._token_provider.token()),)
 
+    def select(self, deployment: str | None, tried: Collection[str]) -> Backend:
+        """A backend named directly is its own choice, unless its breaker is open: then 503, as APIM answers."""
+        wait = self.health.tripped_until - self.health.clock()
+        if wait > 0:
+            raise BackendUnavailable(wait)
+        return self
+
+
+#: What a deployment or a `backend-id` names: both answer `select(deployment, tried) -> Backend`.
+Target = Backend | Pool
+
 
 class BackendRegistry:
-    """Maps a deployment name to the backend serving it; one shared token provider per identity."""
+    """Maps a deployment name or id to a backend or pool; one shared token provider per identity.
 
-    def __init__(self, configs: tuple[BackendConfig, ...]) -> None:
+    `timeouts` fills what a backend leaves unset; `predictive` enables routing on rate-limit headroom; `clock`
+    (wall-clock seconds) is replaceable for tests.
+    """
+
+    def __init__(
+        self,
+        configs: Sequence[Config],
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        predictive: PredictiveRouting | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         providers: dict[str | None, TokenProvider] = {}
         self.backends: list[Backend] = []
         for config in configs:
+            if not isinstance(config, BackendConfig):
+                continue
             provider = None
             if isinstance(config.auth, ManagedIdentityAuth):
                 client_id = config.auth.client_id
                 if client_id not in providers:
                     providers[client_id] = TokenProvider(managed_identity_credential(client_id))
                 provider = providers[client_id]
-            self.backends.append(Backend(config, provider))
+            self.backends.append(Backend(config, provider, timeouts, predictive, clock))
         self._providers = list(providers.values())
-        self._exact = {d: b for b in reversed(self.backends) for d in b.config.deployments if d != ANY_DEPLOYMENT}
-        self._wildcard = next((b for b in self.backends if ANY_DEPLOYMENT in b.config.deployments), None)
-        self._by_id = {b.id: b for b in self.backends}
+        singles = {b.id: b for b in self.backends}
+        self.pools = [
+            Pool(c.id, c.deployments, [PoolMember(singles[m.id], m.priority, m.weight) for m in c.members], predictive is not None, clock)
+            for c in configs
+            if isinstance(c, PoolConfig)
+        ]
+        targets: list[Target] = [*self.pools, *self.backends]
+        self._exact = {d: t for t in reversed(targets) for d in t.deployments if d != ANY_DEPLOYMENT}
+        self._wildcard = next((t for t in targets if ANY_DEPLOYMENT in t.deployments), None)
+        self._by_id: dict[str, Target] = {t.id: t for t in targets}
         self._by_url = {b.base_url: b for b in reversed(self.backends)}
 
-    def for_deployment(self, deployment: str) -> Backend | None:
+    def for_deployment(self, deployment: str) -> Target | None:
         return self._exact.get(deployment, self._wildcard)
 
-    def by_id(self, backend_id: str) -> Backend | None:
+    def by_id(self, backend_id: str) -> Target | None:
         return self._by_id.get(backend_id)
 
     def by_url(self, base_url: str) -> Backend | None:
@@ -112,7 +225,7 @@ class BackendRegistry:
         return self._wildcard is not None
 
     @property
-    def default(self) -> Backend | None:
+    def default(self) -> Target | None:
         """For operations without a deployment (list models, get a response): the wildcard or first backend."""
         return self._wildcard or next(iter(self.backends), None)
 
@@ -121,19 +234,20 @@ class BackendRegistry:
             await provider.close()
 
 
-def parse_backends(env: Mapping[str, str]) -> tuple[BackendConfig, ...]:
+def parse_backends(env: Mapping[str, str]) -> tuple[Config, ...]:
     raw = env.get("GATEWAY_BACKENDS")
     if raw:
         try:
             items: Any = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"Setting 'GATEWAY_BACKENDS' is not valid JSON ({exc.msg} at position {exc.pos}).") from None
+            raise ValueError(f"{_SETTING} is not valid JSON ({exc.msg} at position {exc.pos}).") from None
         if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-            raise ValueError("Setting 'GATEWAY_BACKENDS' must be a JSON list of backend objects.")
-        configs = tuple(_backend_from_json(item, env) for item in items)
+            raise ValueError(f"{_SETTING} must be a JSON list of backend objects.")
+        configs = tuple(_config_from_json(item, env) for item in items)
         ids = [c.id for c in configs]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"Setting 'GATEWAY_BACKENDS' repeats a backend id: {ids}.")
+            raise ValueError(f"{_SETTING} repeats a backend id: {ids}.")
+        _check_pool_members(configs)
         return configs
     endpoint = env.get("AZURE_OPENAI_ENDPOINT")
     if not endpoint:
@@ -143,15 +257,27 @@ def parse_backends(env: Mapping[str, str]) -> tuple[BackendConfig, ...]:
     return (BackendConfig("default", _endpoint(endpoint, "Setting 'AZURE_OPENAI_ENDPOINT'"), frozenset({ANY_DEPLOYMENT}), auth),)
 
 
-def _backend_from_json(item: dict[str, Any], env: Mapping[str, str]) -> BackendConfig:
+def _config_from_json(item: dict[str, Any], env: Mapping[str, str]) -> Config:
     backend_id = item.get("id")
     if not isinstance(backend_id, str) or not backend_id:
-        raise ValueError(f"Setting 'GATEWAY_BACKENDS': every backend needs a string 'id' (got {item.get('id')!r}).")
-    where = f"Setting 'GATEWAY_BACKENDS', backend {backend_id!r}"
-    url = _endpoint(item.get("url"), where)
+        raise ValueError(f"{_SETTING}: every backend needs a string 'id' (got {item.get('id')!r}).")
+    where = f"{_SETTING}, backend {backend_id!r}"
+    kind = item.get("type", "single")
+    if not isinstance(kind, str) or kind.lower() not in ("single", "pool"):
+        raise ValueError(f"{where}: 'type' must be \"single\" (the default) or \"pool\", not {kind!r}.")
+    is_pool = kind.lower() == "pool"
+    unknown = sorted(set(item) - (_POOL_KEYS if is_pool else _BACKEND_KEYS))
+    if unknown:
+        if is_pool and unknown[0] in _BACKEND_KEYS:
+            raise ValueError(f"{where}: a pool has no {unknown[0]!r} of its own; set it on its member backends.")
+        allowed = ", ".join(sorted(_POOL_KEYS if is_pool else _BACKEND_KEYS))
+        raise ValueError(f"{where}: unknown key {unknown[0]!r}; allowed: {allowed}.")
     deployments = item.get("deployments", [ANY_DEPLOYMENT])
     if not isinstance(deployments, list) or not deployments or not all(isinstance(d, str) and d for d in deployments):
         raise ValueError(f"{where}: 'deployments' must be a non-empty list of names (or [\"*\"]).")
+    if is_pool:
+        return PoolConfig(backend_id, frozenset(deployments), _pool_members(item.get("pool"), where))
+    url = _endpoint(item.get("url"), where)
     auth: ApiKeyAuth | ManagedIdentityAuth | None = None
     key_setting = item.get("api_key_setting")
     identity = item.get("managed_identity")
@@ -165,7 +291,149 @@ def _backend_from_json(item: dict[str, Any], env: Mapping[str, str]) -> BackendC
     elif identity:
         client_id = identity.get("client_id") if isinstance(identity, dict) else None
         auth = ManagedIdentityAuth(client_id)
-    return BackendConfig(backend_id, url, frozenset(deployments), auth)
+    breaker = _breaker_rule(item.get("circuitBreaker"), where)
+    return BackendConfig(backend_id, url, frozenset(deployments), auth, breaker, _timeouts(item.get("timeouts"), where))
+
+
+def _pool_members(value: object, where: str) -> tuple[PoolMemberConfig, ...]:
+    """APIM's `pool.services`: ids with optional priority and weight (0-100); all members or none set each."""
+    if not isinstance(value, dict) or "services" not in value:
+        raise ValueError(f"{where}: a pool needs \"pool\": {{\"services\": [{{\"id\": \"<backend id>\"}}, ...]}}.")
+    if set(value) - {"services"}:
+        raise ValueError(f"{where}: 'pool' takes only 'services' (session affinity is not supported).")
+    services = value["services"]
+    if not isinstance(services, list) or not 1 <= len(services) <= MAX_MEMBERS:
+        raise ValueError(f"{where}: 'pool.services' must list 1 to {MAX_MEMBERS} member backends.")
+    members: list[tuple[str, int | None, int | None]] = []
+    for service in services:
+        if not isinstance(service, dict) or not isinstance(service.get("id"), str) or set(service) - {"id", "priority", "weight"}:
+            raise ValueError(f"{where}: each pool member is {{\"id\": \"<backend id>\", \"priority\": 1, \"weight\": 50}}, got {service!r}.")
+        members.append((service["id"], _percent_int(service.get("priority"), where, "priority"), _percent_int(service.get("weight"), where, "weight")))
+    ids = [member_id for member_id, _, _ in members]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{where}: a member appears twice in 'pool.services': {ids}.")
+    if len({priority is None for _, priority, _ in members}) > 1:
+        raise ValueError(f"{where}: give every pool member a 'priority', or none.")
+    for group in {priority for _, priority, _ in members}:
+        if len({weight is None for _, priority, weight in members if priority == group}) > 1:
+            raise ValueError(f"{where}: give every member of priority group {1 if group is None else group} a 'weight', or none.")
+    return tuple(PoolMemberConfig(m, 1 if p is None else p, 1 if w is None else w) for m, p, w in members)
+
+
+def _percent_int(value: object, where: str, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+        raise ValueError(f"{where}: a pool member's {name!r} must be an integer from 0 to 100, got {value!r}.")
+    return value
+
+
+def _check_pool_members(configs: Sequence[Config]) -> None:
+    singles = {c.id: c for c in configs if isinstance(c, BackendConfig)}
+    for pool in configs:
+        if not isinstance(pool, PoolConfig):
+            continue
+        where = f"{_SETTING}, pool {pool.id!r}"
+        for member in pool.members:
+            if member.id not in singles:
+                kind = "is a pool (pools hold single backends only)" if member.id in {c.id for c in configs} else "is not configured"
+                raise ValueError(f"{where}: member {member.id!r} {kind}; backends: {', '.join(sorted(singles)) or 'none'}.")
+        for deployment in sorted(pool.deployments - {ANY_DEPLOYMENT}):
+            if not any(singles[m.id].serves(deployment) for m in pool.members):
+                raise ValueError(f"{where}: no member serves deployment {deployment!r}; add it to a member's 'deployments'.")
+
+
+_ISO_DURATION = re.compile(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?")
+#: errorReasons as written ("Server errors", "ConnectionFailure", "timeout"), by their letters only.
+_ERROR_REASON_NAMES = {"".join(ch for ch in reason if ch.isalpha()): reason for reason in ERROR_REASONS} | {"servererror": SERVER_ERRORS}
+
+
+def _duration(value: object, where: str) -> float:
+    """ISO-8601 durations as APIM writes them ("PT1M", "PT30S", "P1D"); years and months are ambiguous, so refused."""
+    match = _ISO_DURATION.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"{where} {value!r} is not an ISO-8601 duration such as \"PT30S\" or \"PT1M\".")
+    weeks, days, hours, minutes, seconds = (float(part or 0) for part in match.groups())
+    total = (((weeks * 7 + days) * 24 + hours) * 60 + minutes) * 60 + seconds
+    if total <= 0:
+        raise ValueError(f"{where} {value!r} must be longer than zero.")
+    return total
+
+
+def _breaker_rule(value: object, where: str) -> BreakerRule | None:
+    """APIM's `circuitBreaker`: exactly one rule, as APIM allows one per backend."""
+    if value is None:
+        return None
+    rules = value.get("rules") if isinstance(value, dict) and set(value) == {"rules"} else None
+    if not isinstance(rules, list) or len(rules) != 1 or not isinstance(rules[0], dict):
+        raise ValueError(f"{where}: 'circuitBreaker' must be {{\"rules\": [<one rule>]}} (APIM allows one rule per backend).")
+    rule = rules[0]
+    where = f"{where}, circuit breaker"
+    unknown = sorted(set(rule) - {"name", "failureCondition", "tripDuration", "acceptRetryAfter"})
+    if unknown:
+        raise ValueError(f"{where}: unknown key {unknown[0]!r}; allowed: acceptRetryAfter, failureCondition, name, tripDuration.")
+    condition = rule.get("failureCondition")
+    if not isinstance(condition, dict):
+        raise ValueError(f"{where}: 'failureCondition' is required, e.g. {{\"count\": 3, \"interval\": \"PT1M\", \"statusCodeRanges\": [{{\"min\": 500, \"max\": 599}}]}}.")
+    unknown = sorted(set(condition) - {"count", "percentage", "interval", "statusCodeRanges", "errorReasons"})
+    if unknown:
+        raise ValueError(f"{where}: unknown key {unknown[0]!r} in 'failureCondition'; allowed: count, errorReasons, interval, percentage, statusCodeRanges.")
+    count, percentage = condition.get("count"), condition.get("percentage")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        raise ValueError(f"{where}: 'count' must be a positive integer, got {count!r}.")
+    if percentage is not None and (isinstance(percentage, bool) or not isinstance(percentage, int | float) or not 0 < percentage <= 100):
+        raise ValueError(f"{where}: 'percentage' must be a number above 0 and at most 100, got {percentage!r}.")
+    if count is None and percentage is None:
+        raise ValueError(f"{where}: 'failureCondition' needs a 'count' or a 'percentage' of failures.")
+    ranges = condition.get("statusCodeRanges", [])
+    if not isinstance(ranges, list) or not all(_status_range(r) for r in ranges):
+        raise ValueError(f"{where}: 'statusCodeRanges' must be a list of {{\"min\": 500, \"max\": 599}} with codes from 200 to 599.")
+    reasons = condition.get("errorReasons", [])
+    if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
+        raise ValueError(f"{where}: 'errorReasons' must be a list of strings.")
+    normalized = []
+    for reason in reasons:
+        name = _ERROR_REASON_NAMES.get("".join(ch for ch in reason.lower() if ch.isalpha()))
+        if name is None:
+            raise ValueError(f"{where}: unknown error reason {reason!r}; known: {', '.join(sorted(ERROR_REASONS))}.")
+        normalized.append(name)
+    if not ranges and not normalized:
+        raise ValueError(f"{where}: 'failureCondition' needs 'statusCodeRanges' or 'errorReasons', or nothing counts as a failure.")
+    accept = rule.get("acceptRetryAfter", False)
+    if not isinstance(accept, bool):
+        raise ValueError(f"{where}: 'acceptRetryAfter' must be true or false.")
+    name = rule.get("name", "rule")
+    return BreakerRule(
+        name=str(name),
+        interval=_duration(condition.get("interval"), f"{where}: 'interval'"),
+        trip_duration=_duration(rule.get("tripDuration"), f"{where}: 'tripDuration'"),
+        count=count,
+        percentage=None if percentage is None else float(percentage),
+        status_ranges=tuple((r["min"], r["max"]) for r in ranges),
+        error_reasons=frozenset(normalized),
+        accept_retry_after=accept,
+    )
+
+
+def _status_range(value: object) -> bool:
+    if not isinstance(value, dict) or set(value) != {"min", "max"}:
+        return False
+    low, high = value["min"], value["max"]
+    return all(isinstance(v, int) and not isinstance(v, bool) and 200 <= v <= 599 for v in (low, high)) and low <= high
+
+
+_TIMEOUT_NAMES = {"connect": "connect", "firstByte": "first_byte", "idle": "idle"}
+
+
+def _timeouts(value: object, where: str) -> Timeouts:
+    if value is None:
+        return Timeouts()
+    if not isinstance(value, dict) or set(value) - set(_TIMEOUT_NAMES):
+        raise ValueError(f"{where}: 'timeouts' takes seconds for connect, firstByte and idle, e.g. {{\"firstByte\": 120, \"idle\": 30}}.")
+    for name, seconds in value.items():
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= 3600:
+            raise ValueError(f"{where}: timeout {name!r} must be a number of seconds above 0 and at most 3600, got {seconds!r}.")
+    return Timeouts(**{_TIMEOUT_NAMES[name]: float(seconds) for name, seconds in value.items()})
 
 
 def _endpoint(value: object, where: str) -> str:

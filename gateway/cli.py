@@ -332,12 +332,11 @@ def enqueue_policy(file: Any, scope_text: str) -> None:
     from azure.core.exceptions import ResourceExistsError
     from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
-    from gateway.policy_updates import QUEUE_NAME
 
     scope = _parse_scope(scope_text)
     settings = _settings_or_exit()
     queue = QueueClient.from_connection_string(
-        settings.storage_connection.reveal(), QUEUE_NAME, message_encode_policy=TextBase64EncodePolicy()
+        settings.storage_connection.reveal(), settings.policy_queue, message_encode_policy=TextBase64EncodePolicy()
     )
     with queue:
         try:
@@ -346,6 +345,73 @@ def enqueue_policy(file: Any, scope_text: str) -> None:
             pass
         queue.send_message(json.dumps({"scope": str(scope), "xml": file.read()}))
     click.echo(f"Queued {file.name} for scope {scope}; a gateway validates and applies it shortly.")
+
+
+@main.command()
+@click.option("--since", default="24h", show_default=True, help="How far back: e.g. 90m, 24h, 7d.")
+@click.option("--by", "group_by", default="subscription", show_default=True, help="subscription, deployment, namespace, or dimension:NAME.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def usage(since: str, group_by: str, as_json: bool) -> None:
+    """Token usage from the metrics table (what emit-token-metric recorded), grouped and summed."""
+    from gateway.usage_report import parse_since, summarize
+
+    try:
+        start = parse_since(since)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    if group_by not in ("subscription", "deployment", "namespace") and not group_by.startswith("dimension:"):
+        raise click.BadParameter("use subscription, deployment, namespace or dimension:NAME.", param_hint="--by")
+
+    async def read(gateway: Any) -> list[dict[str, Any]]:
+        return await summarize(await gateway.store.table("metrics"), start, group_by)
+
+    rows = _run_with_gateway(_settings_or_exit(), read)
+    if as_json:
+        _echo_json(rows)
+        return
+    if not rows:
+        click.echo(f"No token metrics since {start:%Y-%m-%d %H:%M} UTC. Is an emit-token-metric policy applied?")
+        return
+    columns = ["group", "requests", "prompt", "completion", "total", "cached", "reasoning", "estimated", "cacheHits", "savedTokens"]
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    click.echo("  ".join(c.ljust(widths[c]) if c == "group" else c.rjust(widths[c]) for c in columns))
+    for row in rows:
+        click.echo("  ".join(str(row[c]).ljust(widths[c]) if c == "group" else str(row[c]).rjust(widths[c]) for c in columns))
+
+
+@main.group()
+def backends() -> None:
+    """Backend health as every gateway instance shares it (circuit breakers, waits, failures, latency)."""
+
+
+@backends.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the same as GET /ops/backends) instead of a table.")
+def backends_status(as_json: bool) -> None:
+    """Each backend's breaker state, wait-until, recent failures and p50 latency; each pool's members."""
+    from gateway.health_sync import backend_status
+
+    settings = _settings_or_exit()
+    report = _run_with_gateway(settings, lambda gateway: backend_status(gateway.store, settings.backends))
+    if as_json:
+        _echo_json(report)
+        return
+    singles = [entry for entry in report if entry["type"] == "backend"]
+    if not singles:
+        click.echo("No backends configured (GATEWAY_BACKENDS or AZURE_OPENAI_ENDPOINT).")
+        return
+    columns = [("backend", "id"), ("state", "state"), ("open until", "openUntil"), ("wait until", "waitUntil"),
+               ("failures", "recentFailures"), ("requests", "recentRequests"), ("p50 ms", "latencyP50Ms"), ("instances", "instances")]  # fmt: skip
+    cells = [[("-" if entry[key] is None else str(entry[key])) for _, key in columns] for entry in singles]
+    widths = [max(len(title), *(len(row[i]) for row in cells)) for i, (title, _) in enumerate(columns)]
+    click.echo("  ".join(title.ljust(width) for (title, _), width in zip(columns, widths)))
+    for row in cells:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)))
+    for pool in (entry for entry in report if entry["type"] == "pool"):
+        members = ", ".join(
+            f"{m['id']} (priority {m['priority']}, weight {m['weight']}{'' if m['available'] else ', unavailable'})" for m in pool["members"]
+        )
+        click.echo(f"pool {pool['id']}: {pool['state']}: {members}")
+    click.echo("Failures and requests: sums over instances of their breaker interval (60 s without a rule); p50: median of theirs.", err=True)
 
 
 def _loader() -> Loader:

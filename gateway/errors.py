@@ -8,7 +8,9 @@ The tree::
     ├── BadRequest                400  a body the gateway must read is not what the operation expects
     ├── PayloadTooLarge           413  request body above the configured limit
     ├── SubscriptionKeyError      401  missing, invalid, inactive or out-of-scope subscription key
-    └── BackendError              502/504  the backend could not be reached or did not answer in time
+    ├── BackendError              502/504  the backend could not be reached or did not answer in time
+    └── BackendUnavailable        503  circuit breaker open (CircuitBreakerOpen), or every pool member
+                                       tripped or throttled (PoolIsInactive); with Retry-After
 
 Messages follow Azure OpenAI and APIM where they have one, and never name a backend URL or a secret.
 Errors the backend returns are not GatewayErrors: they pass through untouched.
@@ -16,6 +18,7 @@ Errors the backend returns are not GatewayErrors: they pass through untouched.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import orjson
@@ -112,6 +115,25 @@ class BackendTimeout(BackendError):
     status = 504
     code = "BackendTimeout"
     message = "The backend service did not respond in time."
+
+
+class BackendUnavailable(GatewayError):
+    """The breaker of the backend named directly is open; `retry_after` is when it resets (APIM answers 503)."""
+
+    status = 503
+    code = "CircuitBreakerOpen"
+    what = "The backend is"
+
+    def __init__(self, retry_after: float) -> None:
+        seconds = max(1, math.ceil(retry_after))
+        super().__init__(f"{self.what} temporarily unavailable. Try again in {seconds} seconds.", headers={"Retry-After": str(seconds)})
+
+
+class PoolUnavailable(BackendUnavailable):
+    """Every pool member serving the deployment is tripped or asked us to wait; names no member or URL."""
+
+    code = "PoolIsInactive"
+    what = "The backend pool is"
 
 
 def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response:

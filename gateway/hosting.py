@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway import __version__
+from gateway import __version__, ops
 from gateway.app import Gateway
 from gateway.errors import ResourceNotFound
 from gateway.policy_updates import LocalQueueWorker
@@ -46,6 +46,9 @@ def create_local_app(gateway: Gateway) -> Starlette:
     async def health(request: Request) -> Response:
         return await health_response()
 
+    async def ops_backends(request: Request) -> Response:
+        return await ops.backends_response(gateway, request)
+
     async def not_found(request: Request) -> Response:
         return ResourceNotFound().to_response()
 
@@ -54,7 +57,7 @@ def create_local_app(gateway: Gateway) -> Starlette:
         await gateway.start()
         worker = None
         if gateway.settings.local_queue_worker:
-            worker = LocalQueueWorker(gateway, gateway.settings.storage_connection.reveal())
+            worker = LocalQueueWorker(gateway, gateway.settings.storage_connection.reveal(), gateway.settings.policy_queue)
             worker.start()
         yield
         if worker is not None:
@@ -65,6 +68,7 @@ def create_local_app(gateway: Gateway) -> Starlette:
         routes=[
             Route("/openai/{path:path}", openai, methods=_METHODS),
             Route("/health", health, methods=["GET"]),
+            Route("/ops/backends", ops_backends, methods=["GET"]),
             Route("/{path:path}", not_found, methods=_METHODS),
         ],
         lifespan=lifespan,

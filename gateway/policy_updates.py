@@ -5,7 +5,8 @@ same way everywhere: validate, store, bump the version row; every instance then 
 interval. A document that does not validate is logged and dropped (redelivery cannot fix it), and the
 policies in force stay as they were.
 
-Queue message (JSON, base64-encoded as the Functions queue extension expects):
+Queue message (JSON, base64-encoded as the Functions queue extension expects), on the queue named by the
+`GATEWAY_POLICY_QUEUE` setting (default `policy-updates`):
     {"scope": "api:openai", "xml": "<policies>…</policies>"}   or   {"scope": "…", "delete": true}
 Blob names: `global.xml`, `products/<name>.xml`, `apis/<id>.xml`, `operations/<id>.xml`.
 """
@@ -26,7 +27,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-QUEUE_NAME = "policy-updates"
+#: The setting naming the queue (default `policy-updates`), so several gateways sharing a storage account
+#: (different table prefixes) each read their own; Functions resolves it as `%GATEWAY_POLICY_QUEUE%`.
+QUEUE_SETTING = "GATEWAY_POLICY_QUEUE"
 BLOB_CONTAINER = "policies"
 _BLOB_FOLDERS = {"products": "product", "apis": "api", "operations": "operation"}
 
@@ -43,7 +46,7 @@ async def apply_message(gateway: Gateway, text: str) -> int | None:
             raise TypeError("'xml' must be a string")
         return await apply_document(await gateway.policy_repository(), scope, xml, gateway.loader)
     except (ValueError, KeyError, TypeError) as exc:
-        logger.error("Rejected a %s message: %s", QUEUE_NAME, exc)
+        logger.error("Rejected a policy update message: %s", exc)
         return None
 
 
@@ -77,9 +80,10 @@ class LocalQueueWorker:
     timeout), like the Functions trigger.
     """
 
-    def __init__(self, gateway: Gateway, connection_string: str, poll_seconds: float = 1.0) -> None:
+    def __init__(self, gateway: Gateway, connection_string: str, queue_name: str, poll_seconds: float = 1.0) -> None:
         self._gateway = gateway
         self._connection_string = connection_string
+        self._queue_name = queue_name
         self._poll_seconds = poll_seconds
         self._task: asyncio.Task[None] | None = None
 
@@ -92,7 +96,7 @@ class LocalQueueWorker:
         from azure.storage.queue.aio import QueueClient
 
         async with QueueClient.from_connection_string(
-            self._connection_string, QUEUE_NAME, message_decode_policy=TextBase64DecodePolicy()
+            self._connection_string, self._queue_name, message_decode_policy=TextBase64DecodePolicy()
         ) as queue:
             try:
                 await queue.create_queue()
@@ -104,7 +108,7 @@ class LocalQueueWorker:
                         await apply_message(self._gateway, message.content)
                         await queue.delete_message(message)
                 except Exception:
-                    logger.warning("Polling %s failed; retrying.", QUEUE_NAME, exc_info=True)
+                    logger.warning("Polling %s failed; retrying.", self._queue_name, exc_info=True)
                 await asyncio.sleep(self._poll_seconds)
 
     async def close(self) -> None:

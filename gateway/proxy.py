@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING
 
 import aiohttp
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import BackendError, BackendTimeout
+from gateway.usage import StreamTap
+
+if TYPE_CHECKING:
+    from gateway.backends import Timeouts
 
 #: Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus those the gateway recomputes.
 _HOP_BY_HOP = frozenset(
@@ -51,21 +56,51 @@ class UpstreamClient:
         return self._session
 
     async def send(
-        self, method: str, url: str, headers: list[tuple[str, str]], body: bytes, timeout: float | None = None
+        self,
+        method: str,
+        url: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        timeout: float | None = None,
+        timeouts: Timeouts | None = None,
     ) -> aiohttp.ClientResponse:
         """Send a request and return once the response headers arrived (within `timeout` seconds, when given);
-        the caller must release the response."""
-        request = self._get_session().request(method, url, headers=headers, data=body or None, allow_redirects=False)
+        the caller must release the response.
+
+        A backend's own `timeouts` replace the session's for this request: `connect`; `first_byte` until the
+        response headers (aiohttp's sock_read, which starts once the body is sent); then `idle` between chunks
+        of the body, which the relay reads. A hung backend thus fails fast without cutting long generations.
+        """
+        client_timeout = self._timeout
+        if timeouts is not None:
+            client_timeout = aiohttp.ClientTimeout(total=None, connect=timeouts.connect, sock_read=timeouts.first_byte)
+        request = self._get_session().request(
+            method, url, headers=headers, data=body or None, allow_redirects=False, timeout=client_timeout
+        )
         try:
-            return await (asyncio.wait_for(request, timeout) if timeout else request)
+            upstream = await (asyncio.wait_for(request, timeout) if timeout else request)
         except asyncio.TimeoutError as exc:
             raise BackendTimeout() from exc
         except aiohttp.ClientError as exc:
             raise BackendError() from exc
+        if timeouts is not None and timeouts.idle != timeouts.first_byte:
+            _wait_per_chunk(upstream, timeouts.idle)
+        return upstream
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def _wait_per_chunk(upstream: aiohttp.ClientResponse, seconds: float | None) -> None:
+    """From now on, allow `seconds` of silence per body chunk (aiohttp keeps one read timeout per connection).
+
+    A body that already arrived whole has released its connection, and aiohttp dropped its timer: nothing to do.
+    """
+    connection = upstream.connection
+    if connection is not None and connection.protocol is not None and not upstream.content.is_eof():
+        connection.protocol.read_timeout = seconds
+        connection.protocol.start_timeout()
 
 
 def forwardable(name: str) -> bool:
@@ -103,15 +138,26 @@ class RelayResponse(StreamingResponse):
 
     Starlette notices a disconnect only when a write fails; a stream waiting on a slow model would hold the
     backend request open until its next chunk. Listening for `http.disconnect` alongside ends it at once.
+    With a `tap`, SSE events pass through it (usage, text); `on_end(aborted)` runs once the stream is over,
+    `aborted` being true when the backend's stream did not reach its end (client gone, backend broke off).
     """
 
     def __init__(
-        self, upstream: aiohttp.ClientResponse, status: int, headers: list[tuple[bytes, bytes]], keepalive_seconds: float
+        self,
+        upstream: aiohttp.ClientResponse,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        keepalive_seconds: float,
+        tap: StreamTap | None = None,
+        on_end: Callable[[bool], Awaitable[None]] | None = None,
     ) -> None:
         self._upstream = upstream
+        self._keepalive_seconds = keepalive_seconds
+        self._tap = tap
+        self._on_end = on_end
+        self._complete = False
         sse = upstream.content_type == "text/event-stream"
-        chunks = _relay_sse(upstream, keepalive_seconds) if sse else _relay_raw(upstream)
-        super().__init__(chunks, status_code=status)
+        super().__init__(self._relay_sse() if sse else self._relay_raw(), status_code=status)
         self.raw_headers.extend(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -125,49 +171,61 @@ class RelayResponse(StreamingResponse):
             for task in (stream, disconnect):
                 task.cancel()
             await asyncio.gather(stream, disconnect, return_exceptions=True)
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]  # release the backend now, not at GC
             self._upstream.close()
+            if self._on_end is not None:
+                await self._on_end(not self._complete)
+
+    async def _relay_raw(self) -> AsyncIterator[bytes]:
+        upstream = self._upstream
+        try:
+            async for chunk in upstream.content.iter_any():
+                yield chunk
+            self._complete = True
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            logger.warning("Backend stream broke off; the client's response ends early.", exc_info=True)
+        finally:
+            upstream.release()
+
+    async def _relay_sse(self) -> AsyncIterator[bytes]:
+        """Relay SSE bytes as they arrive; during silences, add a comment line, but only between events."""
+        upstream, tap = self._upstream, self._tap
+        content = upstream.content
+        at_event_boundary = True
+        read: asyncio.Future[bytes] | None = None
+        try:
+            while True:
+                chunk = content.read_nowait()  # what is already buffered: no task needed
+                if not chunk:
+                    if content.at_eof():
+                        break
+                    read = asyncio.ensure_future(content.readany())
+                    while not read.done():
+                        await asyncio.wait((read,), timeout=self._keepalive_seconds)
+                        if not read.done() and at_event_boundary:
+                            yield _KEEPALIVE
+                    chunk = read.result()
+                    read = None
+                    if not chunk:
+                        break
+                if tap is not None:
+                    chunk = tap.feed(chunk)  # whole events only, so always at a boundary
+                    if not chunk:
+                        continue
+                else:
+                    at_event_boundary = chunk.endswith(b"\n\n")
+                yield chunk
+            if tap is not None and (rest := tap.flush()):
+                yield rest
+            self._complete = True
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            logger.warning("Backend stream broke off; the client's response ends early.", exc_info=True)
+        finally:
+            if read is not None:
+                read.cancel()
+            upstream.release()
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
-
-
-async def _relay_raw(upstream: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in upstream.content.iter_any():
-            yield chunk
-    except (aiohttp.ClientError, asyncio.TimeoutError):
-        logger.warning("Backend stream broke off; the client's response ends early.", exc_info=True)
-    finally:
-        upstream.release()
-
-
-async def _relay_sse(upstream: aiohttp.ClientResponse, keepalive_seconds: float) -> AsyncIterator[bytes]:
-    """Relay SSE bytes as they arrive; during silences, add a comment line, but only between events."""
-    content = upstream.content
-    at_event_boundary = True
-    read: asyncio.Future[bytes] | None = None
-    try:
-        while True:
-            chunk = content.read_nowait()  # what is already buffered: no task needed
-            if not chunk:
-                if content.at_eof():
-                    return
-                read = asyncio.ensure_future(content.readany())
-                while not read.done():
-                    await asyncio.wait((read,), timeout=keepalive_seconds)
-                    if not read.done() and at_event_boundary:
-                        yield _KEEPALIVE
-                chunk = read.result()
-                read = None
-                if not chunk:
-                    return
-            at_event_boundary = chunk.endswith(b"\n\n")
-            yield chunk
-    except (aiohttp.ClientError, asyncio.TimeoutError):
-        logger.warning("Backend stream broke off; the client's response ends early.", exc_info=True)
-    finally:
-        if read is not None:
-            read.cancel()
-        upstream.release()

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.backends import BackendConfig, parse_backends
+from gateway.backends import Config, Timeouts, parse_backends
+from gateway.health import PredictiveRouting
 from gateway.sensitive import Secret
 
 
@@ -23,7 +25,7 @@ DEFAULT_APIS = ("openai", "openai-v1")
 class Settings:
     storage_connection: Secret
     key_pepper: Secret
-    backends: tuple[BackendConfig, ...]
+    backends: tuple[Config, ...]
     table_prefix: str = "gateway"
     #: product name -> API ids the product grants access to.
     products: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -44,8 +46,35 @@ class Settings:
     openid_keys: Mapping[str, Any] = field(default_factory=dict)
     #: Take the caller's IP from X-Forwarded-For (true under Azure Functions, whose front end sets it).
     trust_forwarded_for: bool = False
+    #: Deployment name -> model name, to pick the tokenizer (e.g. {"chat": "gpt-4o"}).
+    deployment_models: Mapping[str, str] = field(default_factory=dict)
+    #: Tokenizer for deployments not in `deployment_models`.
+    default_encoding: str = "o200k_base"
+    #: Completion tokens a token limit reserves for a request that sets no max_tokens.
+    default_completion_reservation: int = 1024
+    #: Share of a limit an instance leases at a time (see gateway/shared_counters.py for the bounds).
+    lease_fraction: float = 0.05
+    #: Window of tokens-per-minute limits. 60 in production; tests shorten it to see several windows quickly.
+    token_rate_window_seconds: float = 60.0
+    #: How often token metrics are written to the metrics table.
+    metrics_flush_seconds: float = 10.0
+    #: When set, token metrics also go to Application Insights as custom metrics.
+    appinsights_connection: Secret = field(default_factory=lambda: Secret(""))
+    #: The queue policy updates arrive on (Functions reads the same setting: `%GATEWAY_POLICY_QUEUE%`).
+    policy_queue: str = "policy-updates"
     #: The local host polls the `policy-updates` queue itself (under Functions, the queue trigger does).
     local_queue_worker: bool = True
+    #: How often each instance reads the other instances' backend health (trips, waits) from Table Storage.
+    health_sync_seconds: float = 2.0
+    #: Route away from a pool member whose rate-limit headroom ran low (None: off).
+    predictive_routing: PredictiveRouting | None = None
+    #: Key for the `/ops/...` routes (header `x-admin-key`); None hides them (404).
+    admin_key: Secret | None = None
+
+    @property
+    def upstream_timeouts(self) -> Timeouts:
+        """What a backend without its own `timeouts` gets."""
+        return Timeouts(self.upstream_connect_timeout, self.upstream_read_timeout, self.upstream_read_timeout)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -82,6 +111,17 @@ class Settings:
             openid_keys=_json_object(env, "GATEWAY_OPENID_KEYS", dict),
             trust_forwarded_for=_flag(env, "GATEWAY_TRUST_FORWARDED_FOR", default="FUNCTIONS_WORKER_RUNTIME" in env),
             local_queue_worker=_flag(env, "GATEWAY_LOCAL_QUEUE_WORKER", default=True),
+            policy_queue=_queue_name(env.get("GATEWAY_POLICY_QUEUE") or "policy-updates"),
+            health_sync_seconds=_number(env, "GATEWAY_HEALTH_SYNC_SECONDS", 2.0),
+            predictive_routing=_predictive_routing(env),
+            admin_key=_admin_key(env),
+            deployment_models=_json_object(env, "GATEWAY_DEPLOYMENT_MODELS", str),
+            default_encoding=_choice(env, "GATEWAY_DEFAULT_ENCODING", ("o200k_base", "cl100k_base"), "o200k_base"),
+            default_completion_reservation=int(_number(env, "GATEWAY_DEFAULT_COMPLETION_RESERVATION", 1024)),
+            lease_fraction=_number(env, "GATEWAY_LEASE_FRACTION", 0.05),
+            metrics_flush_seconds=_number(env, "GATEWAY_METRICS_FLUSH_SECONDS", 10.0),
+            token_rate_window_seconds=_number(env, "GATEWAY_TOKEN_RATE_WINDOW_SECONDS", 60.0),
+            appinsights_connection=Secret(env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "")),
         )
 
 
@@ -109,6 +149,37 @@ def _json_object(env: Mapping[str, str], name: str, value_type: type) -> dict[st
     if not isinstance(data, dict) or not all(isinstance(v, value_type) for v in data.values()):
         raise ValueError(f"Setting {name!r} must be a JSON object whose values are {value_type.__name__}s.")
     return data
+
+
+def _queue_name(name: str) -> str:
+    if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", name):
+        raise ValueError(f"Setting 'GATEWAY_POLICY_QUEUE' has value {name!r}: use 3-63 lowercase letters, digits and single hyphens.")
+    return name
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = env.get(name) or default
+    if value not in choices:
+        raise ValueError(f"Setting {name!r} has value {value!r}: use one of {', '.join(choices)}.")
+    return value
+
+
+def _predictive_routing(env: Mapping[str, str]) -> PredictiveRouting | None:
+    if not _flag(env, "GATEWAY_PREDICTIVE_ROUTING", default=False):
+        return None
+    return PredictiveRouting(
+        min_tokens=int(_number(env, "GATEWAY_PREDICTIVE_MIN_TOKENS", 1000)),
+        min_requests=int(_number(env, "GATEWAY_PREDICTIVE_MIN_REQUESTS", 1)),
+    )
+
+
+def _admin_key(env: Mapping[str, str]) -> Secret | None:
+    key = env.get("GATEWAY_ADMIN_KEY")
+    if not key:
+        return None
+    if len(key) < 16:
+        raise ValueError("Setting 'GATEWAY_ADMIN_KEY' is shorter than 16 characters: use a long random secret, or unset it to hide /ops routes.")
+    return Secret(key)
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

@@ -13,10 +13,20 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 
 class TableStore:
     def __init__(self, connection_string: str, prefix: str) -> None:
-        self._service = TableServiceClient.from_connection_string(connection_string)
+        self._calls = 0
+        # The request hook is the one policy the tables SDK passes on to its table clients.
+        self._service = TableServiceClient.from_connection_string(connection_string, raw_request_hook=self._count)
         self._prefix = prefix
         self._ready: dict[str, TableClient] = {}
         self._lock = asyncio.Lock()
+
+    @property
+    def calls(self) -> int:
+        """Storage requests this process has made so far (for benchmarks: calls per request)."""
+        return self._calls
+
+    def _count(self, request: object) -> None:
+        self._calls += 1
 
     def table_name(self, name: str) -> str:
         return self._prefix + name

@@ -17,6 +17,7 @@ import orjson
 
 if TYPE_CHECKING:
     from policies.services import Services
+    from policies.usage import Usage, UsageListener
 
 #: A parsed JSON value (`JObject`, `JArray`, `JToken` in APIM's Newtonsoft terms).
 JToken = Any
@@ -357,10 +358,19 @@ class Context:
         self.services: Services = services  # type: ignore[assignment]
         #: Work statements defer until the backend has answered (e.g. a conditional rate-limit count).
         self.after_backend: list[Callable[[], Awaitable[None]]] = []
+        #: Statements that account for tokens; each is called once with the request's usage.
+        self.usage_listeners: list[UsageListener] = []
+        #: Called once with the complete answer (JSON bytes; a stream assembled into its non-streaming form) when
+        #: the backend's answer reached the client in full; not for refusals, errors or aborted streams.
+        self.body_listeners: list[Callable[[int, bytes], Awaitable[None]]] = []
+        #: Set by a semantic-cache hit: what the cached answer had used, reported as tokens saved.
+        self.cache_hit_usage: Usage | None = None
         #: Headers statements add to whatever response the client finally gets (e.g. remaining-calls).
         self.response_headers: list[tuple[str, str]] = []
         #: The host's own per-request state (the gateway keeps credentials and the live response there).
         self.gateway_state: Any = None
+        #: The id of the backend that answered (set when the request is forwarded), for metrics.
+        self.backend_used: str = ""
         #: The backend chosen by `set-backend-service backend-id=…` (a backend or pool id) or `base-url=…`.
         self.backend_id: str | None = None
         self.base_url: str | None = None

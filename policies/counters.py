@@ -6,6 +6,7 @@ an interface so the gateway can keep counts in this process or share them across
 
 from __future__ import annotations
 
+import datetime as _dt
 import math
 import time
 from dataclasses import dataclass
@@ -37,13 +38,13 @@ class Admission:
 
 
 class Counters(Protocol):
+    """Reserve-then-settle counting: `acquire` before the work, `add` the difference once it is known."""
+
     async def acquire(self, key: str, window: Window, amount: int, limit: int) -> Admission:
         """Count `amount` against `limit` if it fits; otherwise count nothing and refuse."""
 
-    async def add(self, key: str, window: Window, amount: int) -> int:
-        """Count `amount` (negative to give back) whatever the limit; returns the new total."""
-
-    async def used(self, key: str, window: Window) -> int: ...
+    async def add(self, key: str, window: Window, amount: int, limit: int) -> None:
+        """Count `amount` more (negative to give back) whatever the limit: settling a reservation."""
 
 
 class LocalCounters:
@@ -53,23 +54,45 @@ class LocalCounters:
         self._counts: dict[tuple[str, str], tuple[float, int]] = {}
 
     async def acquire(self, key: str, window: Window, amount: int, limit: int) -> Admission:
-        used = await self.used(key, window)
+        used = self._counts.get((key, window.id), (window.end, 0))[1]
         if used + amount > limit:
             return Admission(False, max(0, limit - used))
-        total = await self.add(key, window, amount)
-        return Admission(True, max(0, limit - total))
+        await self.add(key, window, amount, limit)
+        return Admission(True, max(0, limit - used - amount))
 
-    async def add(self, key: str, window: Window, amount: int) -> int:
+    async def add(self, key: str, window: Window, amount: int, limit: int) -> None:
         self._expire()
         total = self._counts.get((key, window.id), (window.end, 0))[1] + amount
         self._counts[(key, window.id)] = (window.end, total)
-        return total
-
-    async def used(self, key: str, window: Window) -> int:
-        return self._counts.get((key, window.id), (window.end, 0))[1]
 
     def _expire(self) -> None:
         if len(self._counts) < 1024:
             return
         now = time.time()
         self._counts = {k: v for k, v in self._counts.items() if v[0] > now}
+
+
+QUOTA_PERIODS = ("Hourly", "Daily", "Weekly", "Monthly", "Yearly")
+
+
+def quota_window(period: str, now: float | None = None) -> Window:
+    """The calendar period containing `now`, in UTC: hours, days, ISO weeks (from Monday), months, years."""
+    current = _dt.datetime.fromtimestamp(time.time() if now is None else now, _dt.timezone.utc)
+    if period == "Hourly":
+        start = current.replace(minute=0, second=0, microsecond=0)
+        end = start + _dt.timedelta(hours=1)
+    elif period == "Daily":
+        start = current.replace(hour=0, minute=0, second=0, microsecond=0)
+        end = start + _dt.timedelta(days=1)
+    elif period == "Weekly":
+        start = (current - _dt.timedelta(days=current.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
+        end = start + _dt.timedelta(weeks=1)
+    elif period == "Monthly":
+        start = current.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        end = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+    elif period == "Yearly":
+        start = current.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+        end = start.replace(year=start.year + 1)
+    else:
+        raise ValueError(f"Unknown quota period {period!r}; use one of {', '.join(QUOTA_PERIODS)}.")
+    return Window(f"q{period}:{start:%Y%m%dT%H}", end.timestamp())

@@ -6,16 +6,26 @@ with a fake and the gateway can change how it forwards or authenticates without 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 from policies.context import Context
 from policies.counters import Counters
+from policies.usage import Usage
 from policies.jwks import SigningKeys
 
 
+class MetricsSink(Protocol):
+    def record(self, namespace: str, dimensions: Iterable[tuple[str, str]], usage: Usage, subscription: str, deployment: str) -> None: ...
+
+
 class Services(Protocol):
-    #: Where rate-limit statements count calls.
+    #: Where rate limits and token limits count (shared across instances by the gateway).
     counters: Counters
+    #: Where emit-token-metric records usage.
+    metrics: MetricsSink
+    #: The window of tokens-per-minute limits (60 s; shorter only in tests).
+    token_rate_window_seconds: float
     #: Where validate-jwt and validate-azure-ad-token get identity providers' signing keys.
     signing_keys: SigningKeys
 
@@ -28,3 +38,9 @@ class Services(Protocol):
 
     async def managed_identity_token(self, resource: str, client_id: str | None) -> str:
         """An Entra ID access token for `resource`, cached and refreshed by the gateway."""
+
+    def estimate_prompt_tokens(self, context: Context) -> int:
+        """The request's prompt tokens, counted with the deployment's tokenizer."""
+
+    def completion_allowance(self, context: Context) -> int:
+        """The most completion tokens the request may produce (its max_tokens, or the configured default)."""

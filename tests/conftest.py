@@ -77,6 +77,7 @@ def gateway_env(azurite: devstack.AzuritePorts, simulator: Simulator) -> dict[st
     return {
         "GATEWAY_STORAGE_CONNECTION": azurite.connection_string(),
         "GATEWAY_TABLE_PREFIX": "t" + secrets.token_hex(4),
+        "GATEWAY_POLICY_QUEUE": "updates-" + secrets.token_hex(4),
         "GATEWAY_KEY_PEPPER": secrets.token_urlsafe(24),
         "GATEWAY_SUBSCRIPTION_CACHE_SECONDS": "0.5",
         "GATEWAY_SSE_KEEPALIVE_SECONDS": "0.3",
@@ -89,8 +90,11 @@ def gateway_env(azurite: devstack.AzuritePorts, simulator: Simulator) -> dict[st
 
 
 @pytest.fixture(scope="session")
-def start_gateway() -> Iterator[Callable[[dict[str, str]], GatewayProcess]]:
-    """Start a gateway process (`python -m gateway serve`) with the given settings."""
+def start_gateway(azurite: devstack.AzuritePorts, simulator: Simulator) -> Iterator[Callable[[dict[str, str]], GatewayProcess]]:
+    """Start a gateway process (`python -m gateway serve`) with the given settings.
+
+    It depends on Azurite and the simulator so that those stop after the gateways, which flush on shutdown.
+    """
     started: list[subprocess.Popen[bytes]] = []
 
     def start(env: dict[str, str]) -> GatewayProcess:

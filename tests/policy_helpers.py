@@ -9,18 +9,29 @@ from policies.counters import LocalCounters
 from policies.document import Scope, load_document
 from policies.errors import PolicyError, PolicyResponse
 from policies.pipeline import Pipeline
+from policies.usage import Usage
 from policies.statement import Loader
 
 
 class FakeServices:
     """Answers `forward` with scripted statuses (or transport failures) and records what it was asked."""
 
-    def __init__(self, statuses: list[int | str] | None = None) -> None:
+    def __init__(self, statuses: list[int | str] | None = None, prompt_tokens: int = 10, allowance: int = 20) -> None:
         self.statuses = list(statuses or [200])
         self.forwarded: list[dict] = []
         self.counters = LocalCounters()
         self.tokens: list[tuple[str, str | None]] = []
         self.signing_keys = None
+        self.prompt_tokens = prompt_tokens
+        self.allowance = allowance
+        self.metrics = RecordingMetrics()
+        self.token_rate_window_seconds = 60.0
+
+    def estimate_prompt_tokens(self, context: ctx.Context) -> int:
+        return self.prompt_tokens
+
+    def completion_allowance(self, context: ctx.Context) -> int:
+        return self.allowance
 
     async def forward(self, context: ctx.Context, timeout: float | None) -> None:
         self.forwarded.append(
@@ -41,6 +52,20 @@ class FakeServices:
     async def managed_identity_token(self, resource: str, client_id: str | None) -> str:
         self.tokens.append((resource, client_id))
         return f"token-for-{resource}"
+
+
+class RecordingMetrics:
+    def __init__(self) -> None:
+        self.records: list[tuple[str, list[tuple[str, str]], Usage, str, str]] = []
+
+    def record(self, namespace: str, dimensions: list[tuple[str, str]], usage: Usage, subscription: str, deployment: str) -> None:
+        self.records.append((namespace, list(dimensions), usage, subscription, deployment))
+
+
+async def report_usage(context: ctx.Context, usage: Usage) -> None:
+    """What the gateway does once usage is known: tell every listener."""
+    for listener in context.usage_listeners:
+        await listener(usage)
 
 
 def make_context(

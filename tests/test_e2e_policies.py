@@ -30,6 +30,7 @@ def policy_env(gateway_env: dict[str, str], simulator: Simulator) -> dict[str, s
     return {
         **gateway_env,
         "GATEWAY_TABLE_PREFIX": "p" + secrets.token_hex(4),
+        "GATEWAY_POLICY_QUEUE": "updates-" + secrets.token_hex(4),
         "GATEWAY_POLICY_POLL_SECONDS": str(POLL_SECONDS),
         "GATEWAY_BACKENDS": json.dumps(
             [
@@ -114,7 +115,7 @@ def test_queue_update_reaches_both_processes_without_failed_requests(
         thread.start()
     try:
         queue = QueueClient.from_connection_string(
-            policy_env["GATEWAY_STORAGE_CONNECTION"], "policy-updates", message_encode_policy=TextBase64EncodePolicy()
+            policy_env["GATEWAY_STORAGE_CONNECTION"], policy_env["GATEWAY_POLICY_QUEUE"], message_encode_policy=TextBase64EncodePolicy()
         )
         queued_at = time.monotonic()
         queue.send_message(json.dumps({"scope": "api:openai", "xml": marker_policy("two")}))
@@ -141,7 +142,7 @@ def test_invalid_document_is_rejected_and_previous_stays_in_force(
     assert result.exit_code == 1
     assert "line 2" in result.output and "calls" in result.output and "Nothing was applied" in result.output
     queue = QueueClient.from_connection_string(
-        policy_env["GATEWAY_STORAGE_CONNECTION"], "policy-updates", message_encode_policy=TextBase64EncodePolicy()
+        policy_env["GATEWAY_STORAGE_CONNECTION"], policy_env["GATEWAY_POLICY_QUEUE"], message_encode_policy=TextBase64EncodePolicy()
     )
     queue.send_message(json.dumps({"scope": "api:openai", "xml": bad.read_text()}))
     time.sleep(1.5 + POLL_SECONDS)

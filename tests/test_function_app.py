@@ -18,15 +18,17 @@ from tests.conftest import API_VERSION, Keys
 
 def test_function_metadata_routes_openai_and_health() -> None:
     functions = {f.get_function_name(): json.loads(f.get_function_json()) for f in function_app.app.get_functions()}
-    assert set(functions) == {"openai", "health", "policy_updates", "policy_blob_created"}
+    assert set(functions) == {"openai", "health", "ops_backends", "policy_updates", "policy_blob_created"}
     trigger = functions["openai"]["bindings"][0]
     assert trigger["type"] == "httpTrigger"
     assert trigger["route"] == "openai/{*path}"
     assert trigger["authLevel"] == "ANONYMOUS"  # the gateway checks subscription keys itself
     assert {"GET", "POST", "DELETE"} <= set(trigger["methods"])
     assert functions["health"]["bindings"][0]["route"] == "health"
+    ops = functions["ops_backends"]["bindings"][0]
+    assert (ops["route"], ops["methods"], ops["authLevel"]) == ("ops/backends", ["GET"], "ANONYMOUS")  # x-admin-key checked inside
     queue = functions["policy_updates"]["bindings"][0]
-    assert (queue["type"], queue["queueName"], queue["connection"]) == ("queueTrigger", "policy-updates", "AzureWebJobsStorage")
+    assert (queue["type"], queue["queueName"], queue["connection"]) == ("queueTrigger", "%GATEWAY_POLICY_QUEUE%", "AzureWebJobsStorage")
     blob = functions["policy_blob_created"]["bindings"][0]
     assert (blob["type"], blob["path"], blob["source"]) == ("blobTrigger", "policies/{name}", "EventGrid")
 
@@ -137,6 +139,19 @@ async def test_openai_function_refuses_missing_key(functions_env: None) -> None:
     response = await function_app.openai(request)
     try:
         assert response.status_code == 401
+    finally:
+        await hosting.current_gateway().close()
+
+
+async def test_ops_backends_function_checks_the_admin_key(functions_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_ADMIN_KEY", "ops-key-" + "x" * 16)
+    try:
+        refused = await function_app.ops_backends(make_request("", {}, {"x-admin-key": "wrong"}))
+        assert refused.status_code == 401
+        allowed = await function_app.ops_backends(make_request("", {}, {"x-admin-key": "ops-key-" + "x" * 16}))
+        assert allowed.status_code == 200
+        (sim,) = orjson.loads(allowed.body)["backends"]
+        assert (sim["id"], sim["type"], sim["state"]) == ("sim", "backend", "closed")
     finally:
         await hosting.current_gateway().close()
 

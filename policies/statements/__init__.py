@@ -5,6 +5,7 @@ from policies.statements import (  # noqa: F401
     check_header,
     choose,
     cors,
+    emit_token_metric,
     forward_request,
     headers,
     ip_filter,
@@ -13,6 +14,7 @@ from policies.statements import (  # noqa: F401
     return_response,
     set_backend_service,
     set_variable,
+    token_limit,
     validate_azure_ad_token,
     validate_jwt,
 )

@@ -6,8 +6,8 @@
 
 Over the limit: 429 with "Rate limit is exceeded. Try again in N seconds." and `Retry-After`, and
 `context.LastError.Reason` `RateLimitExceeded`. Windows are fixed and epoch-aligned (APIM's classic tiers
-use a sliding window). With `increment-condition`, a call counts only when the condition holds after the
-backend answered; otherwise it counts when admitted.
+use a sliding window). A call is counted when admitted; with `increment-condition`, it is given back when
+the condition does not hold once the backend answered, so concurrent calls can never exceed the limit.
 """
 
 from __future__ import annotations
@@ -61,23 +61,17 @@ class _RateLimit(Statement):
         window = Window.fixed(int(self.period.evaluate(context)))
         key = f"{self.element}:{self.key(context)}:{limit}"
         amount = int(self.increment_count.evaluate(context)) if self.increment_count is not None else 1
-        counters = context.services.counters
-        if self.increment_condition is None:
-            admission = await counters.acquire(key, window, amount, limit)
-            allowed, remaining = admission.allowed, admission.remaining
-        else:
-            used = await counters.used(key, window)
-            allowed, remaining = used + amount <= limit, max(0, limit - used - amount)
-            if allowed:
-                context.after_backend.append(lambda: self._count_if(context, key, window, amount))
-        self._publish(context, remaining, limit)
-        if not allowed:
+        admission = await context.services.counters.acquire(key, window, amount, limit)
+        self._publish(context, admission.remaining, limit)
+        if not admission.allowed:
             self._refuse(context, window.seconds_left())
+        if self.increment_condition is not None:
+            context.after_backend.append(lambda: self._give_back_unless(context, key, window, amount, limit))
 
-    async def _count_if(self, context: Context, key: str, window: Window, amount: int) -> None:
+    async def _give_back_unless(self, context: Context, key: str, window: Window, amount: int, limit: int) -> None:
         assert self.increment_condition is not None
-        if as_bool(self.increment_condition.evaluate(context), self.increment_condition.source):
-            await context.services.counters.add(key, window, amount)
+        if not as_bool(self.increment_condition.evaluate(context), self.increment_condition.source):
+            await context.services.counters.add(key, window, -amount, limit)
 
     def _publish(self, context: Context, remaining: int, limit: int) -> None:
         if self.remaining_header:

@@ -1,0 +1,97 @@
+"""What token limits and token metrics cost: the same traffic with and without them, plus storage calls.
+
+    .venv/bin/python -m bench.tokens [--requests 2000]
+
+1. Through a gateway process: p50/p99 and gateway CPU per request with no policy, then with
+   `llm-token-limit` (TPM and a monthly quota, high enough to admit everything) and `llm-emit-token-metric`,
+   next to the direct call to the simulated backend.
+2. In-process (same policies): Table Storage calls per request at steady state, counted by the gateway's
+   storage client — leases, metric flushes and policy polls included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import httpx
+import orjson
+
+from bench.harness import API_VERSION, LoadResult, local_stack, run_load
+from gateway import devstack
+
+CHAT = "/openai/deployments/gpt-4o/chat/completions?api-version=" + API_VERSION
+POLICY = """<policies><inbound><base />
+  <llm-token-limit counter-key="@(context.Subscription.Id)" tokens-per-minute="100000000" token-quota="1000000000"
+                   token-quota-period="Monthly" estimate-prompt-tokens="true" remaining-tokens-header-name="x-remaining-tokens" />
+  <llm-emit-token-metric namespace="bench"><dimension name="Subscription ID" /><dimension name="Operation ID" /></llm-emit-token-metric>
+</inbound></policies>"""
+
+
+def row(label: str, result: LoadResult) -> str:
+    cpu = f"{result.cpu_ms_per_request:.3f}" if result.cpu_ms_per_request is not None else "-"
+    return (
+        f"{label:<30} p50 {result.pct(result.latencies_ms, 0.5):7.3f} ms  p99 {result.pct(result.latencies_ms, 0.99):7.3f} ms"
+        f"  {result.rps:7.0f} req/s  gateway CPU {cpu} ms/req"
+    )
+
+
+def apply_policy(env: dict[str, str]) -> None:
+    with tempfile.NamedTemporaryFile("w", suffix=".xml", delete=False) as file:
+        file.write(POLICY)
+    subprocess.run(
+        [sys.executable, "-m", "gateway", "policies", "apply", file.name, "--scope", "global"],
+        env={**os.environ, **env}, cwd=devstack.REPO_ROOT, check=True, capture_output=True,
+    )  # fmt: skip
+    os.unlink(file.name)
+
+
+async def storage_calls_per_request(env: dict[str, str], key: str, requests: int) -> tuple[float, float]:
+    """(calls per request in the first `requests`, calls per request in the next `requests`) in-process."""
+    from gateway.app import Gateway
+    from gateway.hosting import create_local_app
+    from gateway.settings import Settings
+
+    gateway = Gateway(Settings.from_env({**os.environ, **env, "GATEWAY_LOCAL_QUEUE_WORKER": "false"}))
+    await gateway.start()
+    body = orjson.dumps({"messages": [{"role": "user", "content": "Summarise the plot in sixteen words"}], "max_tokens": 16})
+    transport = httpx.ASGITransport(app=create_local_app(gateway))
+    rates = []
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        for _ in range(2):
+            before = gateway.store.calls
+            for _ in range(requests):
+                response = await client.post(CHAT, content=body, headers={"api-key": key, "content-type": "application/json"})
+                assert response.status_code == 200, response.text
+            rates.append((gateway.store.calls - before) / requests)
+    await gateway.close()
+    return rates[0], rates[1]
+
+
+async def main(requests: int) -> None:
+    body = orjson.dumps({"messages": [{"role": "user", "content": "Summarise the plot in sixteen words"}], "max_tokens": 16})
+    with local_stack({"GATEWAY_POLICY_POLL_SECONDS": "0.5", "GATEWAY_METRICS_FLUSH_SECONDS": "2"}) as stack:
+        direct_headers = {"api-key": stack.simulator_key, "content-type": "application/json"}
+        gateway_headers = {"api-key": stack.subscription_key, "content-type": "application/json"}
+        print(f"non-streaming chat, c=1, {requests} requests per row")
+        print(row("direct", await run_load(stack.simulator_url + CHAT, direct_headers, body, requests, 1)))
+        print(row("gateway, no policy", await run_load(stack.gateway_url + CHAT, gateway_headers, body, requests, 1, stack.gateway_pid)))
+        apply_policy(stack.env)
+        time.sleep(1.5)
+        check = httpx.post(stack.gateway_url + CHAT, content=body, headers=gateway_headers)
+        assert "x-remaining-tokens" in check.headers, "the policy did not load"
+        print(row("gateway, token limit + metric", await run_load(stack.gateway_url + CHAT, gateway_headers, body, requests, 1, stack.gateway_pid)))
+        print(row("gateway, same, c=20", await run_load(stack.gateway_url + CHAT, gateway_headers, body, requests, 20, stack.gateway_pid)))
+        first, steady = await storage_calls_per_request(stack.env, stack.subscription_key, requests)
+        print(f"\nTable Storage calls per request (in-process, same policy): first {requests}: {first:.3f}; next {requests}: {steady:.3f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000)
+    asyncio.run(main(parser.parse_args().requests))

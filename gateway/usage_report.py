@@ -1,0 +1,45 @@
+"""Summing the metrics table for `python -m gateway usage`: a partition range per time span, grouped in memory."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+from azure.data.tables import EntityProperty
+from azure.data.tables.aio import TableClient
+
+from gateway.metrics import METRIC_FIELDS
+
+_SPAN = re.compile(r"^(\d+)([mhd])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    match = _SPAN.match(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a span like 90m, 24h or 7d.")
+    now = now or datetime.now(timezone.utc)
+    return now - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+async def summarize(table: TableClient, since: datetime, group_by: str) -> list[dict[str, Any]]:
+    """Totals per group since `since`, largest total first."""
+    totals: dict[str, dict[str, int]] = {}
+    entities = table.query_entities("PartitionKey ge @start", parameters={"start": since.strftime("%Y%m%d%H%M")})
+    async for entity in entities:
+        group = _group_of(entity, group_by)
+        row = totals.setdefault(group, dict.fromkeys(METRIC_FIELDS, 0))
+        for name in METRIC_FIELDS:
+            value = entity.get(name, 0)
+            row[name] += int(value.value if isinstance(value, EntityProperty) else value)
+    rows = [{"group": group, **values} for group, values in totals.items()]
+    return sorted(rows, key=lambda r: (-r["total"], r["group"]))
+
+
+def _group_of(entity: Any, group_by: str) -> str:
+    if group_by.startswith("dimension:"):
+        dimensions = orjson.loads(entity.get("dimensions") or "{}")
+        return str(dimensions.get(group_by.removeprefix("dimension:"), "(none)"))
+    return str(entity.get(group_by) or "(none)")
