@@ -5,11 +5,16 @@ streaming extension every HTTP function of the app takes a Starlette `Request` a
 `Response`, so responses stream chunk by chunk instead of being buffered.
 """
 
-import azure.functions as func
-from azurefunctions.extensions.http.fastapi import Request, Response
+import os
 
-from gateway import ops, policy_updates
-from gateway.hosting import current_gateway, health_response
+# As in gateway/__main__.py: one OpenBLAS thread for the semantic cache's small products, set before numpy loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import azure.functions as func  # noqa: E402
+from azurefunctions.extensions.http.fastapi import Request, Response  # noqa: E402
+
+from gateway import dashboard, openapi, ops, policy_updates  # noqa: E402
+from gateway.hosting import current_gateway, health_response  # noqa: E402
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
@@ -32,6 +37,18 @@ async def ops_backends(req: Request) -> Response:
     return await ops.backends_response(current_gateway(), req)
 
 
+@app.function_name("ops_dashboard")
+@app.route(route="ops/dashboard", methods=["GET", "POST"])
+async def ops_dashboard(req: Request) -> Response:
+    return await dashboard.dashboard_response(current_gateway(), req)
+
+
+@app.function_name("openapi")
+@app.route(route="openapi/{name}", methods=["GET"])
+async def openapi_document(req: Request) -> Response:
+    return await openapi.document_response(current_gateway(), req)
+
+
 @app.function_name("policy_updates")
 @app.queue_trigger(arg_name="message", queue_name="%" + policy_updates.QUEUE_SETTING + "%", connection="AzureWebJobsStorage")
 async def policy_update_message(message: func.QueueMessage) -> None:
@@ -47,3 +64,10 @@ async def policy_update_message(message: func.QueueMessage) -> None:
 )
 async def policy_blob_created(blob: func.InputStream) -> None:
     await policy_updates.apply_blob(current_gateway(), blob.name or "", blob.read())
+
+
+@app.function_name("semantic_cache_cleanup")
+@app.timer_trigger(arg_name="timer", schedule="0 */10 * * * *")
+async def semantic_cache_cleanup(timer: func.TimerRequest) -> None:
+    """Every 10 minutes, on one instance: delete expired semantic-cache entries from the table."""
+    await current_gateway().clean_semantic_cache()

@@ -58,7 +58,9 @@ def local_stack(extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
             "GATEWAY_STORAGE_CONNECTION": ports.connection_string(),
             "GATEWAY_KEY_PEPPER": secrets.token_urlsafe(24),
             "SIM_KEY": sim_key,
-            "GATEWAY_BACKENDS": json.dumps([{"id": "sim", "url": f"http://127.0.0.1:{sim_port}", "api_key_setting": "SIM_KEY"}]),
+            "GATEWAY_BACKENDS": json.dumps(
+                [{"id": "sim", "url": f"http://127.0.0.1:{sim_port}", "api_key_setting": "SIM_KEY", "embeddings_deployment": "text-embedding-3-small"}]
+            ),
             **(extra_env or {}),
         }
         gateway = devstack.start_python(["gateway", "serve", "--port", str(gw_port)], env, gw_port)

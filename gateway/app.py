@@ -20,8 +20,10 @@ from gateway.backends import BackendRegistry
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, ResourceNotFound
 from gateway.health_sync import HealthSync
 from gateway.policy_store import PolicyManager, PolicyRepository
-from gateway.metrics import AppInsightsExporter, MetricsRecorder
+from gateway.metrics import ROLLUP_TABLE, AppInsightsExporter, MetricsRecorder
+from gateway.rollups import RollupCompactor
 from gateway.proxy import CLIENT_CREDENTIAL_HEADERS, RelayResponse, UpstreamClient, raw_headers
+from gateway.semantic_cache import SemanticCacheService
 from gateway.services import GatewayServices, RequestState
 from gateway.shared_counters import SharedCounters
 from gateway.tokens import TokenCounter
@@ -65,9 +67,12 @@ class Gateway:
             settings.default_completion_reservation,
             settings.token_rate_window_seconds,
         )
-        self.loader = Loader(named_values=settings.named_values, backend_ids=self.backends.ids)
+        self.loader = Loader(
+            named_values=settings.named_values, backend_ids=self.backends.ids, embeddings_backend_ids=self.backends.embeddings_ids
+        )
         self.counters: SharedCounters | None = None
         self.metrics: MetricsRecorder | None = None
+        self.semantic_cache: SemanticCacheService | None = None
         self._authenticator: SubscriptionAuthenticator | None = None
         self._policies: PolicyManager | None = None
         self._start_lock = asyncio.Lock()
@@ -190,6 +195,8 @@ class Gateway:
             state.close_upstream()
             # Refused, failed or answered by policy: nothing used upstream (a cache hit reports what it saved).
             await state.usage.report(context.cache_hit_usage or Usage())
+            if self.metrics is not None:  # 429/403 refusals, for the dashboard
+                self.metrics.record_refusal(result.status, context.Subscription.Id if context.Subscription else "", state.deployment or "")
             response = result.to_starlette()
             response.raw_headers.extend(raw_headers(context.response_headers))
             return response
@@ -209,8 +216,9 @@ class Gateway:
                 if assembled is not None:
                     await _tell_body_listeners(context, answer.StatusCode, assembled)
 
+            on_break = state.backend.health.record_failure if state.backend is not None else None
             return RelayResponse(
-                upstream, answer.StatusCode, headers, self.settings.sse_keepalive_seconds, tap, on_end if tap is not None else None
+                upstream, answer.StatusCode, headers, self.settings.sse_keepalive_seconds, tap, on_end if tap is not None else None, on_break
             )
         await _tell_body_listeners(context, answer.StatusCode, answer.Body.content)
         response = Response(answer.Body.content, status_code=answer.StatusCode)
@@ -243,9 +251,17 @@ class Gateway:
             if self._authenticator is None or self._policies is None:
                 self.services.counters = self.counters = SharedCounters(await self.store.table("counters"), self.settings.lease_fraction)
                 exporter = AppInsightsExporter(self.settings.appinsights_connection.reveal()) if self.settings.appinsights_connection else None
-                self.metrics = MetricsRecorder(await self.store.table("metrics"), self.settings.metrics_flush_seconds, exporter)
+                rollups = await self.store.table(ROLLUP_TABLE)
+                self.metrics = MetricsRecorder(
+                    await self.store.table("metrics"), self.settings.metrics_flush_seconds, exporter, rollups=rollups, compactor=RollupCompactor(rollups)
+                )
                 self.metrics.start()
                 self.services.metrics = self.metrics
+                cache = self.settings.semantic_cache
+                cache_store = TableStore(cache.connection.reveal(), self.settings.table_prefix) if cache.connection else self.store
+                self.services.semantic_cache = self.semantic_cache = SemanticCacheService(
+                    cache_store, self.backends, self.upstream, cache, close_store=cache_store is not self.store
+                )
                 policies = PolicyManager(await self.policy_repository(), self.loader, self.settings.policy_poll_seconds)
                 await policies.start()
                 await self.health.start()
@@ -255,6 +271,12 @@ class Gateway:
                 )
         return self._authenticator, self._policies
 
+    async def clean_semantic_cache(self) -> int:
+        """Delete expired semantic-cache entries; returns how many (the Functions timer trigger calls this)."""
+        await self._start()
+        assert self.semantic_cache is not None
+        return await self.semantic_cache.cleanup()
+
     async def close(self) -> None:
         if self._policies is not None:
             await self._policies.close()
@@ -262,6 +284,8 @@ class Gateway:
             await self.counters.release()
         if self.metrics is not None:
             await self.metrics.close()
+        if self.semantic_cache is not None:
+            await self.semantic_cache.close()
         await self.health.close()
         await self.upstream.close()
         await self.services.close()

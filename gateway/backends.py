@@ -29,8 +29,13 @@ Configuration comes from settings, in one of two forms:
 
   For deployment routing, pools come before single backends (exact names first, then "*"), so members can
   still list "*" for direct use.
+
+  `"embeddings_deployment": "text-embedding-3-small"` names the deployment semantic-cache lookups with
+  `embeddings-backend-id="<this backend>"` get embeddings from. APIM's way of naming it is accepted too: a
+  `url` ending in `/openai/deployments/<deployment>/embeddings` (the backend then serves chat as usual).
 * `AZURE_OPENAI_ENDPOINT` (+ `AZURE_OPENAI_API_KEY`, or managed identity with an optional
-  `AZURE_OPENAI_CLIENT_ID`): one backend serving every deployment.
+  `AZURE_OPENAI_CLIENT_ID`, and `AZURE_OPENAI_EMBEDDINGS_DEPLOYMENT` for the semantic cache): one backend,
+  id `default`, serving every deployment.
 """
 
 from __future__ import annotations
@@ -52,7 +57,9 @@ from gateway.sensitive import Secret
 ANY_DEPLOYMENT = "*"
 _SETTING = "Setting 'GATEWAY_BACKENDS'"
 _COMMON_KEYS = frozenset({"id", "type", "deployments", "description", "title"})
-_BACKEND_KEYS = _COMMON_KEYS | {"url", "api_key_setting", "managed_identity", "circuitBreaker", "timeouts"}
+_BACKEND_KEYS = _COMMON_KEYS | {"url", "api_key_setting", "managed_identity", "circuitBreaker", "timeouts", "embeddings_deployment"}
+#: APIM's embeddings backend URL form, accepted as `url` for a backend's embeddings deployment.
+_EMBEDDINGS_URL = re.compile(r"^(?P<resource>.+?)/openai/deployments/(?P<deployment>[^/?#]+)/embeddings/?$")
 _POOL_KEYS = _COMMON_KEYS | {"pool"}
 
 
@@ -97,6 +104,8 @@ class BackendConfig:
     auth: ApiKeyAuth | ManagedIdentityAuth | None
     circuit_breaker: BreakerRule | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
+    #: The deployment semantic-cache lookups naming this backend get embeddings from.
+    embeddings_deployment: str | None = None
 
     def serves(self, deployment: str) -> bool:
         return deployment in self.deployments or ANY_DEPLOYMENT in self.deployments
@@ -221,6 +230,12 @@ class BackendRegistry:
         return frozenset(self._by_id)
 
     @property
+    def embeddings_ids(self) -> frozenset[str]:
+        """Backends with an embeddings deployment, and pools whose members all have one."""
+        singles = {b.id for b in self.backends if b.config.embeddings_deployment}
+        return frozenset(singles | {p.id for p in self.pools if all(m.backend.id in singles for m in p.members)})
+
+    @property
     def serves_any_deployment(self) -> bool:
         return self._wildcard is not None
 
@@ -254,7 +269,9 @@ def parse_backends(env: Mapping[str, str]) -> tuple[Config, ...]:
         return ()
     key = env.get("AZURE_OPENAI_API_KEY")
     auth = ApiKeyAuth(Secret(key)) if key else ManagedIdentityAuth(env.get("AZURE_OPENAI_CLIENT_ID") or None)
-    return (BackendConfig("default", _endpoint(endpoint, "Setting 'AZURE_OPENAI_ENDPOINT'"), frozenset({ANY_DEPLOYMENT}), auth),)
+    url = _endpoint(endpoint, "Setting 'AZURE_OPENAI_ENDPOINT'")
+    embeddings = env.get("AZURE_OPENAI_EMBEDDINGS_DEPLOYMENT") or None
+    return (BackendConfig("default", url, frozenset({ANY_DEPLOYMENT}), auth, embeddings_deployment=embeddings),)
 
 
 def _config_from_json(item: dict[str, Any], env: Mapping[str, str]) -> Config:
@@ -277,7 +294,8 @@ def _config_from_json(item: dict[str, Any], env: Mapping[str, str]) -> Config:
         raise ValueError(f"{where}: 'deployments' must be a non-empty list of names (or [\"*\"]).")
     if is_pool:
         return PoolConfig(backend_id, frozenset(deployments), _pool_members(item.get("pool"), where))
-    url = _endpoint(item.get("url"), where)
+    url_value, embeddings_deployment = _embeddings_deployment(item, where)
+    url = _endpoint(url_value, where)
     auth: ApiKeyAuth | ManagedIdentityAuth | None = None
     key_setting = item.get("api_key_setting")
     identity = item.get("managed_identity")
@@ -292,7 +310,9 @@ def _config_from_json(item: dict[str, Any], env: Mapping[str, str]) -> Config:
         client_id = identity.get("client_id") if isinstance(identity, dict) else None
         auth = ManagedIdentityAuth(client_id)
     breaker = _breaker_rule(item.get("circuitBreaker"), where)
-    return BackendConfig(backend_id, url, frozenset(deployments), auth, breaker, _timeouts(item.get("timeouts"), where))
+    return BackendConfig(
+        backend_id, url, frozenset(deployments), auth, breaker, _timeouts(item.get("timeouts"), where), embeddings_deployment
+    )
 
 
 def _pool_members(value: object, where: str) -> tuple[PoolMemberConfig, ...]:
@@ -434,6 +454,20 @@ def _timeouts(value: object, where: str) -> Timeouts:
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= 3600:
             raise ValueError(f"{where}: timeout {name!r} must be a number of seconds above 0 and at most 3600, got {seconds!r}.")
     return Timeouts(**{_TIMEOUT_NAMES[name]: float(seconds) for name, seconds in value.items()})
+
+
+def _embeddings_deployment(item: dict[str, Any], where: str) -> tuple[object, str | None]:
+    """The backend's URL and embeddings deployment: `embeddings_deployment`, or APIM's form of an embeddings
+    backend, `url` = `https://<resource>/openai/deployments/<deployment>/embeddings` (taken apart here)."""
+    url, deployment = item.get("url"), item.get("embeddings_deployment")
+    if deployment is not None and (not isinstance(deployment, str) or not deployment):
+        raise ValueError(f"{where}: 'embeddings_deployment' must be a deployment name, e.g. \"text-embedding-3-small\".")
+    match = _EMBEDDINGS_URL.match(url) if isinstance(url, str) else None
+    if match is None:
+        return url, deployment
+    if deployment is not None and deployment != match["deployment"]:
+        raise ValueError(f"{where}: 'url' names embeddings deployment {match['deployment']!r} but 'embeddings_deployment' is {deployment!r}.")
+    return match["resource"], match["deployment"]
 
 
 def _endpoint(value: object, where: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from gateway import devstack
+from gateway import console, devstack, progress
 from gateway.routes import V1_API, VERSIONED_API
 from gateway.settings import Settings
 from gateway.subscriptions import SubscriptionRepository, validate_scope
@@ -79,7 +79,12 @@ def run(port: int, simulator_port: int, token_ms: float) -> None:
             )
             env["SIMULATOR_API_KEY"] = sim_key
             env["GATEWAY_BACKENDS"] = json.dumps(
-                [{"id": "simulator", "url": f"http://127.0.0.1:{simulator_port}", "api_key_setting": "SIMULATOR_API_KEY"}]
+                [
+                    {
+                        "id": "simulator", "url": f"http://127.0.0.1:{simulator_port}", "api_key_setting": "SIMULATOR_API_KEY",
+                        "embeddings_deployment": "text-embedding-3-small",
+                    }
+                ]
             )
             click.secho(
                 f"No Azure OpenAI endpoint configured: using the SIMULATED backend on 127.0.0.1:{simulator_port}.\n"
@@ -123,6 +128,31 @@ def create_subscription(name: str, scope: str, subscription_id: str | None) -> N
     sub, primary, secondary = _run_with_repository(settings, lambda repo: repo.create(name, scope, subscription_id))
     _echo_json({**sub.public_view(), "primaryKey": primary, "secondaryKey": secondary})
     click.echo("Store these keys now: the gateway keeps only their hashes and cannot show them again.", err=True)
+
+
+@subscriptions.command("create-bulk")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.option("--format", "output_format", type=click.Choice(["json", "csv"]), default="json", show_default=True, help="How to print the keys.")
+def create_bulk(file: Any, output_format: str) -> None:
+    """Create a subscription per row of a CSV (header: name[,scope][,id]) or JSON file; print every key, once."""
+    from gateway import bulk
+
+    settings = _settings_or_exit()
+    try:
+        rows = bulk.parse(file.read(), file.name, settings.products, (VERSIONED_API, V1_API))
+    except ValueError as exc:
+        raise click.ClickException(f"{exc}\nNothing was created. Fix the file and run the command again.") from None
+
+    with click.progressbar(length=len(rows), label=f"Creating {len(rows)} subscriptions", file=sys.stderr, hidden=not progress.interactive()) as bar:
+        results = _run_with_repository(settings, lambda repo: bulk.create_all(repo, rows, lambda: bar.update(1)))
+    views = [r.view for r in results if isinstance(r, bulk.Created)]
+    if views:
+        click.echo(bulk.to_csv(views) if output_format == "csv" else json.dumps(views, indent=2), nl=output_format == "json")
+        click.echo(f"Created {len(views)} of {len(rows)}. Store these keys now: the gateway keeps only their hashes.", err=True)
+    failed = [r for r in results if isinstance(r, bulk.Failed)]
+    if failed:
+        reasons = "\n".join(f"  {r.row.where} ({r.row.name}): {r.reason}" for r in failed)
+        raise click.ClickException(f"{len(failed)} of {len(rows)} rows were not created:\n{reasons}\nRun again with only these rows.")
 
 
 @subscriptions.command("list")
@@ -248,7 +278,8 @@ def apply_policy(file: Any, scope_text: str) -> None:
         return await apply_document(await gateway.policy_repository(), scope, xml, gateway.loader)
 
     try:
-        version = _run_with_gateway(settings, apply)
+        with progress.spinner(f"Applying {file.name} to {scope}"):
+            version = _run_with_gateway(settings, apply)
     except ValueError as exc:
         raise click.ClickException(f"{exc}\nNothing was applied; the policies in force are unchanged.") from None
     click.echo(
@@ -362,17 +393,20 @@ def usage(since: str, group_by: str, as_json: bool) -> None:
     if group_by not in ("subscription", "deployment", "namespace") and not group_by.startswith("dimension:"):
         raise click.BadParameter("use subscription, deployment, namespace or dimension:NAME.", param_hint="--by")
 
-    async def read(gateway: Any) -> list[dict[str, Any]]:
-        return await summarize(await gateway.store.table("metrics"), start, group_by)
+    settings = _settings_or_exit()
+    with progress.spinner(f"Reading metrics since {start:%Y-%m-%d %H:%M} UTC") as show:
 
-    rows = _run_with_gateway(_settings_or_exit(), read)
+        async def read(gateway: Any) -> list[dict[str, Any]]:
+            return await summarize(await gateway.store.table("metrics"), start, group_by, lambda count: show(f"{count:,} rows"))
+
+        rows = _run_with_gateway(settings, read)
     if as_json:
         _echo_json(rows)
         return
     if not rows:
         click.echo(f"No token metrics since {start:%Y-%m-%d %H:%M} UTC. Is an emit-token-metric policy applied?")
         return
-    columns = ["group", "requests", "prompt", "completion", "total", "cached", "reasoning", "estimated", "cacheHits", "savedTokens"]
+    columns = ["group", "requests", "prompt", "completion", "total", "cached", "reasoning", "estimated", "cacheHits", "savedTokens", "refused429", "refused403"]
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
     click.echo("  ".join(c.ljust(widths[c]) if c == "group" else c.rjust(widths[c]) for c in columns))
     for row in rows:
@@ -414,6 +448,36 @@ def backends_status(as_json: bool) -> None:
     click.echo("Failures and requests: sums over instances of their breaker interval (60 s without a rule); p50: median of theirs.", err=True)
 
 
+@main.command("try")
+@click.argument("prompt")
+@click.option("--deployment", required=True, help="Chat deployment to call, as clients name it.")
+@click.option("--gateway", "gateway_url", default=console.DEFAULT_GATEWAY, show_default=True, help="The gateway's base URL.")
+@click.option("--key", envvar=console.KEY_SETTING, default=None, help=f"Subscription key (or env {console.KEY_SETTING}; locally, the demo key).")
+@click.option("--api-version", default="2024-10-21", show_default=True)
+@click.option("--stream", is_flag=True, help="Stream the answer as it is generated.")
+@click.option("--max-tokens", type=int, default=None, help="max_tokens of the request.")
+@click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds to wait for the answer.")
+def try_deployment(
+    prompt: str, deployment: str, gateway_url: str, key: str | None, api_version: str, stream: bool, max_tokens: int | None, timeout: float
+) -> None:
+    """Send PROMPT through the gateway; show the answer, usage, limit and cache headers, and Server-Timing."""
+    demo = LOCAL_DIR / "demo-key"
+    if not key and gateway_url == console.DEFAULT_GATEWAY and demo.exists():
+        key = demo.read_text().strip()
+        click.echo("Using the local demo key (.local/demo-key).", err=True)
+    if not key:
+        raise click.UsageError(f"No subscription key: pass --key or set {console.KEY_SETTING} (`subscriptions create NAME` makes one).")
+    attempt = console.Attempt(gateway_url, key, deployment, prompt, api_version, stream, max_tokens, timeout)
+    click.echo(f"POST {attempt.url}?api-version={api_version}", err=True)
+    outcome = console.send(attempt, lambda text: click.echo(text, nl=False))
+    if outcome.answer:
+        click.echo("\n")
+    for line in console.report(outcome):
+        click.echo(line)
+    if outcome.status != 200:
+        raise click.ClickException(console.advice(attempt, outcome))
+
+
 def _loader() -> Loader:
     """The loader `apply` uses: named values and backend ids from settings, when settings are complete."""
     from gateway.backends import BackendRegistry
@@ -422,7 +486,8 @@ def _loader() -> Loader:
         settings = Settings.from_env()
     except ValueError:
         return Loader()
-    return Loader(named_values=settings.named_values, backend_ids=BackendRegistry(settings.backends).ids)
+    registry = BackendRegistry(settings.backends)
+    return Loader(named_values=settings.named_values, backend_ids=registry.ids, embeddings_backend_ids=registry.embeddings_ids)
 
 
 def _settings_or_exit() -> Settings:
@@ -442,6 +507,8 @@ def _run_with_repository(settings: Settings, action: Callable[[SubscriptionRepos
 def _run_with_gateway(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
     from gateway.app import Gateway
 
+    from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
+
     async def go() -> T:
         gateway = Gateway(settings)
         try:
@@ -449,7 +516,17 @@ def _run_with_gateway(settings: Settings, action: Callable[[Any], Awaitable[T]])
         finally:
             await gateway.close()
 
-    return asyncio.run(go())
+    try:
+        return asyncio.run(go())
+    except ServiceRequestError:
+        raise click.ClickException(
+            "Cannot reach Table Storage (setting GATEWAY_STORAGE_CONNECTION or AzureWebJobsStorage). Locally, is Azurite "
+            "running? `python -m gateway run` starts it; in Azure, check the connection string and the account's firewall."
+        ) from None
+    except ClientAuthenticationError:
+        raise click.ClickException(
+            "Table Storage refused the credentials in GATEWAY_STORAGE_CONNECTION (or AzureWebJobsStorage): check the account key."
+        ) from None
 
 
 def _local_secret(name: str) -> str:

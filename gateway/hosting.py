@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway import __version__, ops
+from gateway import __version__, dashboard, openapi, ops
 from gateway.app import Gateway
 from gateway.errors import ResourceNotFound
 from gateway.policy_updates import LocalQueueWorker
@@ -49,12 +49,20 @@ def create_local_app(gateway: Gateway) -> Starlette:
     async def ops_backends(request: Request) -> Response:
         return await ops.backends_response(gateway, request)
 
+    async def ops_dashboard(request: Request) -> Response:
+        return await dashboard.dashboard_response(gateway, request)
+
+    async def openapi_document(request: Request) -> Response:
+        return await openapi.document_response(gateway, request)
+
     async def not_found(request: Request) -> Response:
         return ResourceNotFound().to_response()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.start()
+        if gateway.semantic_cache is not None:  # what the Functions timer trigger does, for the local host
+            gateway.semantic_cache.start_cleanup(gateway.settings.semantic_cache.cleanup_seconds)
         worker = None
         if gateway.settings.local_queue_worker:
             worker = LocalQueueWorker(gateway, gateway.settings.storage_connection.reveal(), gateway.settings.policy_queue)
@@ -69,6 +77,8 @@ def create_local_app(gateway: Gateway) -> Starlette:
             Route("/openai/{path:path}", openai, methods=_METHODS),
             Route("/health", health, methods=["GET"]),
             Route("/ops/backends", ops_backends, methods=["GET"]),
+            Route("/ops/dashboard", ops_dashboard, methods=["GET", "POST"]),
+            Route("/openapi/{name}", openapi_document, methods=["GET"]),
             Route("/{path:path}", not_found, methods=_METHODS),
         ],
         lifespan=lifespan,

@@ -12,6 +12,17 @@ when reported; alongside, the request count, how many counts were estimated, and
 the tokens they saved. With `APPLICATIONINSIGHTS_CONNECTION_STRING` set, the same metric names are sent to
 Application Insights as custom metrics in the policy's namespace, so APIM workbooks keep working.
 
+Refusals: when a policy refuses a request with 429 (rate or token limit) or 403 (quota), the gateway counts
+it as `refused429` / `refused403` in its own series (namespace "", no dimensions), whether or not an
+emit-token-metric policy ran, so the dashboard can show who is being turned away.
+
+Rollups: with a rollup table, the same traffic is also kept by subscription and deployment only (namespace and
+dimensions summed away), per minute (PartitionKey `m` + `YYYYMMDDHHMM`), hour (`h` + `YYYYMMDDHH`) and day
+(`d` + `YYYYMMDD`), written by the same flush. Reading a day or a month (the dashboard) then takes 24 or 30
+partitions instead of 1,440 or 43,200, and a partition holds one row per subscription, deployment and instance
+however many dimension values there are. They are exact: the same in-memory totals, written at the same time,
+append-only per instance like the minute rows. Traffic from before rollups existed has no rollup rows.
+
 Flushes run every `flush_seconds` in the background and on shutdown; what a crashed process had not flushed
 (at most `flush_seconds` of its traffic) is lost.
 """
@@ -23,7 +34,8 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -34,9 +46,25 @@ from azure.data.tables.aio import TableClient
 
 from policies.usage import Usage
 
+if TYPE_CHECKING:
+    from gateway.rollups import RollupCompactor
+
 logger = logging.getLogger(__name__)
 
-METRIC_FIELDS = ("prompt", "completion", "total", "cached", "reasoning", "requests", "estimated", "cacheHits", "savedTokens")
+METRIC_FIELDS = (
+    "prompt", "completion", "total", "cached", "reasoning", "requests", "estimated", "cacheHits", "savedTokens",
+    "refused429", "refused403",
+)  # fmt: skip
+#: Policy refusals the gateway counts, by status.
+REFUSAL_FIELDS = {429: "refused429", 403: "refused403"}
+#: The table (after the prefix) holding the rollups: per minute, hour and day, by subscription and deployment.
+ROLLUP_TABLE = "metricsrollup"
+MINUTE_PARTITION = "%Y%m%d%H%M"
+ROLLUP_MINUTE_PARTITION = "m%Y%m%d%H%M"
+ROLLUP_HOUR_PARTITION = "h%Y%m%d%H"
+ROLLUP_DAY_PARTITION = "d%Y%m%d"
+#: A rollup row is never written once its period ended this long ago (see `_drop_late_rollups`).
+ROLLUP_LATE_SECONDS = 1800
 #: APIM's metric names for the fields that are token counts.
 METRIC_NAMES = {
     "prompt": "Prompt Tokens", "completion": "Completion Tokens", "total": "Total Tokens",
@@ -45,8 +73,14 @@ METRIC_NAMES = {
 _BATCH = 100
 
 
+def field_value(value: Any) -> int:
+    """A metric field as read back from the table (an Int64 `EntityProperty`, or a plain int)."""
+    return int(value.value if isinstance(value, EntityProperty) else value or 0)
+
+
 @dataclass(frozen=True)
 class SeriesKey:
+    #: The PartitionKey: a minute `YYYYMMDDHHMM`, or a minute, hour or day of a rollup (`m…`, `h…`, `d…`).
     minute: str
     namespace: str
     dimensions: tuple[tuple[str, str], ...]
@@ -64,34 +98,69 @@ class _Totals:
     dirty: bool = True
 
 
+@dataclass
+class _Level:
+    """One granularity of the series: minutes in the metrics table, or minutes, hours or days in the rollup table."""
+
+    table: TableClient
+    partition_format: str
+    #: Rollups keep subscription and deployment only, so their row count does not grow with dimension values.
+    rollup: bool = False
+    series: dict[SeriesKey, _Totals] = field(default_factory=dict)
+
+
 class MetricsRecorder:
     def __init__(
-        self, table: TableClient, flush_seconds: float = 10.0, exporter: AppInsightsExporter | None = None, instance: str | None = None
+        self,
+        table: TableClient,
+        flush_seconds: float = 10.0,
+        exporter: AppInsightsExporter | None = None,
+        instance: str | None = None,
+        rollups: TableClient | None = None,
+        clock: Callable[[], float] = time.time,
+        compactor: RollupCompactor | None = None,
     ) -> None:
-        self._table = table
         self._flush_seconds = flush_seconds
+        self._compactor = compactor
         self._exporter = exporter
+        self._clock = clock
         self.instance = instance or uuid.uuid4().hex[:12]
-        self._series: dict[SeriesKey, _Totals] = {}
+        rollup_levels = [
+            _Level(rollups, partition, rollup=True) for partition in (ROLLUP_MINUTE_PARTITION, ROLLUP_HOUR_PARTITION, ROLLUP_DAY_PARTITION)
+        ] if rollups is not None else []  # fmt: skip
+        #: Minute rows first: `flush` returns their count and exports them.
+        self._levels = [_Level(table, MINUTE_PARTITION), *rollup_levels]
         self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
 
     def record(
         self, namespace: str, dimensions: Iterable[tuple[str, str]], usage: Usage, subscription: str, deployment: str
     ) -> None:
-        minute = datetime.now(timezone.utc).strftime("%Y%m%d%H%M")
-        key = SeriesKey(minute, namespace, tuple(dimensions), subscription, deployment)
-        totals = self._series.setdefault(key, _Totals())
-        values = totals.values
-        values["requests"] += 1
+        increments = {"requests": 1}
         if usage.from_cache:
-            values["cacheHits"] += 1
-            values["savedTokens"] += usage.total
+            increments.update(cacheHits=1, savedTokens=usage.total)
         else:
-            for name in ("prompt", "completion", "total", "cached", "reasoning"):
-                values[name] += getattr(usage, name)
-            values["estimated"] += 0 if usage.exact else 1
-        totals.dirty = True
+            increments.update((name, getattr(usage, name)) for name in ("prompt", "completion", "total", "cached", "reasoning"))
+            increments["estimated"] = 0 if usage.exact else 1
+        self._add(namespace, tuple(dimensions), subscription, deployment, increments)
+
+    def record_refusal(self, status: int, subscription: str, deployment: str) -> None:
+        """Count a policy's 429 or 403 answer in the gateway's own series (other statuses are not refusals)."""
+        name = REFUSAL_FIELDS.get(status)
+        if name is not None:
+            self._add("", (), subscription, deployment, {name: 1})
+
+    def _add(
+        self, namespace: str, dimensions: tuple[tuple[str, str], ...], subscription: str, deployment: str, increments: dict[str, int]
+    ) -> None:
+        now = datetime.fromtimestamp(self._clock(), timezone.utc)
+        for level in self._levels:
+            period = now.strftime(level.partition_format)
+            key = SeriesKey(period, "", (), subscription, deployment) if level.rollup else SeriesKey(period, namespace, dimensions, subscription, deployment)
+            totals = level.series.setdefault(key, _Totals())
+            for name, value in increments.items():
+                totals.values[name] += value
+            totals.dirty = True
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._flush_periodically())
@@ -103,31 +172,44 @@ class MetricsRecorder:
                 await self.flush()
             except Exception:
                 logger.warning("Flushing token metrics failed; will retry.", exc_info=True)
+            if self._compactor is not None:
+                try:
+                    await self._compactor.run_if_due()
+                except Exception:
+                    logger.warning("Folding closed metric rollups failed; will retry.", exc_info=True)
 
     async def flush(self) -> int:
-        """Write every changed series; returns how many rows were written."""
+        """Write every changed series (minutes and rollups); returns how many minute rows were written."""
         async with self._flush_lock:
-            dirty = [(key, totals) for key, totals in self._series.items() if totals.dirty]
-            by_minute: dict[str, list[tuple[SeriesKey, _Totals]]] = {}
-            for key, totals in dirty:
-                by_minute.setdefault(key.minute, []).append((key, totals))
-                totals.dirty = False
-            written = 0
+            self._drop_late_rollups()
+            dirty = [[(key, totals) for key, totals in level.series.items() if totals.dirty] for level in self._levels]
+            for series in dirty:
+                for _, totals in series:
+                    totals.dirty = False
             try:
-                for minute, series in by_minute.items():
-                    for start in range(0, len(series), _BATCH):
-                        chunk = series[start : start + _BATCH]
-                        operations = [("upsert", self._entity(key, totals), {"mode": UpdateMode.REPLACE}) for key, totals in chunk]
-                        await self._table.submit_transaction(operations)  # type: ignore[arg-type]
-                        written += len(chunk)
+                for level, series in zip(self._levels, dirty):
+                    await self._write(level.table, series)
             except Exception:
-                for _, totals in dirty:
-                    totals.dirty = True  # try again on the next flush
+                for series in dirty:
+                    for _, totals in series:
+                        totals.dirty = True  # try again on the next flush
                 raise
-            if self._exporter is not None and dirty:
-                await self._exporter.export([(key, dict(totals.values)) for key, totals in dirty])
+            minutes = dirty[0]
+            if self._exporter is not None and minutes:
+                await self._exporter.export([(key, dict(totals.values)) for key, totals in minutes])
             self._forget_old()
-            return written
+            return len(minutes)
+
+    async def _write(self, table: TableClient, dirty: list[tuple[SeriesKey, _Totals]]) -> None:
+        """Upsert in transactions, which Table Storage allows within one partition and up to 100 rows."""
+        by_partition: dict[str, list[tuple[SeriesKey, _Totals]]] = {}
+        for key, totals in dirty:
+            by_partition.setdefault(key.minute, []).append((key, totals))
+        for series in by_partition.values():
+            for start in range(0, len(series), _BATCH):
+                chunk = series[start : start + _BATCH]
+                operations = [("upsert", self._entity(key, totals), {"mode": UpdateMode.REPLACE}) for key, totals in chunk]
+                await table.submit_transaction(operations)  # type: ignore[arg-type]
 
     def _entity(self, key: SeriesKey, totals: _Totals) -> dict[str, Any]:
         entity: dict[str, Any] = {
@@ -143,11 +225,26 @@ class MetricsRecorder:
             entity[name] = EntityProperty(value, EdmType.INT64)
         return entity
 
+    def _drop_late_rollups(self) -> None:
+        """Never write a rollup row of a period that ended ROLLUP_LATE_SECONDS ago: it may be folded already
+        (gateway/rollups.py folds only later), and rewriting it would count it twice. Only a flush that kept
+        failing for that long gets here; its minute rows are still written."""
+        late = datetime.fromtimestamp(self._clock() - ROLLUP_LATE_SECONDS, timezone.utc)
+        for level in self._levels[1:]:
+            cutoff = late.strftime(level.partition_format)
+            stale = [key for key, totals in level.series.items() if key.minute < cutoff and totals.dirty]
+            for key in stale:
+                del level.series[key]
+            if stale:
+                logger.warning("Dropped %d unwritten rollup rows of periods that closed over %d s ago.", len(stale), ROLLUP_LATE_SECONDS)
+
     def _forget_old(self) -> None:
-        """Series of minutes that ended two minutes ago and are flushed cannot change any more."""
-        cutoff = datetime.fromtimestamp(time.time() - 120, timezone.utc).strftime("%Y%m%d%H%M")
-        for key in [k for k, totals in self._series.items() if k.minute < cutoff and not totals.dirty]:
-            del self._series[key]
+        """Series of periods that ended two minutes ago and are flushed cannot change any more."""
+        past = datetime.fromtimestamp(self._clock() - 120, timezone.utc)
+        for level in self._levels:
+            cutoff = past.strftime(level.partition_format)
+            for key in [k for k, totals in level.series.items() if k.minute < cutoff and not totals.dirty]:
+                del level.series[key]
 
     async def close(self) -> None:
         if self._task is not None:

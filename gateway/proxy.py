@@ -17,6 +17,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import BackendError, BackendTimeout
+from gateway.health import CONNECTION_FAILURE, TIMEOUT
 from gateway.usage import StreamTap
 
 if TYPE_CHECKING:
@@ -138,8 +139,11 @@ class RelayResponse(StreamingResponse):
 
     Starlette notices a disconnect only when a write fails; a stream waiting on a slow model would hold the
     backend request open until its next chunk. Listening for `http.disconnect` alongside ends it at once.
+    SSE keep-alive comments come from one timer per silence interval that writes only after a silence and only
+    between events, so relaying a chunk costs no task or timer of its own.
     With a `tap`, SSE events pass through it (usage, text); `on_end(aborted)` runs once the stream is over,
-    `aborted` being true when the backend's stream did not reach its end (client gone, backend broke off).
+    `aborted` being true when the backend's stream did not reach its end (client gone, backend broke off);
+    `on_break(reason)` hears about a backend that broke off or went silent mid-stream.
     """
 
     def __init__(
@@ -150,82 +154,102 @@ class RelayResponse(StreamingResponse):
         keepalive_seconds: float,
         tap: StreamTap | None = None,
         on_end: Callable[[bool], Awaitable[None]] | None = None,
+        on_break: Callable[[str], None] | None = None,
     ) -> None:
         self._upstream = upstream
         self._keepalive_seconds = keepalive_seconds
         self._tap = tap
         self._on_end = on_end
+        self._on_break = on_break
         self._complete = False
-        sse = upstream.content_type == "text/event-stream"
-        super().__init__(self._relay_sse() if sse else self._relay_raw(), status_code=status)
+        self._sse = upstream.content_type == "text/event-stream"
+        self._at_event_boundary = True
+        self._sending = False
+        self._client_gone = False
+        self._last_write = 0.0
+        self._keep_alive_timer: asyncio.TimerHandle | None = None
+        self._keep_alive_write: asyncio.Task[None] | None = None
+        super().__init__(self._relay(), status_code=status)
         self.raw_headers.extend(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        stream = asyncio.ensure_future(self.stream_response(send))
-        disconnect = asyncio.ensure_future(_wait_for_disconnect(receive))
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.get_running_loop().create_task(self._cancel_on_disconnect(receive, task))
         try:
-            done, _ = await asyncio.wait((stream, disconnect), return_when=asyncio.FIRST_COMPLETED)
-            if stream in done:
-                stream.result()
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            if not self._client_gone:
+                raise
+            task.uncancel()  # our own cancellation: the client left, which is not an error
         finally:
-            for task in (stream, disconnect):
-                task.cancel()
-            await asyncio.gather(stream, disconnect, return_exceptions=True)
+            watcher.cancel()
             await self.body_iterator.aclose()  # type: ignore[attr-defined]  # release the backend now, not at GC
             self._upstream.close()
             if self._on_end is not None:
                 await self._on_end(not self._complete)
 
-    async def _relay_raw(self) -> AsyncIterator[bytes]:
-        upstream = self._upstream
+    async def _cancel_on_disconnect(self, receive: Receive, task: asyncio.Task[object]) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self._client_gone = True
+        task.cancel()
+
+    async def stream_response(self, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        self._last_write = loop.time()
+        if self._sse:
+            self._arm_keep_alive(send)
+        try:
+            async for chunk in self.body_iterator:
+                self._sending = True
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                self._sending = False
+                self._last_write = loop.time()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            if self._keep_alive_timer is not None:
+                self._keep_alive_timer.cancel()
+            if self._keep_alive_write is not None:
+                self._keep_alive_write.cancel()
+
+    def _arm_keep_alive(self, send: Send) -> None:
+        """One timer per silence interval (not per chunk): on expiry, write a comment if still silent."""
+        loop = asyncio.get_running_loop()
+        due = self._last_write + self._keepalive_seconds
+        if loop.time() < due or self._sending or not self._at_event_boundary:
+            self._keep_alive_timer = loop.call_at(max(due, loop.time() + 0.01), self._arm_keep_alive, send)
+            return
+        self._last_write = loop.time()
+        self._keep_alive_write = loop.create_task(self._write_keep_alive(send))
+        self._keep_alive_timer = loop.call_at(self._last_write + self._keepalive_seconds, self._arm_keep_alive, send)
+
+    async def _write_keep_alive(self, send: Send) -> None:
+        self._sending = True
+        try:
+            await send({"type": "http.response.body", "body": _KEEPALIVE, "more_body": True})
+        finally:
+            self._sending = False
+
+    async def _relay(self) -> AsyncIterator[bytes]:
+        """The backend's bytes as they arrive (whole SSE events when tapped)."""
+        upstream, tap = self._upstream, self._tap
         try:
             async for chunk in upstream.content.iter_any():
-                yield chunk
-            self._complete = True
-        except (aiohttp.ClientError, asyncio.TimeoutError):
-            logger.warning("Backend stream broke off; the client's response ends early.", exc_info=True)
-        finally:
-            upstream.release()
-
-    async def _relay_sse(self) -> AsyncIterator[bytes]:
-        """Relay SSE bytes as they arrive; during silences, add a comment line, but only between events."""
-        upstream, tap = self._upstream, self._tap
-        content = upstream.content
-        at_event_boundary = True
-        read: asyncio.Future[bytes] | None = None
-        try:
-            while True:
-                chunk = content.read_nowait()  # what is already buffered: no task needed
-                if not chunk:
-                    if content.at_eof():
-                        break
-                    read = asyncio.ensure_future(content.readany())
-                    while not read.done():
-                        await asyncio.wait((read,), timeout=self._keepalive_seconds)
-                        if not read.done() and at_event_boundary:
-                            yield _KEEPALIVE
-                    chunk = read.result()
-                    read = None
-                    if not chunk:
-                        break
                 if tap is not None:
-                    chunk = tap.feed(chunk)  # whole events only, so always at a boundary
+                    chunk = tap.feed(chunk)
                     if not chunk:
                         continue
-                else:
-                    at_event_boundary = chunk.endswith(b"\n\n")
+                elif self._sse:
+                    self._at_event_boundary = chunk.endswith(b"\n\n")
                 yield chunk
             if tap is not None and (rest := tap.flush()):
                 yield rest
             self._complete = True
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             logger.warning("Backend stream broke off; the client's response ends early.", exc_info=True)
+            if self._on_break is not None:
+                self._on_break(TIMEOUT if isinstance(exc, asyncio.TimeoutError) else CONNECTION_FAILURE)
         finally:
-            if read is not None:
-                read.cancel()
             upstream.release()
-
-
-async def _wait_for_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass

@@ -19,13 +19,14 @@ from policies.context import Body, Context, Headers, Response
 from policies.counters import Counters
 from policies.errors import PolicyError, PolicyResponse
 from policies.jwks import SigningKeys
+from policies.semantic_cache import SemanticCache
 from policies.services import MetricsSink
 
 
 class RequestState:
     """What the gateway knows about a request beyond the policy context: originals to protect, the live body."""
 
-    __slots__ = ("deployment", "operation", "client_credentials", "timing", "upstream", "usage", "usage_requested", "strip_usage", "tried")
+    __slots__ = ("deployment", "operation", "client_credentials", "timing", "upstream", "usage", "usage_requested", "strip_usage", "tried", "backend")
 
     def __init__(
         self, deployment: str | None, operation: Operation, client_credentials: dict[str, str], timing: ServerTiming, usage: UsageReporter
@@ -44,6 +45,8 @@ class RequestState:
         self.upstream: aiohttp.ClientResponse | None = None
         #: Backends this request was sent to, so a pool fails over to the others on retry.
         self.tried: set[str] = set()
+        #: The backend of the last attempt, so a stream that breaks off later still counts against it.
+        self.backend: Backend | None = None
 
     def close_upstream(self) -> None:
         if self.upstream is not None:
@@ -67,6 +70,8 @@ class GatewayServices:
         self.counters = counters
         #: Set on start, once the metrics table is reachable.
         self.metrics: MetricsSink | None = None
+        #: Set on start too (semantic-cache lookups and stores).
+        self.semantic_cache: SemanticCache | None = None
         self.signing_keys = signing_keys
         self.tokens = tokens
         self._default_completion_reservation = default_completion_reservation
@@ -114,6 +119,7 @@ class GatewayServices:
             backend.health.record_response(upstream.status, upstream.headers, elapsed)
         if is_streaming(upstream):
             state.upstream = upstream
+        state.backend = backend
         context.backend_used = backend.id if backend is not None else "custom-url"
         context.Response = Response(upstream.status, upstream.reason or "", Headers(upstream_headers(upstream)), Body(body))
 

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from gateway.backends import Config, Timeouts, parse_backends
 from gateway.health import PredictiveRouting
@@ -19,6 +20,22 @@ from gateway.sensitive import Secret
 
 
 DEFAULT_APIS = ("openai", "openai-v1")
+
+
+@dataclass(frozen=True)
+class SemanticCacheSettings:
+    """`GATEWAY_SEMANTIC_CACHE_*`: see gateway/semantic_cache.py for what the bounds mean."""
+
+    #: Whose entries a request may see: its "subscription"'s, or its "product"'s (shared by its subscriptions).
+    scope: str = "subscription"
+    #: How old an instance's view of a partition may get: another instance's entry is served this long after its write.
+    staleness_seconds: float = 2.0
+    #: The longest a lookup holds a request (embedding, first load of a partition) before it goes to the backend.
+    timeout_seconds: float = 1.0
+    #: How often the local host deletes expired entries (under Azure Functions, a timer trigger does).
+    cleanup_seconds: float = 600.0
+    #: A storage connection of the cache's own; None keeps entries in the gateway's storage account.
+    connection: Secret | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +87,11 @@ class Settings:
     predictive_routing: PredictiveRouting | None = None
     #: Key for the `/ops/...` routes (header `x-admin-key`); None hides them (404).
     admin_key: Secret | None = None
+    #: The gateway's public base URL (e.g. https://gw.example.com), for the OpenAPI document it serves;
+    #: None takes it from the request (X-Forwarded-Host/-Proto first).
+    public_url: str | None = None
+    #: Semantic-cache scope, bounds and storage (`GATEWAY_SEMANTIC_CACHE_*`).
+    semantic_cache: SemanticCacheSettings = field(default_factory=SemanticCacheSettings)
 
     @property
     def upstream_timeouts(self) -> Timeouts:
@@ -115,6 +137,8 @@ class Settings:
             health_sync_seconds=_number(env, "GATEWAY_HEALTH_SYNC_SECONDS", 2.0),
             predictive_routing=_predictive_routing(env),
             admin_key=_admin_key(env),
+            public_url=_public_url(env.get("GATEWAY_PUBLIC_URL")),
+            semantic_cache=_semantic_cache(env),
             deployment_models=_json_object(env, "GATEWAY_DEPLOYMENT_MODELS", str),
             default_encoding=_choice(env, "GATEWAY_DEFAULT_ENCODING", ("o200k_base", "cl100k_base"), "o200k_base"),
             default_completion_reservation=int(_number(env, "GATEWAY_DEFAULT_COMPLETION_RESERVATION", 1024)),
@@ -180,6 +204,26 @@ def _admin_key(env: Mapping[str, str]) -> Secret | None:
     if len(key) < 16:
         raise ValueError("Setting 'GATEWAY_ADMIN_KEY' is shorter than 16 characters: use a long random secret, or unset it to hide /ops routes.")
     return Secret(key)
+
+
+def _public_url(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError(f"Setting 'GATEWAY_PUBLIC_URL' has value {raw!r}: use the gateway's base URL, e.g. https://gw.example.com.")
+    return raw.rstrip("/")
+
+
+def _semantic_cache(env: Mapping[str, str]) -> SemanticCacheSettings:
+    connection = env.get("GATEWAY_SEMANTIC_CACHE_CONNECTION")
+    return SemanticCacheSettings(
+        scope=_choice(env, "GATEWAY_SEMANTIC_CACHE_SCOPE", ("subscription", "product"), "subscription"),
+        staleness_seconds=_number(env, "GATEWAY_SEMANTIC_CACHE_STALENESS_SECONDS", 2.0),
+        timeout_seconds=_number(env, "GATEWAY_SEMANTIC_CACHE_TIMEOUT_SECONDS", 1.0),
+        cleanup_seconds=_number(env, "GATEWAY_SEMANTIC_CACHE_CLEANUP_SECONDS", 600.0),
+        connection=Secret(connection) if connection else None,
+    )
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

@@ -405,6 +405,9 @@ class _Simulator:
         self.records: deque[dict[str, Any]] = deque(maxlen=_RECORD_LIMIT)
         self.request_count = 0
         self.tokens: dict[str, int] = {}
+        #: Streams being sent now, and streams the client (the gateway) closed before the end.
+        self.streams_open = 0
+        self.streams_abandoned = 0
 
     def routes(self) -> list[Route]:
         deployment = "/openai/deployments/{deployment}"
@@ -603,7 +606,19 @@ class _Simulator:
             tail,
             self.token_delay_s(call.request.headers),
         )
-        return StreamingResponse(body, media_type="text/event-stream", headers={"cache-control": "no-cache"})
+        return StreamingResponse(self._tracked(body), media_type="text/event-stream", headers={"cache-control": "no-cache"})
+
+    async def _tracked(self, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """Count open and abandoned streams, so tests can see that a client hang-up reaches the backend."""
+        self.streams_open += 1
+        finished = False
+        try:
+            async for event in events:
+                yield event
+            finished = True
+        finally:
+            self.streams_open -= 1
+            self.streams_abandoned += not finished
 
     def embeddings(self, call: _Call) -> Response:
         payload = call.payload
@@ -725,7 +740,14 @@ class _Simulator:
         return _json(list(self.records))
 
     async def stats(self, request: Request) -> Response:
-        return _json({"requests": self.request_count, "msi_tokens_issued": len(self.tokens)})
+        return _json(
+            {
+                "requests": self.request_count,
+                "msi_tokens_issued": len(self.tokens),
+                "streams_open": self.streams_open,
+                "streams_abandoned": self.streams_abandoned,
+            }
+        )
 
     async def health(self, request: Request) -> Response:
         return _json({"status": "ok", "simulator": True})

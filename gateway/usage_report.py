@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -24,11 +25,17 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     return now - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
-async def summarize(table: TableClient, since: datetime, group_by: str) -> list[dict[str, Any]]:
-    """Totals per group since `since`, largest total first."""
+async def summarize(
+    table: TableClient, since: datetime, group_by: str, progress: Callable[[int], None] | None = None
+) -> list[dict[str, Any]]:
+    """Totals per group since `since`, largest total first; `progress` hears the rows read so far, every 1,000."""
     totals: dict[str, dict[str, int]] = {}
     entities = table.query_entities("PartitionKey ge @start", parameters={"start": since.strftime("%Y%m%d%H%M")})
+    read = 0
     async for entity in entities:
+        read += 1
+        if progress is not None and read % 1000 == 0:
+            progress(read)
         group = _group_of(entity, group_by)
         row = totals.setdefault(group, dict.fromkeys(METRIC_FIELDS, 0))
         for name in METRIC_FIELDS:

@@ -365,6 +365,8 @@ class Context:
         self.body_listeners: list[Callable[[int, bytes], Awaitable[None]]] = []
         #: Set by a semantic-cache hit: what the cached answer had used, reported as tokens saved.
         self.cache_hit_usage: Usage | None = None
+        #: Left by a semantic-cache lookup that missed: what the store statement needs to store the answer.
+        self.cache_ticket: Any = None
         #: Headers statements add to whatever response the client finally gets (e.g. remaining-calls).
         self.response_headers: list[tuple[str, str]] = []
         #: The host's own per-request state (the gateway keeps credentials and the live response there).

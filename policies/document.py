@@ -8,6 +8,7 @@ the global document (it forwards the request in `<backend>`), so `<base />` at g
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -67,7 +68,7 @@ def load_document(xml: str, scope: Scope, loader: Loader) -> PolicyDocument:
             raise PolicyLoadError(f"Unknown section; use {', '.join(SECTIONS)}.", element.tag, element.line)
         if element.tag in sections:
             raise PolicyLoadError("Section appears twice.", element.tag, element.line)
-        sections[element.tag] = _load_section(element, Loader(loader.named_values, loader.backend_ids, element.tag))
+        sections[element.tag] = _load_section(element, dataclasses.replace(loader, section=element.tag))
     return PolicyDocument(scope, xml, sections)
 
 

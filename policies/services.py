@@ -11,6 +11,7 @@ from typing import Protocol
 
 from policies.context import Context
 from policies.counters import Counters
+from policies.semantic_cache import SemanticCache
 from policies.usage import Usage
 from policies.jwks import SigningKeys
 
@@ -28,6 +29,8 @@ class Services(Protocol):
     token_rate_window_seconds: float
     #: Where validate-jwt and validate-azure-ad-token get identity providers' signing keys.
     signing_keys: SigningKeys
+    #: Embeddings, entries and the vector index of semantic-cache lookups and stores.
+    semantic_cache: SemanticCache
 
     async def forward(self, context: Context, timeout: float | None) -> None:
         """Send `context.Request` to the selected backend and set `context.Response` (status and headers).

@@ -88,6 +88,8 @@ class Loader:
     named_values: Mapping[str, str] = field(default_factory=dict)
     backend_ids: frozenset[str] | None = None
     section: str = "inbound"
+    #: Backends (and pools) that name an embeddings deployment, for semantic-cache lookups; None: not checked.
+    embeddings_backend_ids: frozenset[str] | None = None
 
     def fail(self, element: PolicyElement, message: str) -> PolicyLoadError:
         return PolicyLoadError(message, element.tag, element.line)

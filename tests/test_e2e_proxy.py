@@ -182,3 +182,25 @@ def test_sse_keepalive_comment_during_long_silence(gateway: GatewayProcess, keys
     # Keep-alives sit between events, never inside one: every other event still parses as data.
     assert all(e.startswith(b"data: ") or e in (b": keep-alive", b"") for e in events)
     assert body.rstrip().endswith(b"data: [DONE]")
+
+
+def test_client_disconnect_closes_the_backend_stream(gateway: GatewayProcess, keys: Keys, simulator: Simulator) -> None:
+    before = simulator.stats()
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/openai/deployments/gpt-4o/chat/completions",
+        params={"api-version": API_VERSION},
+        headers={"api-key": keys.primary, "x-sim-token-ms": "300"},
+        json={"messages": [{"role": "user", "content": " ".join(["long"] * 50)}], "stream": True},
+        timeout=30,
+    ) as response:
+        chunks = response.iter_raw()
+        next(chunks)  # the first event is enough: hang up mid-stream (the answer would take 15 s)
+        assert simulator.stats()["streams_open"] == before["streams_open"] + 1
+    deadline = time.monotonic() + 5
+    while simulator.stats()["streams_open"] != before["streams_open"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    after = simulator.stats()
+    assert after["streams_open"] == before["streams_open"]
+    assert after["streams_abandoned"] == before["streams_abandoned"] + 1
+    assert time.monotonic() < deadline

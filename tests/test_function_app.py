@@ -14,11 +14,12 @@ from starlette.responses import StreamingResponse
 import function_app
 from gateway import hosting
 from tests.conftest import API_VERSION, Keys
+from tests.function_metadata import function_bindings
 
 
 def test_function_metadata_routes_openai_and_health() -> None:
-    functions = {f.get_function_name(): json.loads(f.get_function_json()) for f in function_app.app.get_functions()}
-    assert set(functions) == {"openai", "health", "ops_backends", "policy_updates", "policy_blob_created"}
+    functions = function_bindings()
+    assert set(functions) == {"openai", "health", "ops_backends", "ops_dashboard", "openapi", "policy_updates", "policy_blob_created", "semantic_cache_cleanup"}
     trigger = functions["openai"]["bindings"][0]
     assert trigger["type"] == "httpTrigger"
     assert trigger["route"] == "openai/{*path}"
@@ -27,6 +28,10 @@ def test_function_metadata_routes_openai_and_health() -> None:
     assert functions["health"]["bindings"][0]["route"] == "health"
     ops = functions["ops_backends"]["bindings"][0]
     assert (ops["route"], ops["methods"], ops["authLevel"]) == ("ops/backends", ["GET"], "ANONYMOUS")  # x-admin-key checked inside
+    dashboard = functions["ops_dashboard"]["bindings"][0]
+    assert (dashboard["route"], sorted(dashboard["methods"]), dashboard["authLevel"]) == ("ops/dashboard", ["GET", "POST"], "ANONYMOUS")
+    openapi = functions["openapi"]["bindings"][0]
+    assert (openapi["route"], openapi["methods"], openapi["authLevel"]) == ("openapi/{name}", ["GET"], "ANONYMOUS")  # public
     queue = functions["policy_updates"]["bindings"][0]
     assert (queue["type"], queue["queueName"], queue["connection"]) == ("queueTrigger", "%GATEWAY_POLICY_QUEUE%", "AzureWebJobsStorage")
     blob = functions["policy_blob_created"]["bindings"][0]

@@ -12,6 +12,7 @@ from policies.statements import (  # noqa: F401
     rate_limit,
     retry,
     return_response,
+    semantic_cache,
     set_backend_service,
     set_variable,
     token_limit,

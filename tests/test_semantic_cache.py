@@ -1,0 +1,608 @@
+"""The semantic cache without processes: what is embedded, partitions, what may be stored, SSE replay, the vector
+index, the table entity format, the configuration, and the two statements against a fake cache."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+import time
+import zlib
+from types import SimpleNamespace
+
+import numpy as np
+import orjson
+import pytest
+from openai.types.chat import ChatCompletionChunk
+
+from gateway import semantic_cache as service
+from gateway.backends import BackendRegistry, parse_backends
+from gateway.settings import SemanticCacheSettings, Settings
+from gateway.timing import ServerTiming
+from gateway.usage import StreamTap
+from gateway.vector_index import EXACT_LIMIT, RERANK, VectorIndex
+from policies.errors import PolicyLoadError
+from policies.semantic_cache import CachedAnswer, CacheLookup, CacheQuery, cache_prompt, partition_key, replay, storable, tenant, with_usage
+from policies.statement import Loader
+from policies.usage import Usage
+from tests.policy_helpers import FakeServices, make_context, pipeline_of, report_usage
+from tests.function_metadata import function_bindings
+
+CHAT = "ChatCompletions_Create"
+
+
+def chat_body(*messages: tuple[str, object], **params: object) -> bytes:
+    return orjson.dumps({"messages": [{"role": role, "content": content} for role, content in messages], **params})
+
+
+def prompt_of(body: bytes, ignore_system: bool = True, operation: str = CHAT):  # type: ignore[no-untyped-def]
+    prompt = cache_prompt(operation, body, ignore_system)
+    assert prompt is not None
+    return prompt
+
+
+# --- what is embedded ---------------------------------------------------------------------------------------
+
+
+def test_embedded_text_is_the_non_system_messages_in_order_with_roles() -> None:
+    body = chat_body(("system", "You are terse."), ("user", "Hi"), ("assistant", "Hello!"), ("developer", "Be nice."), ("user", "Capital of France?"))
+    assert prompt_of(body).text == "user: Hi\nassistant: Hello!\nuser: Capital of France?"
+    assert prompt_of(body).message_count == 3
+    kept = prompt_of(body, ignore_system=False)
+    assert kept.text.startswith("system: You are terse.\nuser: Hi") and kept.message_count == 5
+
+
+def test_text_parts_are_joined_and_other_parts_partition() -> None:
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    with_image = prompt_of(chat_body(("user", [{"type": "text", "text": "What is"}, {"type": "text", "text": "this?"}, image])))
+    other_image = prompt_of(chat_body(("user", [{"type": "text", "text": "What is"}, {"type": "text", "text": "this?"}, {**image, "image_url": {"url": "https://example.com/b.png"}}])))
+    assert with_image.text == "user: What is\nthis?"
+    assert with_image.fingerprint != other_image.fingerprint
+
+
+def test_completions_embed_the_prompt() -> None:
+    assert prompt_of(orjson.dumps({"prompt": "Once upon a time"}), operation="Completions_Create").text == "Once upon a time"
+    assert prompt_of(orjson.dumps({"prompt": ["Once"]}), operation="createCompletion").kind == "completions"
+
+
+@pytest.mark.parametrize(
+    ("operation", "body"),
+    [
+        ("embeddings_create", orjson.dumps({"input": "x"})),
+        (CHAT, b"not json"),
+        (CHAT, orjson.dumps({"messages": []})),
+        (CHAT, orjson.dumps({"messages": [{"role": "system", "content": "only a system prompt"}]})),
+        (CHAT, chat_body(("user", "x"), logprobs=True)),
+        ("Completions_Create", orjson.dumps({"prompt": ["one", "two"]})),
+        ("Completions_Create", orjson.dumps({"prompt": [1, 2, 3]})),
+    ],
+)
+def test_what_is_not_cacheable(operation: str, body: bytes) -> None:
+    assert cache_prompt(operation, body, True) is None
+
+
+# --- partitions ---------------------------------------------------------------------------------------------
+
+
+def key(body: bytes, owner: str = "subscription:s1", deployment: str = "gpt-4o", vary_by: tuple[str, ...] = ()) -> str:
+    return partition_key(owner, deployment, prompt_of(body), vary_by)
+
+
+def test_paraphrases_share_a_partition_and_streaming_does_not_split_it() -> None:
+    first = chat_body(("system", "Be brief."), ("user", "What is the capital of France?"), temperature=0)
+    second = chat_body(("system", "Be brief."), ("user", "Tell me France's capital"), temperature=0, stream=True, stream_options={"include_usage": True}, user="u1")
+    assert key(first) == key(second)
+    assert prompt_of(second).stream and prompt_of(second).include_usage
+
+
+def test_tenant_deployment_and_vary_by_always_partition() -> None:
+    body = chat_body(("user", "hi"))
+    keys = {
+        key(body),
+        key(body, owner="subscription:s2"),
+        key(body, owner="product:gold"),
+        key(body, deployment="gpt-4o-mini"),
+        key(body, vary_by=("alice",)),
+        key(body, vary_by=("ab", "c")),
+        key(body, vary_by=("a", "bc")),
+    }
+    assert len(keys) == 7
+    assert key(body, vary_by=("",)) != key(body)  # an empty vary-by still counts as one
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"temperature": 0.2}, {"top_p": 0.5}, {"seed": 7}, {"n": 2}, {"max_tokens": 10}, {"stop": ["\n"]},
+        {"presence_penalty": 1}, {"frequency_penalty": 1}, {"response_format": {"type": "json_object"}},
+        {"tools": [{"type": "function", "function": {"name": "f"}}]}, {"tool_choice": "none"},
+        {"functions": [{"name": "f"}]}, {"data_sources": [{"type": "azure_search"}]}, {"reasoning_effort": "low"},
+    ],
+)  # fmt: skip
+def test_parameters_that_change_the_answer_partition(params: dict) -> None:
+    assert key(chat_body(("user", "hi"))) != key(chat_body(("user", "hi"), **params))
+
+
+def test_an_ignored_system_prompt_partitions_instead_of_being_embedded() -> None:
+    terse, pirate = chat_body(("system", "Be terse."), ("user", "hi")), chat_body(("system", "Talk like a pirate."), ("user", "hi"))
+    assert key(terse) != key(pirate)
+    assert prompt_of(terse).text == prompt_of(pirate).text
+    kept = prompt_of(terse, ignore_system=False), prompt_of(pirate, ignore_system=False)
+    assert kept[0].fingerprint == kept[1].fingerprint and kept[0].text != kept[1].text
+
+
+def test_tool_calls_in_the_conversation_partition() -> None:
+    call = {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+    plain = orjson.dumps({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": None}]})
+    assert key(plain) != key(orjson.dumps({"messages": [{"role": "user", "content": "x"}, call]}))
+
+
+def test_tenant_is_the_subscription_or_the_product() -> None:
+    context = make_context(product="gold")
+    assert tenant(context, "subscription") == "subscription:sub-1"
+    assert tenant(context, "product") == "product:gold"
+    assert tenant(make_context(product=None), "product") == "subscription:sub-1"
+    context.Subscription = None
+    assert tenant(context, "subscription") is None
+
+
+# --- what is stored -----------------------------------------------------------------------------------------
+
+
+def answer(finish: str = "stop", **message: object) -> dict:
+    return {"object": "chat.completion", "choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": "Paris.", **message}}]}
+
+
+@pytest.mark.parametrize(
+    ("status", "payload", "any_status", "expected"),
+    [
+        (200, answer(), False, True),
+        (200, answer("length"), False, False),
+        (200, answer("content_filter"), False, False),
+        (200, answer("tool_calls", tool_calls=[{"id": "c"}]), False, False),
+        (200, answer(function_call={"name": "f"}), False, False),
+        (200, {**answer(), "choices": [{**answer()["choices"][0], "content_filter_results": {"violence": {"filtered": True, "severity": "medium"}}}]}, False, False),
+        (200, {**answer(), "choices": [{**answer()["choices"][0], "content_filter_results": {"violence": {"filtered": False, "severity": "safe"}}}]}, False, True),
+        (200, {**answer(), "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {"jailbreak": {"filtered": False, "detected": True}}}]}, False, False),
+        (400, {"error": {"code": "BadRequest"}}, False, False),
+        (400, {"error": {"code": "BadRequest"}}, True, True),
+        (400, {"error": {"code": "content_filter", "innererror": {"code": "ResponsibleAIPolicyViolation"}}}, True, False),
+    ],
+)
+def test_only_complete_unfiltered_answers_without_tool_calls_are_stored(status: int, payload: dict, any_status: bool, expected: bool) -> None:
+    assert storable(status, orjson.dumps(payload), any_status) is expected
+
+
+def test_with_usage_adds_usage_only_when_missing() -> None:
+    usage = Usage(prompt=3, completion=4, total=7)
+    assert orjson.loads(with_usage(orjson.dumps(answer()), usage))["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    own = orjson.dumps({**answer(), "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+    assert with_usage(own, usage) == own
+
+
+# --- replay -------------------------------------------------------------------------------------------------
+
+STORED = {
+    "id": "chatcmpl-1", "object": "chat.completion", "created": 1700000000, "model": "gpt-4o", "system_fingerprint": "fp",
+    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Paris is the capital."}},
+                {"index": 1, "finish_reason": "stop", "message": {"role": "assistant", "content": "It is Paris."}}],
+    "usage": {"prompt_tokens": 9, "completion_tokens": 8, "total_tokens": 17},
+}  # fmt: skip
+CACHED = CachedAnswer(200, orjson.dumps(STORED), Usage(prompt=9, completion=8, total=17))
+
+
+def events_of(body: bytes) -> list[bytes]:
+    events = [event for event in body.split(b"\n\n") if event]
+    assert all(event.startswith(b"data: ") for event in events)
+    return [event[6:] for event in events]
+
+
+def test_stream_replay_has_the_backends_chunk_shape_and_reassembles_to_the_answer() -> None:
+    response = replay(CACHED, stream=True, include_usage=True)
+    assert ("content-type", "text/event-stream") in response.headers
+    data = events_of(response.body)
+    assert data[-1] == b"[DONE]"
+    chunks = [ChatCompletionChunk.model_validate(orjson.loads(d)) for d in data[:-1]]
+    assert [len(c.choices) for c in chunks] == [1, 1, 1, 1, 1, 1, 0]
+    assert chunks[0].choices[0].delta.role == "assistant" and chunks[0].choices[0].delta.content == ""
+    assert chunks[1].choices[0].delta.content == "Paris is the capital."
+    assert chunks[2].choices[0].finish_reason == "stop" and chunks[2].choices[0].delta.content is None
+    assert all(c.usage is None for c in chunks[:-1]) and chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 17
+    assert {c.id for c in chunks} == {"chatcmpl-1"} and {c.object for c in chunks} == {"chat.completion.chunk"}
+    tap = StreamTap(strip_usage=False)
+    tap.feed(response.body)
+    assert orjson.loads(tap.assembled() or b"")["choices"] == STORED["choices"]
+
+
+def test_stream_replay_without_include_usage_has_no_usage_at_all() -> None:
+    data = events_of(replay(CACHED, stream=True, include_usage=False).body)
+    assert all(b'"usage"' not in d for d in data)
+
+
+def test_completion_replay_and_buffered_replay() -> None:
+    stored = {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "m", "choices": [{"index": 0, "text": "upon a time", "finish_reason": "stop"}]}
+    data = events_of(replay(CachedAnswer(200, orjson.dumps(stored), Usage()), stream=True, include_usage=False).body)
+    chunks = [orjson.loads(d) for d in data[:-1]]  # as the backend streams them: finish_reason null until the last
+    assert [(c["object"], c["choices"][0]["text"], c["choices"][0]["finish_reason"]) for c in chunks] == [
+        ("text_completion", "upon a time", None),
+        ("text_completion", "", "stop"),
+    ]
+    buffered = replay(CACHED, stream=False, include_usage=True)
+    assert buffered.status == 200 and buffered.body == CACHED.body and ("content-type", "application/json") in buffered.headers
+    error = replay(CachedAnswer(400, b'{"error": {}}', Usage()), stream=True, include_usage=False)
+    assert error.status == 400 and error.body == b'{"error": {}}'
+
+
+# --- the index ----------------------------------------------------------------------------------------------
+
+
+def unit(*values: float) -> np.ndarray:
+    vector = np.array(values, dtype=np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def test_index_finds_the_nearest_live_entry_with_its_cosine_distance() -> None:
+    index = VectorIndex()
+    index.add("a", np.array([1, 0, 0], np.float32), 100.0, "A")
+    index.add("b", np.array([0, 2, 0], np.float32), 100.0, "B")  # normalised on the way in
+    index.add("a", np.array([0, 0, 1], np.float32), 100.0, "duplicate key: ignored")
+    match = index.search(np.array([1, 1, 0], np.float32) * 3, now=50.0)
+    assert match is not None and match.key in ("a", "b") and match.distance == pytest.approx(1 - np.sqrt(0.5), abs=1e-6)
+    match = index.search(unit(0.1, 1, 0), now=50.0)
+    assert match is not None and (match.key, match.payload) == ("b", "B")
+    assert match.distance == pytest.approx(1 - float(unit(0.1, 1, 0) @ unit(0, 1, 0)), abs=1e-6)
+    assert index.search(unit(0.1, 1, 0), now=100.0) is None  # both expired
+    assert index.search(unit(1, 0), now=0.0) is None  # other dimensions: nothing to compare
+    assert len(index) == 2
+
+
+def test_index_refuses_other_dimensions_and_zero_vectors() -> None:
+    index = VectorIndex()
+    index.add("a", unit(1, 0, 0), 1.0, None)
+    with pytest.raises(ValueError, match="3"):
+        index.add("b", unit(1, 0), 1.0, None)
+    with pytest.raises(ValueError, match="length zero"):
+        index.add("c", np.zeros(3, np.float32), 1.0, None)
+
+
+def test_large_index_reranks_exactly_and_skips_expired_near_duplicates() -> None:
+    rng = np.random.default_rng(7)
+    count, dims = EXACT_LIMIT + 2000, 256
+    vectors = rng.standard_normal((count, dims)).astype(np.float32)
+    index = VectorIndex()
+    expires = np.full(count, 1000.0)
+    target = vectors[123] / np.linalg.norm(vectors[123])
+    # More expired near-copies of the target than the coarse pass keeps: they must not hide the live one.
+    for i in range(RERANK * 2):
+        vectors[i + 1000] = target + rng.standard_normal(dims).astype(np.float32) * 0.001
+        expires[i + 1000] = 10.0
+    index.extend([f"k{i}" for i in range(count)], vectors, expires, list(range(count)))
+    query = target + rng.standard_normal(dims).astype(np.float32) * 0.02
+    match = index.search(query, now=20.0)
+    exact = 1 - float(target @ (query / np.linalg.norm(query)))
+    assert match is not None and match.key == "k123" and match.distance == pytest.approx(exact, abs=1e-5)
+    assert index.remove_expired(now=20.0) == RERANK * 2 and len(index) == count - RERANK * 2
+    assert index.search(query, now=20.0).key == "k123"  # type: ignore[union-attr]
+    index.add("new", target, 1000.0, "new")  # still growable after compaction
+    assert index.search(target, now=20.0).key == "new"  # type: ignore[union-attr]
+
+
+# --- table entities -----------------------------------------------------------------------------------------
+
+
+def test_binary_values_split_into_64_kib_properties_and_join_back() -> None:
+    data = bytes(range(256)) * 600  # 150 KiB
+    parts = service.split_binary("Answer", data)
+    assert list(parts) == ["Answer", "Answer1", "Answer2"] and all(len(p) <= 64 * 1024 for p in parts.values())
+    assert service.join_binary(parts, "Answer") == data
+    assert service.split_binary("Answer", b"") == {"Answer": b""}
+
+
+def test_entity_round_trip_compressed_and_too_large_entries_refused() -> None:
+    vector = np.linspace(-1, 1, 1536).astype(np.float32)
+    body = orjson.dumps({**STORED, "pad": "x" * 200_000})
+    entry = service.Entry(200, zlib.compress(body), Usage(prompt=9, completion=8, total=17))
+    entity = service.encode_entity("p", "r", vector, entry, 1_900_000_000.0)
+    assert entity is not None and len(entry.answer) < 10_000  # compressed
+    assert isinstance(entity["Embedding"], bytes) and len(entity["Embedding"]) == 1536 * 4
+    row_key, decoded, expires, restored = service.decode_entity(entity)
+    assert (row_key, expires) == ("r", 1_900_000_000.0) and np.array_equal(decoded, vector)
+    assert restored.cached_answer() == CachedAnswer(200, body, entry.usage)
+    incompressible = np.random.default_rng(1).bytes(1024 * 1024)
+    assert service.encode_entity("p", "r", vector, service.Entry(200, incompressible, Usage()), 1.0) is None
+
+
+def test_outages_are_logged_once_and_their_end_once(caplog: pytest.LogCaptureFixture) -> None:
+    outages = service._Outages()
+    with caplog.at_level(logging.INFO, logger="gateway.semantic_cache"):
+        for _ in range(5):
+            outages.failed("the table", "reading the table failed (refused)")
+        assert outages.skipping("the table")
+        outages.recovered("the table")
+        outages.recovered("the table")
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2 and "reading the table failed" in messages[0] and "works again" in messages[1]
+    assert not outages.skipping("the table")
+
+
+# --- configuration ------------------------------------------------------------------------------------------
+
+
+def test_embeddings_deployment_by_field_or_apim_url_and_pools() -> None:
+    configs = parse_backends(
+        {
+            "GATEWAY_BACKENDS": json.dumps(
+                [
+                    {"id": "a", "url": "https://a.example", "embeddings_deployment": "emb"},
+                    {"id": "b", "url": "https://b.example/openai/deployments/text-embedding-3-small/embeddings"},
+                    {"id": "c", "url": "https://c.example"},
+                    {"id": "ab", "type": "pool", "pool": {"services": [{"id": "a"}, {"id": "b"}]}},
+                    {"id": "ac", "type": "pool", "pool": {"services": [{"id": "a"}, {"id": "c"}]}},
+                ]
+            )
+        }
+    )
+    a, b, c = configs[:3]
+    assert (a.url, a.embeddings_deployment) == ("https://a.example", "emb")  # type: ignore[union-attr]
+    assert (b.url, b.embeddings_deployment) == ("https://b.example", "text-embedding-3-small")  # type: ignore[union-attr]
+    assert c.embeddings_deployment is None  # type: ignore[union-attr]
+    assert BackendRegistry(configs).embeddings_ids == {"a", "b", "ab"}
+    single = parse_backends({"AZURE_OPENAI_ENDPOINT": "https://x.example", "AZURE_OPENAI_API_KEY": "k", "AZURE_OPENAI_EMBEDDINGS_DEPLOYMENT": "emb"})
+    assert single[0].embeddings_deployment == "emb"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ({"id": "a", "url": "https://a.example", "embeddings_deployment": ""}, "'embeddings_deployment' must be a deployment name"),
+        ({"id": "a", "url": "https://a.example/openai/deployments/x/embeddings", "embeddings_deployment": "y"}, "names embeddings deployment 'x'"),
+    ],
+)
+def test_embeddings_deployment_mistakes(item: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_backends({"GATEWAY_BACKENDS": json.dumps([item])})
+
+
+def test_semantic_cache_settings() -> None:
+    base = {"GATEWAY_STORAGE_CONNECTION": "UseDevelopmentStorage=true", "GATEWAY_KEY_PEPPER": "p" * 20}
+    defaults = Settings.from_env(base).semantic_cache
+    assert (defaults.scope, defaults.staleness_seconds, defaults.timeout_seconds, defaults.cleanup_seconds, defaults.connection) == ("subscription", 2.0, 1.0, 600.0, None)
+    custom = Settings.from_env(
+        {
+            **base,
+            "GATEWAY_SEMANTIC_CACHE_SCOPE": "product",
+            "GATEWAY_SEMANTIC_CACHE_STALENESS_SECONDS": "0.5",
+            "GATEWAY_SEMANTIC_CACHE_TIMEOUT_SECONDS": "0.2",
+            "GATEWAY_SEMANTIC_CACHE_CONNECTION": "UseDevelopmentStorage=true",
+        }
+    ).semantic_cache
+    assert (custom.scope, custom.staleness_seconds, custom.timeout_seconds) == ("product", 0.5, 0.2)
+    assert custom.connection is not None and "Secret" in repr(custom.connection)
+    with pytest.raises(ValueError, match="GATEWAY_SEMANTIC_CACHE_SCOPE"):
+        Settings.from_env({**base, "GATEWAY_SEMANTIC_CACHE_SCOPE": "everyone"})
+
+
+# --- the statements -----------------------------------------------------------------------------------------
+
+LOADER = Loader(backend_ids=frozenset({"primary", "secondary", "emb"}), embeddings_backend_ids=frozenset({"emb"}))
+LOOKUP = '<azure-openai-semantic-cache-lookup score-threshold="{threshold}" embeddings-backend-id="emb" embeddings-backend-auth="system-assigned" {extra}>{children}</azure-openai-semantic-cache-lookup>'
+
+
+def document(threshold: str = "0.1", extra: str = "", children: str = "", store: str = '<azure-openai-semantic-cache-store duration="60" />') -> str:
+    lookup = LOOKUP.format(threshold=threshold, extra=extra, children=children)
+    return f"<policies><inbound><base />{lookup}</inbound><outbound><base />{store}</outbound></policies>"
+
+
+@pytest.mark.parametrize(
+    ("xml", "message"),
+    [
+        (document(threshold="1.5"), "'score-threshold' has value '1.5': it must be at most 1"),
+        (document().replace('embeddings-backend-id="emb"', 'embeddings-backend-id="nope"'), "Unknown embeddings-backend-id 'nope'"),
+        (document().replace('embeddings-backend-id="emb"', 'embeddings-backend-id="primary"'), "has no embeddings deployment: add \"embeddings_deployment\""),
+        (document().replace("system-assigned", "user-assigned"), "use one of system-assigned"),
+        (document(children="<vary-by a='1'>x</vary-by>"), "Unknown attribute 'a'"),
+        (document(children="<cache-key />"), "Unexpected element"),
+        (document(store='<azure-openai-semantic-cache-store />'), "'duration' is required"),
+        ("<policies><inbound><azure-openai-semantic-cache-store duration='1' /></inbound></policies>", "Not allowed in <inbound>"),
+    ],
+)
+def test_load_errors_name_the_attribute(xml: str, message: str) -> None:
+    with pytest.raises(PolicyLoadError, match=message):
+        pipeline_of(xml, LOADER)
+
+
+class FakeCache:
+    scope = "subscription"
+
+    def __init__(self, lookup: CacheLookup) -> None:
+        self.result = lookup
+        self.queries: list[CacheQuery] = []
+        self.stored: list[tuple[object, CachedAnswer, float]] = []
+
+    async def lookup(self, context: object, query: CacheQuery) -> CacheLookup:
+        self.queries.append(query)
+        return self.result
+
+    def store(self, ticket: object, answer: CachedAnswer, ttl_seconds: float) -> None:
+        self.stored.append((ticket, answer, ttl_seconds))
+
+
+def services_with(lookup: CacheLookup) -> tuple[FakeServices, FakeCache]:
+    services = FakeServices()
+    cache = FakeCache(lookup)
+    services.semantic_cache = cache  # type: ignore[attr-defined]
+    return services, cache
+
+
+async def test_hit_answers_from_cache_with_headers_and_saved_usage() -> None:
+    services, cache = services_with(CacheLookup("HIT", 0.01234, CACHED))
+    context = make_context(services, body={"messages": [{"role": "user", "content": "capital?"}], "stream": True})
+    result = await pipeline_of(document(children="<vary-by>@(context.Request.Headers.GetValueOrDefault(\"x-user-id\", \"\"))</vary-by>"), LOADER).execute(context)
+    assert result is not None and result.status == 200 and b"data: [DONE]" in result.body
+    assert services.forwarded == []
+    assert ("x-semantic-cache", "HIT") in context.response_headers and ("x-semantic-cache-distance", "0.0123") in context.response_headers
+    assert context.cache_hit_usage == Usage(prompt=9, completion=8, total=17, from_cache=True)
+    (query,) = cache.queries
+    assert (query.text, query.embeddings_backend_id, query.threshold) == ("user: capital?", "emb", 0.1)
+    other_user = make_context(services, headers=[("x-user-id", "bob")], body={"messages": [{"role": "user", "content": "capital?"}]})
+    await pipeline_of(document(children="<vary-by>@(context.Request.Headers.GetValueOrDefault(\"x-user-id\", \"\"))</vary-by>"), LOADER).execute(other_user)
+    assert cache.queries[1].partition != query.partition
+
+
+async def test_miss_forwards_and_stores_the_answer_with_its_usage() -> None:
+    services, cache = services_with(CacheLookup("MISS", 0.5, ticket="ticket-1"))
+    context = make_context(services)
+    assert await pipeline_of(document(), LOADER).execute(context) is None
+    assert ("x-semantic-cache", "MISS") in context.response_headers and ("x-semantic-cache-distance", "0.5000") in context.response_headers
+    usage = Usage(prompt=2, completion=3, total=5)
+    await report_usage(context, usage)  # the gateway reports usage before telling body listeners
+    (store,) = context.body_listeners
+    await store(200, orjson.dumps(answer()))
+    await store(500, orjson.dumps(answer()))  # not 200: not stored
+    await store(200, orjson.dumps(answer("length")))  # truncated: not stored
+    ((ticket, cached, ttl),) = cache.stored
+    assert (ticket, ttl, cached.usage) == ("ticket-1", 60, usage)
+    assert orjson.loads(cached.body)["usage"]["total_tokens"] == 5
+
+
+@pytest.mark.parametrize(
+    ("extra", "body"),
+    [
+        ('max-message-count="1"', {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}),
+        ("", {"input": "embeddings are not cached", "messages": "not a list"}),
+    ],
+)
+async def test_bypass_skips_the_cache(extra: str, body: dict) -> None:
+    services, cache = services_with(CacheLookup("MISS"))
+    context = make_context(services, body=body)
+    assert await pipeline_of(document(extra=extra), LOADER).execute(context) is None
+    assert ("x-semantic-cache", "BYPASS") in context.response_headers and cache.queries == []
+    assert context.body_listeners == [] and context.cache_ticket is None
+
+
+async def test_max_message_count_counts_after_dropping_system_messages() -> None:
+    services, cache = services_with(CacheLookup("MISS"))
+    body = {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "a"}]}
+    context = make_context(services, body=body)
+    await pipeline_of(document(extra='ignore-system-messages="true" max-message-count="1"'), LOADER).execute(context)
+    assert ("x-semantic-cache", "MISS") in context.response_headers and len(cache.queries) == 1
+
+
+async def test_threshold_expression_out_of_range_is_an_expression_error() -> None:
+    services, _ = services_with(CacheLookup("MISS"))
+    context = make_context(services, headers=[("x-threshold", "2")])
+    xml = document(threshold='@(context.Request.Headers.GetValueOrDefault("x-threshold", "0.1"))')
+    result = await pipeline_of(xml, LOADER).execute(context)
+    assert result is not None and result.status == 500
+    assert "'score-threshold' must be a number from 0 to 1" in context.LastError.Message  # type: ignore[union-attr]
+
+
+def test_llm_aliases_load() -> None:
+    xml = document().replace("azure-openai-semantic-cache", "llm-semantic-cache")
+    pipeline = pipeline_of(xml, LOADER)
+    assert [type(s).__name__ for s in pipeline.inbound] == ["SemanticCacheLookup"]
+    assert [type(s).__name__ for s in pipeline.outbound] == ["SemanticCacheStore"]
+
+
+# --- the service's bounds, with a table that hangs or fails -------------------------------------------------
+
+
+class FakeTable:
+    """Answers queries with `rows`, or hangs, or fails, as the test says."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+        self.mode = "answer"
+        self.queries = 0
+        self.written: list[dict] = []
+
+    async def create_entity(self, entity: dict) -> None:
+        self.written.append(entity)
+
+    def query_entities(self, query: str, **kwargs: object):  # type: ignore[no-untyped-def]
+        self.queries += 1
+        return self._rows()
+
+    async def _rows(self):  # type: ignore[no-untyped-def]
+        if self.mode == "hang":
+            await asyncio.sleep(3600)
+        if self.mode == "fail":
+            raise ConnectionError("refused")
+        for row in self.rows:
+            yield _with_metadata(row)
+
+
+def _with_metadata(row: dict):  # type: ignore[no-untyped-def]
+    from azure.data.tables import TableEntity
+
+    entity = TableEntity(row)
+    entity._metadata = {"etag": None, "timestamp": datetime.datetime.now(datetime.timezone.utc)}
+    return entity
+
+
+class FakeStore:
+    def __init__(self, table: FakeTable) -> None:
+        self._table = table
+
+    async def table(self, name: str) -> FakeTable:
+        return self._table
+
+
+class InstantEmbeddings(service.SemanticCacheService):
+    """The real service with embeddings that arrive at once: what is timed is the table side."""
+
+    async def _embed(self, backend: object, deployment: str, source: str, text: str, deadline: float) -> np.ndarray:
+        return unit(1, 0, 0) if "paris" in text else unit(0, 1, 0)
+
+
+def cache_service(table: FakeTable, timeout: float = 0.2, staleness: float = 60.0) -> InstantEmbeddings:
+    backends = BackendRegistry(parse_backends({"GATEWAY_BACKENDS": json.dumps([{"id": "emb", "url": "https://e.example", "embeddings_deployment": "e"}])}))
+    settings = SemanticCacheSettings(timeout_seconds=timeout, staleness_seconds=staleness)
+    return InstantEmbeddings(FakeStore(table), backends, None, settings)  # type: ignore[arg-type]
+
+
+def lookup_context():  # type: ignore[no-untyped-def]
+    return SimpleNamespace(gateway_state=SimpleNamespace(timing=ServerTiming()))
+
+
+async def test_hanging_table_holds_one_request_for_the_timeout_and_no_other() -> None:
+    table = FakeTable()
+    table.mode = "hang"
+    cache = cache_service(table, timeout=0.2)
+    query = CacheQuery("p", "user: paris", "emb", 0.1)
+    started = time.perf_counter()
+    assert (await cache.lookup(lookup_context(), query)).outcome == "BYPASS"
+    assert 0.15 < time.perf_counter() - started < 0.5
+    started = time.perf_counter()
+    assert (await cache.lookup(lookup_context(), query)).outcome == "BYPASS"
+    assert time.perf_counter() - started < 0.05  # the load still runs, but nobody else waits for it
+    assert table.queries == 1
+    await cache.close()
+
+
+async def test_a_loaded_index_keeps_serving_while_the_table_fails(caplog: pytest.LogCaptureFixture) -> None:
+    table = FakeTable()
+    cache = cache_service(table, staleness=0.05)
+    query = CacheQuery("p", "user: paris", "emb", 0.1)
+    miss = await cache.lookup(lookup_context(), query)
+    assert miss.outcome == "MISS" and miss.ticket is not None
+    cache.store(miss.ticket, CACHED, 60)  # visible to this instance at once; the table write runs in the background
+    await asyncio.sleep(0)
+    assert [e["PartitionKey"] for e in table.written] == [miss.ticket.partition.key]  # type: ignore[attr-defined]
+    table.mode = "fail"
+    await asyncio.sleep(0.06)  # stale: the next lookup refreshes, which fails
+    with caplog.at_level(logging.WARNING, logger="gateway.semantic_cache"):
+        for _ in range(3):
+            hit = await cache.lookup(lookup_context(), query)
+            assert hit.outcome == "HIT" and hit.answer == CACHED and hit.distance == 0.0
+    (record,) = caplog.records  # logged once
+    assert "reading the semantic cache table failed (ConnectionError('refused'))" in record.getMessage()
+    far = await cache.lookup(lookup_context(), CacheQuery("p", "user: london", "emb", 0.1))
+    assert far.outcome == "MISS" and far.distance == pytest.approx(1.0)
+    await cache.close()
+
+
+def test_cleanup_runs_every_ten_minutes_under_functions() -> None:
+    (binding,) = function_bindings()["semantic_cache_cleanup"]["bindings"]
+    assert (binding["type"], binding["schedule"]) == ("timerTrigger", "0 */10 * * * *")
