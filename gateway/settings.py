@@ -121,7 +121,7 @@ class Settings:
             key_pepper=Secret(pepper),
             backends=parse_backends(env),
             table_prefix=prefix,
-            products=_parse_products(env.get("GATEWAY_PRODUCTS")),
+            products=_parse_products(env),
             subscription_cache_seconds=_number(env, "GATEWAY_SUBSCRIPTION_CACHE_SECONDS", 5.0),
             sse_keepalive_seconds=_number(env, "GATEWAY_SSE_KEEPALIVE_SECONDS", 15.0),
             upstream_connect_timeout=_number(env, "GATEWAY_UPSTREAM_CONNECT_TIMEOUT", 10.0),
@@ -162,14 +162,21 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _json_object(env: Mapping[str, str], name: str, value_type: type) -> dict[str, Any]:
+def _json_setting(env: Mapping[str, str], name: str) -> Any:
+    """A setting holding JSON, parsed; None when unset."""
     raw = env.get(name)
     if not raw:
-        return {}
+        return None
     try:
-        data: Any = json.loads(raw)
+        return json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ValueError(f"Setting {name!r} is not valid JSON ({exc.msg} at position {exc.pos}).") from None
+
+
+def _json_object(env: Mapping[str, str], name: str, value_type: type) -> dict[str, Any]:
+    data = _json_setting(env, name)
+    if data is None:
+        return {}
     if not isinstance(data, dict) or not all(isinstance(v, value_type) for v in data.values()):
         raise ValueError(f"Setting {name!r} must be a JSON object whose values are {value_type.__name__}s.")
     return data
@@ -235,14 +242,11 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     return raw in ("true", "1")
 
 
-def _parse_products(raw: str | None) -> dict[str, tuple[str, ...]]:
+def _parse_products(env: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
     """`GATEWAY_PRODUCTS` is JSON: {"gold": ["openai", "openai-v1"], ...}."""
-    if not raw:
+    data = _json_setting(env, "GATEWAY_PRODUCTS")
+    if data is None:
         return {}
-    try:
-        data: Any = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"Setting 'GATEWAY_PRODUCTS' is not valid JSON ({exc.msg} at position {exc.pos}).") from None
     if not isinstance(data, dict) or not all(
         isinstance(apis, list) and all(isinstance(api, str) for api in apis) for apis in data.values()
     ):

@@ -23,11 +23,14 @@ if TYPE_CHECKING:
 JToken = Any
 
 
-class Headers:
-    """Case-insensitive, multi-valued HTTP headers (request or response)."""
+class _MultiMap:
+    """Ordered, multi-valued name/value pairs; subclasses decide whether names ignore case."""
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = list(items)
+
+    def _same(self, name: str) -> Callable[[str], bool]:
+        return name.__eq__
 
     def GetValueOrDefault(self, name: str, default: Optional[str] = None) -> Optional[str]:
         """All values of `name` joined with commas, as APIM does, or `default`."""
@@ -44,8 +47,8 @@ class Headers:
         return value
 
     def get_all(self, name: str) -> list[str]:
-        lower = name.lower()
-        return [v for k, v in self._items if k.lower() == lower]
+        same = self._same(name)
+        return [v for k, v in self._items if same(k)]
 
     def set(self, name: str, values: Iterable[str]) -> None:
         self.remove(name)
@@ -55,8 +58,8 @@ class Headers:
         self._items.append((name, value))
 
     def remove(self, name: str) -> None:
-        lower = name.lower()
-        self._items = [(k, v) for k, v in self._items if k.lower() != lower]
+        same = self._same(name)
+        self._items = [(k, v) for k, v in self._items if not same(k)]
 
     def items(self) -> list[tuple[str, str]]:
         return list(self._items)
@@ -65,37 +68,16 @@ class Headers:
         return iter(self._items)
 
 
-class QueryParameters:
-    """Query string parameters, case-sensitive, multi-valued, in order."""
+class Headers(_MultiMap):
+    """HTTP headers (request or response): names ignore case."""
 
-    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str]] = list(items)
+    def _same(self, name: str) -> Callable[[str], bool]:
+        lower = name.lower()
+        return lambda other: other.lower() == lower
 
-    def GetValueOrDefault(self, name: str, default: Optional[str] = None) -> Optional[str]:
-        values = [v for k, v in self._items if k == name]
-        return ",".join(values) if values else default
 
-    def ContainsKey(self, name: str) -> bool:
-        return any(k == name for k, _ in self._items)
-
-    def __getitem__(self, name: str) -> str:
-        value = self.GetValueOrDefault(name)
-        if value is None:
-            raise KeyError(name)
-        return value
-
-    def set(self, name: str, values: Iterable[str]) -> None:
-        self.remove(name)
-        self._items.extend((name, v) for v in values)
-
-    def append(self, name: str, value: str) -> None:
-        self._items.append((name, value))
-
-    def remove(self, name: str) -> None:
-        self._items = [(k, v) for k, v in self._items if k != name]
-
-    def items(self) -> list[tuple[str, str]]:
-        return list(self._items)
+class QueryParameters(_MultiMap):
+    """Query string parameters: names are case-sensitive."""
 
 
 class ReadOnlyMap:

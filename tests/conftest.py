@@ -9,11 +9,12 @@ import asyncio
 import json
 import secrets
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
+from azure.data.tables.aio import TableClient, TableServiceClient
 
 from gateway import devstack
 from gateway.settings import Settings
@@ -140,6 +141,24 @@ def create_subscription(gateway_env: dict[str, str]) -> Callable[..., Keys]:
 def keys(create_subscription: Callable[..., Keys]) -> Keys:
     """An active all-APIs subscription shared by tests that only need a valid key."""
     return create_subscription("shared")
+
+
+@pytest.fixture
+async def scratch_tables(azurite: devstack.AzuritePorts) -> AsyncIterator[Callable[[str], Awaitable[TableClient]]]:
+    """Create throwaway tables in Azurite (`await scratch_tables("metrics")`); all are deleted afterwards."""
+    service = TableServiceClient.from_connection_string(azurite.connection_string())
+    created: list[tuple[str, TableClient]] = []
+
+    async def create(purpose: str) -> TableClient:
+        name = purpose + secrets.token_hex(4)
+        created.append((name, await service.create_table(name)))
+        return created[-1][1]
+
+    yield create
+    for name, client in created:
+        await service.delete_table(name)
+        await client.close()
+    await service.close()
 
 
 @pytest.fixture(scope="session")

@@ -281,7 +281,7 @@ def test_every_member_down_is_503_pool_is_inactive_revealing_nothing(pool_gatewa
     (gateway,), key = pool_gateways([east, west, pool({"id": "dead-east"}, {"id": "dead-west"})])
     url = f"{gateway.url}/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}"
     body = {"messages": [{"role": "user", "content": "anyone?"}]}
-    for attempt in range(2):  # the first trips both members on its way; the second is refused at once
+    for _ in range(2):  # the first trips both members on its way; the second is refused at once
         response = httpx.post(url, json=body, headers={"api-key": key}, timeout=10)
         assert response.status_code == 503, response.text
         error = response.json()["error"]

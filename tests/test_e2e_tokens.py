@@ -19,7 +19,7 @@ from openai import AzureOpenAI
 
 from gateway import devstack
 from gateway.cli import main as cli
-from tests.conftest import API_VERSION, GatewayProcess, Keys, Simulator
+from tests.conftest import API_VERSION, GatewayProcess, Keys
 
 METRIC_POLICY = """<policies><inbound><base />
   <azure-openai-emit-token-metric namespace="tests">

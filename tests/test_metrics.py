@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import secrets
 
 import orjson
 import pytest
 from aiohttp import web
 from azure.data.tables import EntityProperty
-from azure.data.tables.aio import TableServiceClient
 
 from gateway import devstack
 from gateway.metrics import AppInsightsExporter, MetricsRecorder
@@ -16,14 +14,8 @@ from policies.usage import Usage
 
 
 @pytest.fixture
-async def metrics_table(azurite: devstack.AzuritePorts):  # type: ignore[no-untyped-def]
-    service = TableServiceClient.from_connection_string(azurite.connection_string())
-    name = "metrics" + secrets.token_hex(4)
-    table = await service.create_table(name)
-    yield table
-    await service.delete_table(name)
-    await table.close()
-    await service.close()
+async def metrics_table(scratch_tables):  # type: ignore[no-untyped-def]
+    return await scratch_tables("metrics")
 
 
 def value(entity: dict, field: str) -> int:

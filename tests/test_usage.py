@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 
 import orjson
 import pytest
-from azure.data.tables.aio import TableServiceClient
 
-from gateway import devstack
 from gateway.shared_counters import SharedCounters
 from gateway.tokens import IMAGE_TOKENS, TokenCounter, completion_limit
 from gateway.usage import StreamTap, request_usage_upstream, stream_usage_supported, usage_from_body
@@ -112,14 +109,8 @@ def test_completion_limit_reads_every_spelling() -> None:
 
 
 @pytest.fixture
-async def counters_table(azurite: devstack.AzuritePorts):  # type: ignore[no-untyped-def]
-    service = TableServiceClient.from_connection_string(azurite.connection_string())
-    name = "counters" + secrets.token_hex(4)
-    table = await service.create_table(name)
-    yield table
-    await service.delete_table(name)
-    await table.close()
-    await service.close()
+async def counters_table(scratch_tables):  # type: ignore[no-untyped-def]
+    return await scratch_tables("counters")
 
 
 async def test_two_instances_never_admit_more_than_the_limit(counters_table) -> None:  # type: ignore[no-untyped-def]
