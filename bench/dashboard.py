@@ -1,6 +1,6 @@
 """Dashboard render time with a month of per-minute metrics, against summing the minute rows directly.
 
-    .venv/bin/python -m bench.dashboard [--days 30] [--subscriptions 20] [--deployments 4] [--per-minute 6]
+    .venv/bin/python -m bench.dashboard [--days 30] [--subscriptions 20] [--deployments 3] [--per-minute 4]
 
 Seeds the metrics tables through `MetricsRecorder` with a simulated clock, as a month of flushes on Flex
 Consumption leaves them: two instances sharing the traffic, replaced by new ones every six hours, each
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import secrets
 import statistics
@@ -119,12 +120,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--subscriptions", type=int, default=20)
-    parser.add_argument("--deployments", type=int, default=4)
-    parser.add_argument("--per-minute", type=int, default=6, help="requests recorded per minute (each a random series)")
+    parser.add_argument("--deployments", type=int, default=3)
+    parser.add_argument("--per-minute", type=int, default=4, help="requests recorded per minute (each a random series)")
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
     prefix = "bench" + secrets.token_hex(3)
-    with local_stack({"GATEWAY_ADMIN_KEY": ADMIN_KEY, "GATEWAY_TABLE_PREFIX": prefix}) as stack:
+    # Azurite keeps a month of rows in memory (not on disk, which it would rewrite whole every few seconds),
+    # more than Node's default heap holds.
+    os.environ.setdefault("NODE_OPTIONS", "--max-old-space-size=8192")
+    with local_stack({"GATEWAY_ADMIN_KEY": ADMIN_KEY, "GATEWAY_TABLE_PREFIX": prefix}, in_memory_storage=True) as stack:
         connection = stack.env["GATEWAY_STORAGE_CONNECTION"]
         requests, seconds = asyncio.run(with_tables(connection, prefix, lambda t: seed(t, args.days, args.subscriptions, args.deployments, args.per_minute)))
         print(f"seeded {args.days} days: {requests:,} requests of {args.subscriptions} subscriptions x {args.deployments} deployments, "

@@ -45,12 +45,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def local_stack(extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+def local_stack(extra_env: dict[str, str] | None = None, in_memory_storage: bool = False) -> Iterator[Stack]:
     """Azurite, the simulator and one gateway process, with one subscription; all stopped on exit."""
     processes: list[subprocess.Popen[bytes]] = []
     try:
         ports = devstack.AzuritePorts(devstack.free_port(), devstack.free_port(), devstack.free_port())
-        processes.append(devstack.start_azurite(Path(tempfile.mkdtemp(prefix="bench-azurite-")), ports))
+        processes.append(devstack.start_azurite(Path(tempfile.mkdtemp(prefix="bench-azurite-")), ports, in_memory_storage))
         sim_port, gw_port = devstack.free_port(), devstack.free_port()
         sim_key = secrets.token_hex(8)
         processes.append(devstack.start_python(["gateway", "simulator", "--port", str(sim_port)], {"SIMULATOR_API_KEY": sim_key}, sim_port))

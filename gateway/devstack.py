@@ -69,12 +69,13 @@ def azurite_command() -> str:
     return found
 
 
-def start_azurite(location: Path, ports: AzuritePorts) -> subprocess.Popen[bytes]:
+def start_azurite(location: Path, ports: AzuritePorts, in_memory: bool = False) -> subprocess.Popen[bytes]:
+    """Azurite on loopback, keeping its data in `location`, or only in memory (benchmarks with a month of rows)."""
     location.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
         [
             azurite_command(), "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose",
-            "--location", str(location),
+            *(["--inMemoryPersistence"] if in_memory else ["--location", str(location)]),
             "--blobHost", "127.0.0.1", "--blobPort", str(ports.blob),
             "--queueHost", "127.0.0.1", "--queuePort", str(ports.queue),
             "--tableHost", "127.0.0.1", "--tablePort", str(ports.table),

@@ -96,6 +96,8 @@ class SeriesKey:
 class _Totals:
     values: dict[str, int] = field(default_factory=lambda: dict.fromkeys(METRIC_FIELDS, 0))
     dirty: bool = True
+    #: `values` when last added to the rollups (minute series only).
+    rolled: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -103,10 +105,18 @@ class _Level:
     """One granularity of the series: minutes in the metrics table, or minutes, hours or days in the rollup table."""
 
     table: TableClient
+    #: A prefix, then a leading part of MINUTE_PARTITION: a period's key is a cut of the minute's.
     partition_format: str
-    #: Rollups keep subscription and deployment only, so their row count does not grow with dimension values.
-    rollup: bool = False
     series: dict[SeriesKey, _Totals] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._prefix, _, rest = self.partition_format.partition("%")
+        assert MINUTE_PARTITION.startswith("%" + rest), self.partition_format
+        self._length = len(datetime(2000, 1, 1).strftime("%" + rest))
+
+    def period(self, minute: str) -> str:
+        """The partition of the period holding `minute` (`YYYYMMDDHHMM`)."""
+        return self._prefix + minute[: self._length]
 
 
 class MetricsRecorder:
@@ -125,11 +135,12 @@ class MetricsRecorder:
         self._exporter = exporter
         self._clock = clock
         self.instance = instance or uuid.uuid4().hex[:12]
-        rollup_levels = [
-            _Level(rollups, partition, rollup=True) for partition in (ROLLUP_MINUTE_PARTITION, ROLLUP_HOUR_PARTITION, ROLLUP_DAY_PARTITION)
+        self._minutes = _Level(table, MINUTE_PARTITION)
+        self._rollups = [
+            _Level(rollups, partition) for partition in (ROLLUP_MINUTE_PARTITION, ROLLUP_HOUR_PARTITION, ROLLUP_DAY_PARTITION)
         ] if rollups is not None else []  # fmt: skip
         #: Minute rows first: `flush` returns their count and exports them.
-        self._levels = [_Level(table, MINUTE_PARTITION), *rollup_levels]
+        self._levels = [self._minutes, *self._rollups]
         self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
 
@@ -153,14 +164,26 @@ class MetricsRecorder:
     def _add(
         self, namespace: str, dimensions: tuple[tuple[str, str], ...], subscription: str, deployment: str, increments: dict[str, int]
     ) -> None:
-        now = datetime.fromtimestamp(self._clock(), timezone.utc)
-        for level in self._levels:
-            period = now.strftime(level.partition_format)
-            key = SeriesKey(period, "", (), subscription, deployment) if level.rollup else SeriesKey(period, namespace, dimensions, subscription, deployment)
-            totals = level.series.setdefault(key, _Totals())
-            for name, value in increments.items():
-                totals.values[name] += value
-            totals.dirty = True
+        minute = datetime.fromtimestamp(self._clock(), timezone.utc).strftime(MINUTE_PARTITION)
+        totals = self._minutes.series.setdefault(SeriesKey(minute, namespace, dimensions, subscription, deployment), _Totals())
+        for name, value in increments.items():
+            totals.values[name] += value
+        totals.dirty = True
+
+    def _roll_up(self) -> None:
+        """Add what each minute series gained since the last flush to its rollups: once per flush, not per request."""
+        if not self._rollups:
+            return
+        for key, totals in self._minutes.series.items():
+            if not totals.dirty:
+                continue
+            gained = {name: value - totals.rolled.get(name, 0) for name, value in totals.values.items()}
+            totals.rolled = dict(totals.values)
+            for level in self._rollups:
+                rollup = level.series.setdefault(SeriesKey(level.period(key.minute), "", (), key.subscription, key.deployment), _Totals())
+                for name, value in gained.items():
+                    rollup.values[name] += value
+                rollup.dirty = True
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._flush_periodically())
@@ -181,6 +204,7 @@ class MetricsRecorder:
     async def flush(self) -> int:
         """Write every changed series (minutes and rollups); returns how many minute rows were written."""
         async with self._flush_lock:
+            self._roll_up()
             self._drop_late_rollups()
             dirty = [[(key, totals) for key, totals in level.series.items() if totals.dirty] for level in self._levels]
             for series in dirty:
@@ -230,7 +254,7 @@ class MetricsRecorder:
         (gateway/rollups.py folds only later), and rewriting it would count it twice. Only a flush that kept
         failing for that long gets here; its minute rows are still written."""
         late = datetime.fromtimestamp(self._clock() - ROLLUP_LATE_SECONDS, timezone.utc)
-        for level in self._levels[1:]:
+        for level in self._rollups:
             cutoff = late.strftime(level.partition_format)
             stale = [key for key, totals in level.series.items() if key.minute < cutoff and totals.dirty]
             for key in stale:
@@ -278,6 +302,7 @@ class AppInsightsExporter:
                     continue
                 self._sent[(key, name)] = values[name]
                 envelopes.append(self._envelope(key, metric, delta))
+        self._forget_before(min(key.minute for key, _ in series) if series else "")
         if not envelopes:
             return
         if self._client is None:
@@ -285,6 +310,11 @@ class AppInsightsExporter:
         response = await self._client.post(self._url, content=orjson.dumps(envelopes), headers={"content-type": "application/json"})
         if response.status_code >= 300:
             logger.warning("Application Insights refused %d metrics: HTTP %s.", len(envelopes), response.status_code)
+
+    def _forget_before(self, minute: str) -> None:
+        """Minutes older than any series still being flushed will not grow again: drop what was sent for them."""
+        for sent in [sent for sent in self._sent if sent[0].minute < minute]:
+            del self._sent[sent]
 
     def _envelope(self, key: SeriesKey, metric: str, value: int) -> dict[str, Any]:
         minute = datetime.strptime(key.minute, "%Y%m%d%H%M").replace(tzinfo=timezone.utc)

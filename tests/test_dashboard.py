@@ -10,10 +10,8 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 from azure.data.tables import EntityProperty
-from azure.data.tables.aio import TableServiceClient
 from starlette.requests import Request
 
-from gateway import devstack
 from gateway.dashboard import render
 from gateway.dashboard_data import WINDOWS, aggregate, summarize
 from gateway.metrics import METRIC_FIELDS, MetricsRecorder
@@ -85,15 +83,9 @@ def test_page_escapes_what_clients_control_and_has_no_script() -> None:
 
 
 @pytest.fixture
-async def tables(azurite: devstack.AzuritePorts):  # type: ignore[no-untyped-def]
-    service = TableServiceClient.from_connection_string(azurite.connection_string())
-    names = ["m" + secrets.token_hex(4), "r" + secrets.token_hex(4)]
-    clients = [await service.create_table(name) for name in names]
-    yield clients
-    for name, client in zip(names, clients):
-        await service.delete_table(name)
-        await client.close()
-    await service.close()
+async def tables(scratch_tables):  # type: ignore[no-untyped-def]
+    """A metrics table and a rollup table."""
+    return [await scratch_tables("m"), await scratch_tables("r")]
 
 
 async def test_a_month_of_traffic_reads_30_daily_rows_per_series_and_matches_the_minute_rows(tables) -> None:  # type: ignore[no-untyped-def]

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from azure.data.tables.aio import TableClient, TableServiceClient
+from azure.data.tables.aio import TableClient
 
-from gateway import devstack
 from gateway.dashboard_data import WINDOWS, summarize
 from gateway.metrics import METRIC_FIELDS, ROLLUP_LATE_SECONDS, MetricsRecorder
 from gateway.rollups import RollupCompactor
@@ -21,15 +19,9 @@ PAST = NOW - timedelta(hours=3)
 
 
 @pytest.fixture
-async def tables(azurite: devstack.AzuritePorts):  # type: ignore[no-untyped-def]
-    service = TableServiceClient.from_connection_string(azurite.connection_string())
-    names = ["fm" + secrets.token_hex(4), "fr" + secrets.token_hex(4)]
-    clients = [await service.create_table(name) for name in names]
-    yield clients
-    for name, client in zip(names, clients):
-        await service.delete_table(name)
-        await client.close()
-    await service.close()
+async def tables(scratch_tables):  # type: ignore[no-untyped-def]
+    """A metrics table and a rollup table."""
+    return [await scratch_tables("fm"), await scratch_tables("fr")]
 
 
 async def traffic(minutes: TableClient, rollups: TableClient, instance: str, count: int) -> MetricsRecorder:
