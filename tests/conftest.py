@@ -16,7 +16,7 @@ import httpx
 import pytest
 from azure.data.tables.aio import TableClient, TableServiceClient
 
-from gateway import devstack
+from gateway import devstack, hosting
 from gateway.settings import Settings
 from gateway.subscriptions import KeyHasher, Subscription, SubscriptionRepository
 
@@ -164,3 +164,12 @@ async def scratch_tables(azurite: devstack.AzuritePorts) -> AsyncIterator[Callab
 @pytest.fixture(scope="session")
 def hasher(gateway_env: dict[str, str]) -> KeyHasher:
     return KeyHasher(gateway_env["GATEWAY_KEY_PEPPER"])
+
+
+@pytest.fixture
+def functions_env(gateway_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process environment as the Functions worker would see it, with a fresh gateway singleton."""
+    for name, value in gateway_env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(hosting, "_current", None)
+    yield

@@ -9,8 +9,8 @@ from policies.counters import LocalCounters
 from policies.document import Scope, load_document
 from policies.errors import PolicyError, PolicyResponse
 from policies.pipeline import Pipeline
-from policies.usage import Usage
 from policies.statement import Loader
+from policies.usage import Usage
 
 
 class FakeServices:

@@ -7,7 +7,14 @@ import json
 
 import pytest
 
-from gateway.backends import DEFAULT_TIMEOUTS, BackendConfig, BackendRegistry, PoolConfig, Timeouts, parse_backends
+from gateway.backends import (
+    DEFAULT_TIMEOUTS,
+    BackendConfig,
+    BackendRegistry,
+    PoolConfig,
+    Timeouts,
+    parse_backends,
+)
 from gateway.health import PredictiveRouting
 from gateway.settings import Settings
 

@@ -9,7 +9,13 @@ import pytest
 
 from gateway.backends import Backend, BackendConfig
 from gateway.errors import BackendUnavailable
-from gateway.health import DEFAULT_THROTTLE_WAIT, BackendHealth, BreakerRule, reset_seconds, retry_after_seconds
+from gateway.health import (
+    DEFAULT_THROTTLE_WAIT,
+    BackendHealth,
+    BreakerRule,
+    reset_seconds,
+    retry_after_seconds,
+)
 
 NOW = 2_000_000.0
 

@@ -12,7 +12,7 @@ from gateway import devstack
 from gateway.cli import main as cli
 from gateway.console import server_timing
 from tests.conftest import GatewayProcess, Keys
-from tests.test_e2e_tokens import apply, token_env
+from tests.stack_helpers import apply, token_env
 
 LIMITED = """<policies><inbound><base />
   <azure-openai-token-limit counter-key="@(context.Subscription.Id)" tokens-per-minute="100" estimate-prompt-tokens="true"

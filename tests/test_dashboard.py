@@ -19,8 +19,7 @@ from gateway.usage_report import summarize as usage_summary
 from policies.usage import Usage
 from tests import browser
 from tests.conftest import API_VERSION, GatewayProcess, Keys
-from tests.test_function_app import functions_env  # noqa: F401 (a fixture)
-from tests.test_e2e_tokens import apply, metric_rows, token_env
+from tests.stack_helpers import apply, metric_rows, token_env
 
 ADMIN_KEY = "admin-" + secrets.token_hex(12)
 POLICY = """<policies><inbound><base />

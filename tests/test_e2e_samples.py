@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from gateway.cli import main as cli
 from tests.conftest import API_VERSION, GatewayProcess, Keys, Simulator
-from tests.test_e2e_tokens import metric_rows
+from tests.stack_helpers import metric_rows
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -13,13 +12,19 @@ from pathlib import Path
 
 import httpx
 import pytest
-from azure.data.tables import EntityProperty, TableClient
 from click.testing import CliRunner
 from openai import AzureOpenAI
 
 from gateway import devstack
 from gateway.cli import main as cli
 from tests.conftest import API_VERSION, GatewayProcess, Keys
+from tests.stack_helpers import (
+    apply,
+    metric_rows,
+    metric_sum,
+    token_env,
+    wait_for_metric,
+)
 
 METRIC_POLICY = """<policies><inbound><base />
   <azure-openai-emit-token-metric namespace="tests">
@@ -28,43 +33,6 @@ METRIC_POLICY = """<policies><inbound><base />
   </azure-openai-emit-token-metric>
   {extra}
 </inbound></policies>"""
-
-
-def token_env(gateway_env: dict[str, str], **extra: str) -> dict[str, str]:
-    return {
-        **gateway_env,
-        "GATEWAY_TABLE_PREFIX": "k" + secrets.token_hex(4),
-        "GATEWAY_POLICY_POLL_SECONDS": "0.3",
-        "GATEWAY_METRICS_FLUSH_SECONDS": "0.5",
-        "GATEWAY_LOCAL_QUEUE_WORKER": "false",
-        **extra,
-    }
-
-
-def apply(env: dict[str, str], xml: str, tmp_path: Path) -> None:
-    path = tmp_path / f"policy-{secrets.token_hex(3)}.xml"
-    path.write_text(xml)
-    result = CliRunner().invoke(cli, ["policies", "apply", str(path), "--scope", "global"], env=env)
-    assert result.exit_code == 0, result.output
-
-
-def metric_rows(env: dict[str, str]) -> list[dict]:
-    table = TableClient.from_connection_string(env["GATEWAY_STORAGE_CONNECTION"], env["GATEWAY_TABLE_PREFIX"] + "metrics")
-    try:
-        return [dict(e) for e in table.list_entities()]
-    except Exception:  # the table does not exist until the first flush
-        return []
-
-
-def metric_sum(env: dict[str, str], field: str) -> int:
-    return sum(int(r[field].value if isinstance(r[field], EntityProperty) else r[field]) for r in metric_rows(env))
-
-
-def wait_for_metric(env: dict[str, str], field: str, expected: int, timeout: float = 10) -> int:
-    deadline = time.monotonic() + timeout
-    while (value := metric_sum(env, field)) != expected and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return value
 
 
 def client(gateway: GatewayProcess, key: str, api_version: str = API_VERSION) -> AzureOpenAI:

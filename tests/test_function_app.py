@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
-from pathlib import Path
 import pytest
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
@@ -72,15 +71,6 @@ async def test_policy_blob_function_rejects_invalid_document(functions_env: None
 def test_host_json_removes_route_prefix() -> None:
     host = json.loads((Path(__file__).resolve().parent.parent / "host.json").read_text())
     assert host["extensions"]["http"]["routePrefix"] == ""
-
-
-@pytest.fixture
-def functions_env(gateway_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The process environment as the Functions worker would see it, with a fresh gateway singleton."""
-    for name, value in gateway_env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr(hosting, "_current", None)
-    yield
 
 
 def make_request(path: str, body: dict, headers: dict[str, str], query: str = "") -> Request:

@@ -13,7 +13,14 @@ import pytest
 
 from gateway import devstack
 from gateway.backends import BackendRegistry, parse_backends
-from gateway.health_sync import STALE_SECONDS, TABLE, HealthRow, HealthSync, read_rows, status_report
+from gateway.health_sync import (
+    STALE_SECONDS,
+    TABLE,
+    HealthRow,
+    HealthSync,
+    read_rows,
+    status_report,
+)
 from gateway.storage import TableStore
 
 SYNC = 0.1

@@ -12,7 +12,6 @@ from starlette.requests import Request
 
 from gateway import openapi, routes
 from tests.conftest import GatewayProcess, Keys
-from tests.test_function_app import functions_env  # noqa: F401 (a fixture)
 
 VERSIONS = ["2024-02-01", "2024-10-21"]
 

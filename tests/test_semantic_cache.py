@@ -23,11 +23,21 @@ from gateway.timing import ServerTiming
 from gateway.usage import StreamTap
 from gateway.vector_index import EXACT_LIMIT, RERANK, VectorIndex
 from policies.errors import PolicyLoadError
-from policies.semantic_cache import CachedAnswer, CacheLookup, CacheQuery, cache_prompt, partition_key, replay, storable, tenant, with_usage
+from policies.semantic_cache import (
+    CachedAnswer,
+    CacheLookup,
+    CacheQuery,
+    cache_prompt,
+    partition_key,
+    replay,
+    storable,
+    tenant,
+    with_usage,
+)
 from policies.statement import Loader
 from policies.usage import Usage
-from tests.policy_helpers import FakeServices, make_context, pipeline_of, report_usage
 from tests.function_metadata import function_bindings
+from tests.policy_helpers import FakeServices, make_context, pipeline_of, report_usage
 
 CHAT = "ChatCompletions_Create"
 

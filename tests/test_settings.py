@@ -6,7 +6,12 @@ import json
 
 import pytest
 
-from gateway.backends import ApiKeyAuth, BackendRegistry, ManagedIdentityAuth, parse_backends
+from gateway.backends import (
+    ApiKeyAuth,
+    BackendRegistry,
+    ManagedIdentityAuth,
+    parse_backends,
+)
 from gateway.settings import Settings
 
 BASE = {"GATEWAY_STORAGE_CONNECTION": "UseDevelopmentStorage=true", "GATEWAY_KEY_PEPPER": "p" * 20}

@@ -7,7 +7,12 @@ import asyncio
 import pytest
 
 from gateway.errors import InvalidSubscriptionKey, MissingSubscriptionKey
-from gateway.subscriptions import KeyHasher, Subscription, SubscriptionAuthenticator, validate_scope
+from gateway.subscriptions import (
+    KeyHasher,
+    Subscription,
+    SubscriptionAuthenticator,
+    validate_scope,
+)
 
 PRODUCTS = {"gold": ("openai",)}
 hasher = KeyHasher("pepper-for-unit-tests")

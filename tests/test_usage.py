@@ -9,7 +9,12 @@ import pytest
 
 from gateway.shared_counters import SharedCounters
 from gateway.tokens import IMAGE_TOKENS, TokenCounter, completion_limit
-from gateway.usage import StreamTap, request_usage_upstream, stream_usage_supported, usage_from_body
+from gateway.usage import (
+    StreamTap,
+    request_usage_upstream,
+    stream_usage_supported,
+    usage_from_body,
+)
 from policies.counters import Window
 
 
