@@ -363,7 +363,6 @@ def enqueue_policy(file: Any, scope_text: str) -> None:
     from azure.core.exceptions import ResourceExistsError
     from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
-
     scope = _parse_scope(scope_text)
     settings = _settings_or_exit()
     queue = QueueClient.from_connection_string(

@@ -51,18 +51,11 @@ STALE_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
-class HealthRow:
-    """One instance's last word about one backend."""
+class HealthRow(HealthSnapshot):
+    """One instance's last word about one backend: its snapshot, and whose and when."""
 
     backend: str
     instance: str
-    open_until: float
-    wait_until: float
-    failures: int
-    requests: int
-    latency_p50_ms: float | None
-    remaining_tokens: int | None
-    remaining_requests: int | None
     updated: float
 
     @classmethod
@@ -72,10 +65,17 @@ class HealthRow:
             return getattr(value, "value", value)
 
         return cls(
-            unquote(entity["PartitionKey"]), entity["RowKey"], float(number("OpenUntil") or 0), float(number("WaitUntil") or 0),
-            int(number("Failures") or 0), int(number("Requests") or 0), number("LatencyP50Ms"),
-            number("RemainingTokens"), number("RemainingRequests"), float(number("Updated") or 0),
-        )  # fmt: skip
+            backend=unquote(entity["PartitionKey"]),
+            instance=entity["RowKey"],
+            open_until=float(number("OpenUntil") or 0),
+            wait_until=float(number("WaitUntil") or 0),
+            failures=int(number("Failures") or 0),
+            requests=int(number("Requests") or 0),
+            latency_p50_ms=number("LatencyP50Ms"),
+            remaining_tokens=number("RemainingTokens"),
+            remaining_requests=number("RemainingRequests"),
+            updated=float(number("Updated") or 0),
+        )
 
 
 def _entity(backend_id: str, instance: str, snapshot: HealthSnapshot, now: float) -> dict[str, Any]:

@@ -108,7 +108,10 @@ def test_report_aggregates_instances_and_pools() -> None:
     now = 1_000_000.0
 
     def row(backend: str, instance: str, *, open_until: float = 0, wait_until: float = 0, failures: int = 0, p50: float | None = None, age: float = 1) -> HealthRow:
-        return HealthRow(backend, instance, open_until, wait_until, failures, 10, p50, None, None, now - age)
+        return HealthRow(
+            backend=backend, instance=instance, open_until=open_until, wait_until=wait_until, failures=failures,
+            requests=10, latency_p50_ms=p50, remaining_tokens=None, remaining_requests=None, updated=now - age,
+        )  # fmt: skip
 
     rows = [
         row("ptu/east", "a", open_until=now + 20, failures=3, p50=10),
