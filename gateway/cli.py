@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import secrets
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -59,6 +60,8 @@ def run(port: int, simulator_port: int, token_ms: float) -> None:
     """Run everything locally: Azurite, the simulator when no backend is configured, and the gateway."""
     env: dict[str, str] = {}
     children = []
+    # uvicorn re-raises SIGTERM once it has shut down; exit normally instead so the finally stops the children.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         if not (os.environ.get("GATEWAY_STORAGE_CONNECTION") or os.environ.get("AzureWebJobsStorage")):
             ports = devstack.AzuritePorts()
