@@ -14,11 +14,12 @@ import asyncio
 import statistics
 import time
 
+from gateway.policy_store import compile_policy_set
 from policies import context as ctx
 from policies.counters import LocalCounters
-from policies.document import DEFAULT_DOCUMENT, Scope, load_document
 from policies.pipeline import Pipeline
 from policies.statement import Loader
+from tests import policy_helpers
 
 REALISTIC = """<policies>
   <inbound>
@@ -67,28 +68,13 @@ class InstantBackend:
 
 
 def make_context(services: InstantBackend) -> ctx.Context:
-    query = ctx.QueryParameters([("api-version", "2024-10-21"), ("trace", "1")])
-    url = ctx.Url("https", "gw.example", 443, "/openai/deployments/gpt-4o/chat/completions", query)
-    headers = ctx.Headers([("content-type", "application/json"), ("x-team", "blue"), ("x-user-id", "alice")])
-    request = ctx.Request("POST", "10.1.2.3", headers, url, url, ctx.ReadOnlyMap({"deployment-id": "gpt-4o"}), ctx.Body(b'{"messages": []}'))
-    return ctx.Context(
-        request,
-        api=ctx.Named("openai", "Azure OpenAI"),
-        operation=ctx.Operation("ChatCompletions_Create", "POST", "/deployments/{deployment-id}/chat/completions"),
-        deployment=ctx.Deployment("westeurope", "gw", "gw-1"),
-        request_id="r",
-        subscription=ctx.Subscription("sub", "team", "key", "2026-01-01"),
-        services=services,  # type: ignore[arg-type]
-    )
+    headers = [("content-type", "application/json"), ("x-team", "blue"), ("x-user-id", "alice")]
+    return policy_helpers.make_context(services, headers=headers, product=None)  # type: ignore[arg-type]
 
 
 def pipeline(xml: str) -> Pipeline:
-    from gateway.policy_store import PolicySet
-
     loader = Loader(backend_ids=frozenset({"primary", "secondary"}))
-    default = load_document(DEFAULT_DOCUMENT, Scope("global"), loader)
-    document = load_document(xml, Scope("api", "openai"), loader)
-    return PolicySet({document.scope: document}, 1, default).pipeline(None, "openai", "ChatCompletions_Create")
+    return compile_policy_set({"api:openai": xml}, 1, loader).pipeline(None, "openai", "ChatCompletions_Create")
 
 
 async def measure(label: str, target: Pipeline, requests: int) -> None:

@@ -6,7 +6,6 @@ import orjson
 
 from policies import context as ctx
 from policies.counters import LocalCounters
-from policies.document import Scope, load_document
 from policies.errors import PolicyError, PolicyResponse
 from policies.pipeline import Pipeline
 from policies.statement import Loader
@@ -101,10 +100,7 @@ def make_context(
 
 def pipeline_of(xml: str, loader: Loader | None = None) -> Pipeline:
     """The pipeline of a single document at API scope over the built-in default."""
-    from gateway.policy_store import PolicySet
-    from policies.document import DEFAULT_DOCUMENT
+    from gateway.policy_store import compile_policy_set
 
     loader = loader or Loader(backend_ids=frozenset({"primary", "secondary"}))
-    document = load_document(xml, Scope("api", "openai"), loader)
-    default = load_document(DEFAULT_DOCUMENT, Scope("global"), loader)
-    return PolicySet({document.scope: document}, 1, default).pipeline("gold", "openai", "ChatCompletions_Create")
+    return compile_policy_set({"api:openai": xml}, 1, loader).pipeline("gold", "openai", "ChatCompletions_Create")
