@@ -13,8 +13,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import azure.functions as func  # noqa: E402
 from azurefunctions.extensions.http.fastapi import Request, Response  # noqa: E402
 
-from gateway import dashboard, openapi, ops, policy_updates  # noqa: E402
-from gateway.hosting import current_gateway, health_response  # noqa: E402
+from gateway.ops import dashboard
+from gateway.ops import openapi
+from gateway.ops import admin
+from gateway.stores import policy_updates  # noqa: E402
+from gateway.hosts.local import current_gateway, health_response  # noqa: E402
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
@@ -34,7 +37,7 @@ async def health(req: Request) -> Response:
 @app.function_name("ops_backends")
 @app.route(route="ops/backends", methods=["GET"])
 async def ops_backends(req: Request) -> Response:
-    return await ops.backends_response(current_gateway(), req)
+    return await admin.backends_response(current_gateway(), req)
 
 
 @app.function_name("ops_dashboard")

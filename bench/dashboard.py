@@ -27,9 +27,9 @@ import httpx
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from bench.harness import local_stack
-from gateway.metrics import ROLLUP_TABLE, MetricsRecorder
-from gateway.rollups import RollupCompactor
-from gateway.usage_report import summarize as usage_summary
+from gateway.stores.metrics import ROLLUP_TABLE, MetricsRecorder
+from gateway.stores.rollups import RollupCompactor
+from gateway.cli.usage_report import summarize as usage_summary
 from policies.usage import Usage
 
 ADMIN_KEY = "bench-admin-" + secrets.token_hex(8)

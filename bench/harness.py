@@ -22,7 +22,7 @@ from pathlib import Path
 
 import aiohttp
 
-from gateway import devstack
+from gateway.dev import devstack
 
 API_VERSION = "2024-10-21"
 _TICKS = os.sysconf("SC_CLK_TCK")

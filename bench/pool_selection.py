@@ -15,8 +15,8 @@ import statistics
 import time
 from collections.abc import Callable
 
-from gateway.backends import BackendRegistry, parse_backends
-from gateway.health import PredictiveRouting
+from gateway.backends.registry import BackendRegistry, parse_backends
+from gateway.backends.health import PredictiveRouting
 
 HEADERS = {
     "content-type": "application/json",

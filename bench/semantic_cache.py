@@ -34,9 +34,9 @@ import aiohttp
 import numpy as np
 
 from bench.harness import API_VERSION, local_stack
-from gateway import devstack
-from gateway.semantic_cache import Entry
-from gateway.vector_index import VectorIndex
+from gateway.dev import devstack
+from gateway.stores.semantic_cache import Entry
+from gateway.stores.vector_index import VectorIndex
 from policies.usage import Usage
 
 DIMS = 1536

@@ -23,7 +23,7 @@ import httpx
 import orjson
 
 from bench.harness import API_VERSION, LoadResult, local_stack, run_load
-from gateway import devstack
+from gateway.dev import devstack
 
 CHAT = "/openai/deployments/gpt-4o/chat/completions?api-version=" + API_VERSION
 POLICY = """<policies><inbound><base />
@@ -53,9 +53,9 @@ def apply_policy(env: dict[str, str]) -> None:
 
 async def storage_calls_per_request(env: dict[str, str], key: str, requests: int) -> tuple[float, float]:
     """(calls per request in the first `requests`, calls per request in the next `requests`) in-process."""
-    from gateway.app import Gateway
-    from gateway.hosting import create_local_app
-    from gateway.settings import Settings
+    from gateway.handling.gateway import Gateway
+    from gateway.hosts.local import create_local_app
+    from gateway.config.settings import Settings
 
     gateway = Gateway(Settings.from_env({**os.environ, **env, "GATEWAY_LOCAL_QUEUE_WORKER": "false"}))
     await gateway.start()

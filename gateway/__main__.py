@@ -4,6 +4,6 @@ import os
 # millisecond stalls whenever another process holds the other core. Set before numpy loads; an explicit value wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from gateway.cli import main  # noqa: E402
+from gateway.cli.main import main  # noqa: E402
 
 main()

@@ -16,9 +16,10 @@ import httpx
 import pytest
 from azure.data.tables.aio import TableClient, TableServiceClient
 
-from gateway import devstack, hosting
-from gateway.settings import Settings
-from gateway.subscriptions import KeyHasher, Subscription, SubscriptionRepository
+from gateway.dev import devstack
+from gateway.hosts import local as hosting
+from gateway.config.settings import Settings
+from gateway.stores.subscriptions import KeyHasher, Subscription, SubscriptionRepository
 
 #: Deployments the test backend is configured to serve; anything else is "DeploymentNotFound".
 DEPLOYMENTS = ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "whisper", "tts", "dall-e-3"]
@@ -116,7 +117,7 @@ def gateway(start_gateway: Callable[[dict[str, str]], GatewayProcess], gateway_e
 
 def run_with_repository(env: dict[str, str], action: Callable[[SubscriptionRepository], object]) -> object:
     """Run `action(repository)` against the subscriptions table the gateway with `env` uses."""
-    from gateway.app import Gateway
+    from gateway.handling.gateway import Gateway
 
     async def go() -> object:
         gw = Gateway(Settings.from_env(env))

@@ -9,7 +9,7 @@ from pathlib import Path
 from azure.data.tables import EntityProperty, TableClient
 from click.testing import CliRunner
 
-from gateway.cli import main as cli
+from gateway.cli.main import main as cli
 
 
 def token_env(gateway_env: dict[str, str], **extra: str) -> dict[str, str]:

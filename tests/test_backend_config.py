@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from gateway.backends import (
+from gateway.backends.registry import (
     DEFAULT_TIMEOUTS,
     BackendConfig,
     BackendRegistry,
@@ -15,8 +15,8 @@ from gateway.backends import (
     Timeouts,
     parse_backends,
 )
-from gateway.health import PredictiveRouting
-from gateway.settings import Settings
+from gateway.backends.health import PredictiveRouting
+from gateway.config.settings import Settings
 
 BASE = {"GATEWAY_STORAGE_CONNECTION": "UseDevelopmentStorage=true", "GATEWAY_KEY_PEPPER": "p" * 20}
 RULE = {

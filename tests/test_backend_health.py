@@ -7,9 +7,9 @@ import email.utils
 
 import pytest
 
-from gateway.backends import Backend, BackendConfig
+from gateway.backends.registry import Backend, BackendConfig
 from gateway.errors import BackendUnavailable
-from gateway.health import (
+from gateway.backends.health import (
     DEFAULT_THROTTLE_WAIT,
     BackendHealth,
     BreakerRule,

@@ -11,8 +11,9 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from gateway import bulk, progress
-from gateway.cli import main as cli
+from gateway.cli import bulk
+from gateway.cli import progress
+from gateway.cli.main import main as cli
 from tests.conftest import API_VERSION, GatewayProcess
 
 

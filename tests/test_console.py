@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from gateway import devstack
-from gateway.cli import main as cli
-from gateway.console import server_timing
+from gateway.dev import devstack
+from gateway.cli.main import main as cli
+from gateway.cli.console import server_timing
 from tests.conftest import GatewayProcess, Keys
 from tests.stack_helpers import apply, token_env
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from gateway.credentials import COGNITIVE_SERVICES_SCOPE, TokenProvider
+from gateway.backends.credentials import COGNITIVE_SERVICES_SCOPE, TokenProvider
 
 
 @dataclass

@@ -12,10 +12,10 @@ import pytest
 from azure.data.tables import EntityProperty
 from starlette.requests import Request
 
-from gateway.dashboard import render
-from gateway.dashboard_data import WINDOWS, aggregate, summarize
-from gateway.metrics import METRIC_FIELDS, MetricsRecorder
-from gateway.usage_report import summarize as usage_summary
+from gateway.ops.dashboard import render
+from gateway.ops.dashboard_data import WINDOWS, aggregate, summarize
+from gateway.stores.metrics import METRIC_FIELDS, MetricsRecorder
+from gateway.cli.usage_report import summarize as usage_summary
 from policies.usage import Usage
 from tests import browser
 from tests.conftest import API_VERSION, GatewayProcess, Keys
@@ -218,7 +218,7 @@ def test_login_form_sets_a_session_cookie_and_the_page_needs_the_key(dashboard_g
 
 async def test_the_functions_handler_serves_the_page_to_an_admin(functions_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     import function_app
-    from gateway import hosting
+    from gateway.hosts import local as hosting
 
     monkeypatch.setenv("GATEWAY_ADMIN_KEY", ADMIN_KEY)
 

@@ -16,8 +16,8 @@ from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 from click.testing import CliRunner
 from openai import AzureOpenAI
 
-from gateway import devstack
-from gateway.cli import main as cli
+from gateway.dev import devstack
+from gateway.cli.main import main as cli
 from tests.conftest import API_VERSION, GatewayProcess, Keys, Simulator
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 from click.testing import CliRunner
 
-from gateway.cli import main as cli
+from gateway.cli.main import main as cli
 from tests.conftest import API_VERSION, GatewayProcess, Keys, Simulator
 from tests.stack_helpers import metric_rows
 

@@ -22,8 +22,8 @@ from azure.data.tables import EntityProperty, TableClient
 from click.testing import CliRunner
 from openai import AzureOpenAI
 
-from gateway import devstack
-from gateway.cli import main as cli
+from gateway.dev import devstack
+from gateway.cli.main import main as cli
 from tests.conftest import API_VERSION, GatewayProcess, Keys, Simulator
 
 STALENESS_SECONDS = 1.0
@@ -245,7 +245,7 @@ def test_ttl_expiry_and_the_cleanup_trigger(
     from azure.functions.timer import TimerRequest
 
     import function_app
-    from gateway import hosting
+    from gateway.hosts import local as hosting
 
     for name, value in cache_env.items():
         monkeypatch.setenv(name, value)

@@ -12,8 +12,8 @@ from azure.data.tables import TableClient
 from click.testing import CliRunner
 from openai import AuthenticationError, AzureOpenAI, OpenAI
 
-from gateway.cli import main as cli
-from gateway.subscriptions import KeyHasher
+from gateway.cli.main import main as cli
+from gateway.stores.subscriptions import KeyHasher
 from tests.conftest import API_VERSION, GatewayProcess, Keys
 
 MISSING = "Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API."

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 import function_app
-from gateway import hosting
+from gateway.hosts import local as hosting
 from tests.conftest import API_VERSION, Keys
 from tests.function_metadata import function_bindings
 

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway import devstack
-from gateway.backends import BackendRegistry, parse_backends
-from gateway.health_sync import (
+from gateway.dev import devstack
+from gateway.backends.registry import BackendRegistry, parse_backends
+from gateway.backends.health_sync import (
     STALE_SECONDS,
     TABLE,
     HealthRow,
@@ -21,7 +21,7 @@ from gateway.health_sync import (
     read_rows,
     status_report,
 )
-from gateway.storage import TableStore
+from gateway.stores.tables import TableStore
 
 SYNC = 0.1
 CONFIGS = parse_backends(

@@ -114,7 +114,7 @@ def test_local_only_settings_are_not_read_by_what_the_function_app_loads() -> No
     )  # fmt: skip
     files = [Path(f).resolve() for f in json.loads(loaded.stdout) if f]
     deployed = [f for f in files if f.is_relative_to(ROOT) and ".venv" not in f.parts]
-    assert ROOT / "gateway" / "settings.py" in deployed
+    assert ROOT / "gateway" / "config" / "settings.py" in deployed
     read = settings_read(deployed, module_constants(code_files()))
     _, listed = bicep_settings()
     assert not listed["local"] & set(read), sorted(listed["local"] & set(read))

@@ -7,8 +7,8 @@ import pytest
 from aiohttp import web
 from azure.data.tables import EntityProperty
 
-from gateway import devstack
-from gateway.metrics import AppInsightsExporter, MetricsRecorder
+from gateway.dev import devstack
+from gateway.stores.metrics import AppInsightsExporter, MetricsRecorder
 from policies.usage import Usage
 
 

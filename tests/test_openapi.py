@@ -10,7 +10,8 @@ import pytest
 from openapi_spec_validator import validate
 from starlette.requests import Request
 
-from gateway import openapi, routes
+from gateway.ops import openapi
+from gateway.handling import operations as routes
 from tests.conftest import GatewayProcess, Keys
 
 VERSIONS = ["2024-02-01", "2024-10-21"]
@@ -80,7 +81,7 @@ def test_a_client_following_the_document_reaches_the_deployment(gateway: Gateway
 
 async def test_the_functions_handler_serves_it_too(functions_env: None) -> None:
     import function_app
-    from gateway import hosting
+    from gateway.hosts import local as hosting
 
     headers = [(b"host", b"my-gateway.azurewebsites.net"), (b"x-forwarded-proto", b"https")]
     request = Request({"type": "http", "method": "GET", "scheme": "http", "path": "/openapi/2024-02-01.json", "query_string": b"", "headers": headers})

@@ -9,10 +9,10 @@ from collections import Counter
 import orjson
 import pytest
 
-from gateway.backends import BackendRegistry, parse_backends
+from gateway.backends.registry import BackendRegistry, parse_backends
 from gateway.errors import DeploymentNotFound, PoolUnavailable
-from gateway.health import PredictiveRouting
-from gateway.pools import Pool
+from gateway.backends.health import PredictiveRouting
+from gateway.backends.pools import Pool
 
 
 class FakeClock:

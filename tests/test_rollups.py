@@ -8,9 +8,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from azure.data.tables.aio import TableClient
 
-from gateway.dashboard_data import WINDOWS, summarize
-from gateway.metrics import METRIC_FIELDS, ROLLUP_LATE_SECONDS, MetricsRecorder
-from gateway.rollups import RollupCompactor
+from gateway.ops.dashboard_data import WINDOWS, summarize
+from gateway.stores.metrics import METRIC_FIELDS, ROLLUP_LATE_SECONDS, MetricsRecorder
+from gateway.stores.rollups import RollupCompactor
 from policies.usage import Usage
 
 NOW = datetime.now(timezone.utc)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import routes
+from gateway.handling import operations as routes
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 

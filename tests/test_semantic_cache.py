@@ -16,12 +16,12 @@ import orjson
 import pytest
 from openai.types.chat import ChatCompletionChunk
 
-from gateway import semantic_cache as service
-from gateway.backends import BackendRegistry, parse_backends
-from gateway.settings import SemanticCacheSettings, Settings
-from gateway.timing import ServerTiming
-from gateway.usage import StreamTap
-from gateway.vector_index import EXACT_LIMIT, RERANK, VectorIndex
+from gateway.stores import semantic_cache as service
+from gateway.backends.registry import BackendRegistry, parse_backends
+from gateway.config.settings import SemanticCacheSettings, Settings
+from gateway.handling.timing import ServerTiming
+from gateway.handling.usage import StreamTap
+from gateway.stores.vector_index import EXACT_LIMIT, RERANK, VectorIndex
 from policies.errors import PolicyLoadError
 from policies.semantic_cache import (
     CachedAnswer,
@@ -325,7 +325,7 @@ def test_entity_round_trip_compressed_and_too_large_entries_refused() -> None:
 
 def test_outages_are_logged_once_and_their_end_once(caplog: pytest.LogCaptureFixture) -> None:
     outages = service._Outages()
-    with caplog.at_level(logging.INFO, logger="gateway.semantic_cache"):
+    with caplog.at_level(logging.INFO, logger="gateway.stores.semantic_cache"):
         for _ in range(5):
             outages.failed("the table", "reading the table failed (refused)")
         assert outages.skipping("the table")
@@ -602,7 +602,7 @@ async def test_a_loaded_index_keeps_serving_while_the_table_fails(caplog: pytest
     assert [e["PartitionKey"] for e in table.written] == [miss.ticket.partition.key]  # type: ignore[attr-defined]
     table.mode = "fail"
     await asyncio.sleep(0.06)  # stale: the next lookup refreshes, which fails
-    with caplog.at_level(logging.WARNING, logger="gateway.semantic_cache"):
+    with caplog.at_level(logging.WARNING, logger="gateway.stores.semantic_cache"):
         for _ in range(3):
             hit = await cache.lookup(lookup_context(), query)
             assert hit.outcome == "HIT" and hit.answer == CACHED and hit.distance == 0.0

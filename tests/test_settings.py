@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from gateway.backends import (
+from gateway.backends.registry import (
     ApiKeyAuth,
     BackendRegistry,
     ManagedIdentityAuth,
     parse_backends,
 )
-from gateway.settings import Settings
+from gateway.config.settings import Settings
 
 BASE = {"GATEWAY_STORAGE_CONNECTION": "UseDevelopmentStorage=true", "GATEWAY_KEY_PEPPER": "p" * 20}
 

@@ -24,8 +24,8 @@ import pytest
 import uvicorn
 from starlette.testclient import TestClient
 
-from gateway import simulator
-from gateway.simulator import SimulatorSettings, build_app
+from gateway.dev import simulator
+from gateway.dev.simulator import SimulatorSettings, build_app
 
 API = "api-version=2024-10-21"
 CHAT = f"/openai/deployments/gpt-4o/chat/completions?{API}"
@@ -268,7 +268,7 @@ def test_embeddings_only_stop_words_give_fixed_unit_vector() -> None:
 def test_embeddings_stable_across_processes_with_other_hash_seed() -> None:
     script = (
         "from starlette.testclient import TestClient\n"
-        "from gateway.simulator import SimulatorSettings, build_app\n"
+        "from gateway.dev.simulator import SimulatorSettings, build_app\n"
         f"r = TestClient(build_app(SimulatorSettings())).post({EMBEDDINGS!r}, json={{'input': 'sourdough bread'}})\n"
         "print(r.json()['data'][0]['embedding'][:1536])\n"
     )

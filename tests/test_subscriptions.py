@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from gateway.errors import InvalidSubscriptionKey, MissingSubscriptionKey
-from gateway.subscriptions import (
+from gateway.stores.subscriptions import (
     KeyHasher,
     Subscription,
     SubscriptionAuthenticator,

@@ -7,9 +7,9 @@ import asyncio
 import orjson
 import pytest
 
-from gateway.shared_counters import SharedCounters
-from gateway.tokens import IMAGE_TOKENS, TokenCounter, completion_limit
-from gateway.usage import (
+from gateway.stores.counters import SharedCounters
+from gateway.handling.tokens import IMAGE_TOKENS, TokenCounter, completion_limit
+from gateway.handling.usage import (
     StreamTap,
     request_usage_upstream,
     stream_usage_supported,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import orjson
 
-from gateway.usage import stream_usage_supported
+from gateway.handling.usage import stream_usage_supported
 
 if TYPE_CHECKING:
     import httpx

@@ -21,14 +21,14 @@ from urllib.parse import parse_qs, urlencode
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from gateway import ops
+from gateway.ops import admin
 from gateway.errors import ResourceNotFound, error_response
-from gateway.dashboard_data import DEFAULT_WINDOW, WINDOWS, Breakdown, Summary, refusals, summarize
-from gateway.health_sync import backend_status
-from gateway.metrics import ROLLUP_TABLE
+from gateway.ops.dashboard_data import DEFAULT_WINDOW, WINDOWS, Breakdown, Summary, refusals, summarize
+from gateway.backends.health_sync import backend_status
+from gateway.stores.metrics import ROLLUP_TABLE
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.handling.gateway import Gateway
 
 PATH = "/ops/dashboard"
 #: Series drawn in a chart; the rest are summed as "other".
@@ -50,7 +50,7 @@ async def dashboard_response(gateway: Gateway, request: Request) -> Response:
     """The page for an admin; the login form for a browser without the key; 404 when no admin key is set."""
     if request.method == "POST":
         return await _login(gateway, request)
-    refused = ops.refuse(gateway, request)
+    refused = admin.refuse(gateway, request)
     if refused is not None:
         return refused if refused.status_code == 404 else _login_page(request.query_params.get("window", DEFAULT_WINDOW), 401, "")
     window = WINDOWS.get(request.query_params.get("window", DEFAULT_WINDOW))
@@ -75,11 +75,11 @@ async def _login(gateway: Gateway, request: Request) -> Response:
         return ResourceNotFound().to_response()
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     window = form.get("window", [DEFAULT_WINDOW])[0]
-    if not ops.is_admin_key(gateway, form.get("key", [""])[0]):
+    if not admin.is_admin_key(gateway, form.get("key", [""])[0]):
         return _login_page(window, 401, "That is not the admin key. It is the GATEWAY_ADMIN_KEY setting of this gateway.")
     response = RedirectResponse(f"{PATH}?{urlencode({'window': window if window in WINDOWS else DEFAULT_WINDOW})}", status_code=303)
     response.set_cookie(
-        ops.ADMIN_COOKIE, ops.admin_session(gateway), max_age=SESSION_SECONDS, path="/ops",
+        admin.ADMIN_COOKIE, admin.admin_session(gateway), max_age=SESSION_SECONDS, path="/ops",
         secure=request.url.scheme == "https", httponly=True, samesite="strict",
     )  # fmt: skip
     return response
@@ -91,8 +91,8 @@ async def _subscription_names(gateway: Gateway) -> dict[str, str]:
 
 def _key_query(request: Request) -> dict[str, str]:
     """Keep `?key=` on the page's own links when that is how the admin opened it."""
-    key = request.query_params.get(ops.ADMIN_KEY_QUERY)
-    return {ops.ADMIN_KEY_QUERY: key} if key else {}
+    key = request.query_params.get(admin.ADMIN_KEY_QUERY)
+    return {admin.ADMIN_KEY_QUERY: key} if key else {}
 
 
 def _e(value: object) -> str:

@@ -31,7 +31,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.data.tables import EdmType, EntityProperty, TableEntity, UpdateMode
 from azure.data.tables.aio import TableClient
 
-from gateway.metrics import METRIC_FIELDS, ROLLUP_DAY_PARTITION, ROLLUP_HOUR_PARTITION, ROLLUP_LATE_SECONDS, field_value
+from gateway.stores.metrics import METRIC_FIELDS, ROLLUP_DAY_PARTITION, ROLLUP_HOUR_PARTITION, ROLLUP_LATE_SECONDS, field_value
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from gateway.subscriptions import SubscriptionRepository, validate_scope
+from gateway.stores.subscriptions import SubscriptionRepository, validate_scope
 
 _ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _KEYS = frozenset({"name", "scope", "id"})

@@ -11,7 +11,7 @@ import orjson
 from azure.data.tables import EntityProperty
 from azure.data.tables.aio import TableClient
 
-from gateway.metrics import METRIC_FIELDS
+from gateway.stores.metrics import METRIC_FIELDS
 
 _SPAN = re.compile(r"^(\d+)([mhd])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}

@@ -17,11 +17,11 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import BackendError, BackendTimeout
-from gateway.health import CONNECTION_FAILURE, TIMEOUT
-from gateway.usage import StreamTap
+from gateway.backends.health import CONNECTION_FAILURE, TIMEOUT
+from gateway.handling.usage import StreamTap
 
 if TYPE_CHECKING:
-    from gateway.backends import Timeouts
+    from gateway.backends.registry import Timeouts
 
 #: Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus those the gateway recomputes.
 _HOP_BY_HOP = frozenset(

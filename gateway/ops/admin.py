@@ -16,10 +16,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.errors import ResourceNotFound, error_response
-from gateway.health_sync import backend_status
+from gateway.backends.health_sync import backend_status
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.handling.gateway import Gateway
 
 ADMIN_KEY_HEADER = "x-admin-key"
 #: A browser cannot send a header; the query parameter lands in history and logs, so the login form is better.

@@ -16,11 +16,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway import __version__, dashboard, openapi, ops
-from gateway.app import Gateway
+from gateway import __version__
+from gateway.ops import dashboard
+from gateway.ops import openapi
+from gateway.ops import admin
+from gateway.handling.gateway import Gateway
 from gateway.errors import ResourceNotFound
-from gateway.policy_updates import LocalQueueWorker
-from gateway.settings import Settings
+from gateway.stores.policy_updates import LocalQueueWorker
+from gateway.config.settings import Settings
 
 _current: Gateway | None = None
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -47,7 +50,7 @@ def create_local_app(gateway: Gateway) -> Starlette:
         return await health_response()
 
     async def ops_backends(request: Request) -> Response:
-        return await ops.backends_response(gateway, request)
+        return await admin.backends_response(gateway, request)
 
     async def ops_dashboard(request: Request) -> Response:
         return await dashboard.dashboard_response(gateway, request)

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.backends import Config, Timeouts, parse_backends
-from gateway.health import PredictiveRouting
-from gateway.sensitive import Secret
+from gateway.backends.registry import Config, Timeouts, parse_backends
+from gateway.backends.health import PredictiveRouting
+from gateway.config.sensitive import Secret
 
 
 DEFAULT_APIS = ("openai", "openai-v1")

@@ -20,7 +20,7 @@ from typing import Any
 
 from azure.data.tables.aio import TableClient
 
-from gateway.metrics import METRIC_FIELDS, ROLLUP_DAY_PARTITION, ROLLUP_HOUR_PARTITION, ROLLUP_MINUTE_PARTITION, field_value
+from gateway.stores.metrics import METRIC_FIELDS, ROLLUP_DAY_PARTITION, ROLLUP_HOUR_PARTITION, ROLLUP_MINUTE_PARTITION, field_value
 
 _SELECT = ["PartitionKey", "subscription", "deployment", *METRIC_FIELDS]
 

@@ -47,7 +47,7 @@ from azure.data.tables.aio import TableClient
 from policies.usage import Usage
 
 if TYPE_CHECKING:
-    from gateway.rollups import RollupCompactor
+    from gateway.stores.rollups import RollupCompactor
 
 logger = logging.getLogger(__name__)
 

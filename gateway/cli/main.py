@@ -13,10 +13,12 @@ from typing import Any, TypeVar
 
 import click
 
-from gateway import console, devstack, progress
-from gateway.routes import V1_API, VERSIONED_API
-from gateway.settings import Settings
-from gateway.subscriptions import SubscriptionRepository, validate_scope
+from gateway.cli import console
+from gateway.dev import devstack
+from gateway.cli import progress
+from gateway.handling.operations import V1_API, VERSIONED_API
+from gateway.config.settings import Settings
+from gateway.stores.subscriptions import SubscriptionRepository, validate_scope
 from policies.document import Scope
 from policies.statement import Loader
 
@@ -34,7 +36,7 @@ def main() -> None:
 @click.option("--port", default=8080, show_default=True, type=int)
 def serve(host: str, port: int) -> None:
     """Serve the gateway with uvicorn, configured from the environment (as under `func start`)."""
-    from gateway.hosting import serve as serve_gateway
+    from gateway.hosts.local import serve as serve_gateway
 
     _settings_or_exit()
     serve_gateway(host, port)
@@ -46,8 +48,8 @@ def serve(host: str, port: int) -> None:
 @click.option("--token-ms", default=0.0, show_default=True, type=float, help="Delay between streamed tokens.")
 def simulator(port: int, api_key: str | None, token_ms: float) -> None:
     """Run the simulated Azure OpenAI backend (not a model: deterministic canned answers)."""
-    from gateway.simulator import SimulatorSettings
-    from gateway.simulator import serve as serve_simulator
+    from gateway.dev.simulator import SimulatorSettings
+    from gateway.dev.simulator import serve as serve_simulator
 
     serve_simulator(SimulatorSettings(api_key=api_key, token_ms=token_ms), port=port)
 
@@ -104,7 +106,7 @@ def run(port: int, simulator_port: int, token_ms: float) -> None:
             f"api_key='{key}', api_version='2024-10-21'); "
             "print(c.chat.completions.create(model='gpt-4o', messages=[{'role': 'user', 'content': 'Hello'}]).choices[0].message.content)\"\n"
         )
-        from gateway.hosting import serve as serve_gateway
+        from gateway.hosts.local import serve as serve_gateway
 
         serve_gateway("127.0.0.1", port)
     finally:
@@ -138,7 +140,7 @@ def create_subscription(name: str, scope: str, subscription_id: str | None) -> N
 @click.option("--format", "output_format", type=click.Choice(["json", "csv"]), default="json", show_default=True, help="How to print the keys.")
 def create_bulk(file: Any, output_format: str) -> None:
     """Create a subscription per row of a CSV (header: name[,scope][,id]) or JSON file; print every key, once."""
-    from gateway import bulk
+    from gateway.cli import bulk
 
     settings = _settings_or_exit()
     try:
@@ -255,7 +257,7 @@ def _parse_scope(scope_text: str) -> Scope:
 @_scope_option("global")
 def check_policy(file: Any, scope_text: str) -> None:
     """Validate a document exactly as `apply` would, without storing it."""
-    from gateway.policy_store import load_scoped
+    from gateway.stores.policies import load_scoped
 
     scope = _parse_scope(scope_text)
     try:
@@ -271,7 +273,7 @@ def check_policy(file: Any, scope_text: str) -> None:
 @_scope_option()
 def apply_policy(file: Any, scope_text: str) -> None:
     """Validate and store a document; running gateways pick it up within their poll interval."""
-    from gateway.policy_store import apply_document
+    from gateway.stores.policies import apply_document
 
     scope = _parse_scope(scope_text)
     settings = _settings_or_exit()
@@ -342,8 +344,8 @@ def list_policies() -> None:
 @click.option("--product", default=None, help="Product of the calling subscription, if any.")
 def effective_policy(operation_id: str, product: str | None) -> None:
     """Print the effective document for an operation: every scope merged at its <base />."""
-    from gateway.policy_store import compile_policy_set
-    from gateway.routes import ALL_OPERATIONS
+    from gateway.stores.policies import compile_policy_set
+    from gateway.handling.operations import ALL_OPERATIONS
 
     operation = next((op for op in ALL_OPERATIONS if op.id == operation_id), None)
     if operation is None:
@@ -386,7 +388,7 @@ def enqueue_policy(file: Any, scope_text: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def usage(since: str, group_by: str, as_json: bool) -> None:
     """Token usage from the metrics table (what emit-token-metric recorded), grouped and summed."""
-    from gateway.usage_report import parse_since, summarize
+    from gateway.cli.usage_report import parse_since, summarize
 
     try:
         start = parse_since(since)
@@ -424,7 +426,7 @@ def backends() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the same as GET /ops/backends) instead of a table.")
 def backends_status(as_json: bool) -> None:
     """Each backend's breaker state, wait-until, recent failures and p50 latency; each pool's members."""
-    from gateway.health_sync import backend_status
+    from gateway.backends.health_sync import backend_status
 
     settings = _settings_or_exit()
     report = _run_with_gateway(settings, lambda gateway: backend_status(gateway.store, settings.backends))
@@ -482,7 +484,7 @@ def try_deployment(
 
 def _loader() -> Loader:
     """The loader `apply` uses: named values and backend ids from settings, when settings are complete."""
-    from gateway.backends import BackendRegistry
+    from gateway.backends.registry import BackendRegistry
 
     try:
         settings = Settings.from_env()
@@ -507,7 +509,7 @@ def _run_with_repository(settings: Settings, action: Callable[[SubscriptionRepos
 
 
 def _run_with_gateway(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
-    from gateway.app import Gateway
+    from gateway.handling.gateway import Gateway
 
     from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 

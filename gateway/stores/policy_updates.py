@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from gateway.policy_store import apply_document
+from gateway.stores.policies import apply_document
 from policies.document import Scope
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.handling.gateway import Gateway
 
 logger = logging.getLogger(__name__)
 

@@ -6,15 +6,15 @@ import time
 
 import aiohttp
 
-from gateway.backends import Backend, BackendRegistry
-from gateway.credentials import TokenProvider, managed_identity_credential
+from gateway.backends.registry import Backend, BackendRegistry
+from gateway.backends.credentials import TokenProvider, managed_identity_credential
 from gateway.errors import BackendError, BackendTimeout, DeploymentNotFound, GatewayError
-from gateway.health import CONNECTION_FAILURE, TIMEOUT
-from gateway.routes import Operation
-from gateway.timing import ServerTiming
-from gateway.tokens import TokenCounter, completion_limit
-from gateway.usage import UsageReporter, request_usage_upstream, stream_usage_supported
-from gateway.proxy import CLIENT_CREDENTIAL_HEADERS, UpstreamClient, forwardable, is_streaming, read_body, upstream_headers
+from gateway.backends.health import CONNECTION_FAILURE, TIMEOUT
+from gateway.handling.operations import Operation
+from gateway.handling.timing import ServerTiming
+from gateway.handling.tokens import TokenCounter, completion_limit
+from gateway.handling.usage import UsageReporter, request_usage_upstream, stream_usage_supported
+from gateway.backends.proxy import CLIENT_CREDENTIAL_HEADERS, UpstreamClient, forwardable, is_streaming, read_body, upstream_headers
 from policies.context import Body, Context, Headers, Response
 from policies.counters import Counters
 from policies.errors import PolicyError, PolicyResponse

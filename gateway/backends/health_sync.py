@@ -37,9 +37,9 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
-from gateway.backends import Backend, BackendConfig, Config, PoolConfig
-from gateway.health import BackendHealth, HealthSnapshot
-from gateway.storage import TableStore
+from gateway.backends.registry import Backend, BackendConfig, Config, PoolConfig
+from gateway.backends.health import BackendHealth, HealthSnapshot
+from gateway.stores.tables import TableStore
 
 logger = logging.getLogger(__name__)
 

@@ -28,13 +28,13 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway import routes
+from gateway.handling import operations as routes
 from gateway.errors import error_response
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.handling.gateway import Gateway
 
-SPEC_DIR = Path(__file__).resolve().parent.parent / "specs"
+SPEC_DIR = Path(__file__).resolve().parents[2] / "specs"
 _SPEC_FILE = re.compile(r"^azure-openai-inference-(\d{4}-\d{2}-\d{2}(?:-preview)?)\.json$")
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 SECURITY_SCHEMES: dict[str, dict[str, str]] = {

@@ -22,10 +22,10 @@ from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 
 from gateway.errors import DeploymentNotFound, PoolUnavailable
-from gateway.health import BackendHealth
+from gateway.backends.health import BackendHealth
 
 if TYPE_CHECKING:
-    from gateway.backends import Backend
+    from gateway.backends.registry import Backend
 
 MAX_MEMBERS = 30
 

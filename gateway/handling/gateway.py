@@ -15,23 +15,23 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway import routes
-from gateway.backends import BackendRegistry
+from gateway.handling import operations as routes
+from gateway.backends.registry import BackendRegistry
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, ResourceNotFound
-from gateway.health_sync import HealthSync
-from gateway.policy_store import PolicyManager, PolicyRepository
-from gateway.metrics import ROLLUP_TABLE, AppInsightsExporter, MetricsRecorder
-from gateway.rollups import RollupCompactor
-from gateway.proxy import CLIENT_CREDENTIAL_HEADERS, RelayResponse, UpstreamClient, raw_headers
-from gateway.semantic_cache import SemanticCacheService
-from gateway.services import GatewayServices, RequestState
-from gateway.shared_counters import SharedCounters
-from gateway.tokens import TokenCounter
-from gateway.usage import StreamTap, UsageReporter, usage_from_body
-from gateway.settings import Settings
-from gateway.storage import TableStore
-from gateway.subscriptions import KeyHasher, Subscription, SubscriptionAuthenticator, SubscriptionRepository
-from gateway.timing import ServerTiming
+from gateway.backends.health_sync import HealthSync
+from gateway.stores.policies import PolicyManager, PolicyRepository
+from gateway.stores.metrics import ROLLUP_TABLE, AppInsightsExporter, MetricsRecorder
+from gateway.stores.rollups import RollupCompactor
+from gateway.backends.proxy import CLIENT_CREDENTIAL_HEADERS, RelayResponse, UpstreamClient, raw_headers
+from gateway.stores.semantic_cache import SemanticCacheService
+from gateway.handling.services import GatewayServices, RequestState
+from gateway.stores.counters import SharedCounters
+from gateway.handling.tokens import TokenCounter
+from gateway.handling.usage import StreamTap, UsageReporter, usage_from_body
+from gateway.config.settings import Settings
+from gateway.stores.tables import TableStore
+from gateway.stores.subscriptions import KeyHasher, Subscription, SubscriptionAuthenticator, SubscriptionRepository
+from gateway.handling.timing import ServerTiming
 from policies import context as ctx
 from policies.counters import LocalCounters
 from policies.errors import PolicyResponse

@@ -48,11 +48,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.credentials import TokenProvider, managed_identity_credential
+from gateway.backends.credentials import TokenProvider, managed_identity_credential
 from gateway.errors import BackendUnavailable
-from gateway.health import ERROR_REASONS, SERVER_ERRORS, BackendHealth, BreakerRule, PredictiveRouting
-from gateway.pools import MAX_MEMBERS, Pool, PoolMember
-from gateway.sensitive import Secret
+from gateway.backends.health import ERROR_REASONS, SERVER_ERRORS, BackendHealth, BreakerRule, PredictiveRouting
+from gateway.backends.pools import MAX_MEMBERS, Pool, PoolMember
+from gateway.config.sensitive import Secret
 
 ANY_DEPLOYMENT = "*"
 _SETTING = "Setting 'GATEWAY_BACKENDS'"

@@ -55,13 +55,13 @@ import orjson
 from azure.data.tables import TableTransactionError
 from azure.data.tables.aio import TableClient
 
-from gateway.backends import Backend, BackendRegistry
+from gateway.backends.registry import Backend, BackendRegistry
 from gateway.errors import BackendError, GatewayError
-from gateway.proxy import UpstreamClient, read_body
-from gateway.settings import SemanticCacheSettings
-from gateway.storage import TableStore
-from gateway.timing import ServerTiming
-from gateway.vector_index import VectorIndex
+from gateway.backends.proxy import UpstreamClient, read_body
+from gateway.config.settings import SemanticCacheSettings
+from gateway.stores.tables import TableStore
+from gateway.handling.timing import ServerTiming
+from gateway.stores.vector_index import VectorIndex
 from policies.context import Context
 from policies.semantic_cache import CachedAnswer, CacheLookup, CacheQuery
 from policies.usage import Usage
