@@ -27,7 +27,8 @@ import httpx
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from bench.harness import local_stack
-from gateway.stores.metrics import ROLLUP_TABLE, MetricsRecorder
+from gateway.stores.metric_rows import ROLLUP_TABLE
+from gateway.stores.metrics import MetricsRecorder
 from gateway.stores.rollups import RollupCompactor
 from gateway.cli.usage_report import summarize as usage_summary
 from policies.usage import Usage

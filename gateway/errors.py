@@ -9,8 +9,18 @@ The tree::
     ├── PayloadTooLarge           413  request body above the configured limit
     ├── SubscriptionKeyError      401  missing, invalid, inactive or out-of-scope subscription key
     ├── BackendError              502/504  the backend could not be reached or did not answer in time
-    └── BackendUnavailable        503  circuit breaker open (CircuitBreakerOpen), or every pool member
-                                       tripped or throttled (PoolIsInactive); with Retry-After
+    │   └── BackendCredentialError  502  no token for the backend (managed identity endpoint failed)
+    ├── BackendUnavailable        503  circuit breaker open (CircuitBreakerOpen), or every pool member
+    │                                  tripped or throttled (PoolIsInactive); with Retry-After
+    ├── StorageError              Table Storage failed
+    │   ├── StorageUnavailable    503  it cannot be reached, timed out or failed; with Retry-After
+    │   └── EntityRejected        500  it refused one row as invalid (too large, bad key): permanent
+    └── PoliciesUnavailable       503  this instance has not loaded its policies yet (storage down at start)
+
+    Conflict                      not an answer: an ETag-checked write lost a race (stores retry or give up)
+
+`GatewayError` derives from `policies.errors.ServiceError`, so a statement whose service raises one fails as a
+policy error: `<on-error>` runs with `context.LastError.Reason` = the code, and the status answers.
 
 Messages follow Azure OpenAI and APIM where they have one, and never name a backend URL or a secret.
 Errors the backend returns are not GatewayErrors: they pass through untouched.
@@ -21,21 +31,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-import orjson
 from starlette.responses import Response
 
+from policies.errors import ServiceError, error_body
 
-class GatewayError(Exception):
+
+class GatewayError(ServiceError):
     """A request the gateway refuses or cannot serve."""
-
-    status = 500
-    code = "InternalServerError"
-    message = "The gateway had an error while processing your request."
-
-    def __init__(self, message: str | None = None, *, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(message or self.message)
-        self.message = message or self.message
-        self.headers = dict(headers or {})
 
     def to_response(self) -> Response:
         return error_response(self.status, self.code, self.message, self.headers)
@@ -117,6 +119,13 @@ class BackendTimeout(BackendError):
     message = "The backend service did not respond in time."
 
 
+class BackendCredentialError(BackendError):
+    """No access token for the backend: a backend failure (health, retry and failover treat it as one)."""
+
+    code = "BackendCredentialFailure"
+    message = "The gateway could not get a credential for the backend service."
+
+
 class BackendUnavailable(GatewayError):
     """The breaker of the backend named directly is open; `retry_after` is when it resets (APIM answers 503)."""
 
@@ -136,6 +145,47 @@ class PoolUnavailable(BackendUnavailable):
     what = "The backend pool is"
 
 
+class StorageError(GatewayError):
+    """Table Storage failed; the detail (which table, which status) is for logs, clients get the class's text."""
+
+    def to_response(self) -> Response:
+        return error_response(self.status, self.code, type(self).message, self.headers)
+
+
+class StorageUnavailable(StorageError):
+    """Table Storage cannot be reached, timed out or failed; the client may retry after `retry_after` seconds."""
+
+    status = 503
+    code = "StorageUnavailable"
+    message = "The gateway's state store is temporarily unavailable. Try again in a few seconds."
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 2) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+class EntityRejected(StorageError):
+    """Storage refused one row as invalid; retrying the same row can never succeed. `index`: its place in a batch."""
+
+    def __init__(self, message: str | None = None, *, index: int = 0) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+class PoliciesUnavailable(GatewayError):
+    """The instance could not load its policies yet (storage unreachable at start); it keeps trying."""
+
+    status = 503
+    code = "PoliciesUnavailable"
+    message = "The gateway is starting and cannot load its policies yet. Try again in a few seconds."
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": "5"})
+
+
+class Conflict(Exception):
+    """An ETag-checked write lost a race, or an insert found the row already there."""
+
+
 def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response:
-    body = orjson.dumps({"error": {"code": code, "message": message}})
-    return Response(body, status_code=status, headers=dict(headers or {}), media_type="application/json")
+    """The one OpenAI-shaped error response (`policies.errors.error_body`) with a status and headers."""
+    return Response(error_body(code, message), status_code=status, headers=dict(headers or {}), media_type="application/json")

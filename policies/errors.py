@@ -3,6 +3,9 @@
     PolicyLoadError      a document cannot be loaded; names the element and the line. Nothing of it applies.
     PolicyError          a statement refused or failed the request at run time; `on-error` runs with
                          `context.LastError` set, then `response` answers unless on-error answered itself.
+    ServiceError         what a statement calls failed (storage, the identity endpoint, the tokenizer); the
+                         gateway's own error tree derives from it. The pipeline turns it into a PolicyError
+                         naming the statement, so `on-error` runs for it too.
     ReturnResponse       not an error: `return-response` ends the pipeline with its response.
 """
 
@@ -39,14 +42,34 @@ class PolicyResponse:
     @classmethod
     def error(cls, status: int, message: str, headers: Mapping[str, str] | None = None, code: str | None = None) -> PolicyResponse:
         """An error in the OpenAI shape: `{"error": {"code": "<status>", "message": ...}}`."""
-        body = orjson.dumps({"error": {"code": code or str(status), "message": message}})
+        body = error_body(code or str(status), message)
         return cls(status, body, [("content-type", "application/json"), *(headers or {}).items()])
-
 
     def to_starlette(self) -> Response:
         response = Response(self.body, status_code=self.status)
         response.raw_headers.extend((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in self.headers)
         return response
+
+
+def error_body(code: str, message: str) -> bytes:
+    """The OpenAI error shape every gateway-made error uses: `{"error": {"code": ..., "message": ...}}`."""
+    return orjson.dumps({"error": {"code": code, "message": message}})
+
+
+class ServiceError(Exception):
+    """A failure of something a statement depends on, with the HTTP answer it deserves."""
+
+    status = 500
+    code = "InternalServerError"
+    message = "The gateway had an error while processing your request."
+
+    def __init__(self, message: str | None = None, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.headers = dict(headers or {})
+
+    def response(self) -> PolicyResponse:
+        return PolicyResponse.error(self.status, self.message, self.headers, code=self.code)
 
 
 class PolicyError(Exception):

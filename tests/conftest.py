@@ -14,12 +14,13 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from azure.data.tables.aio import TableClient, TableServiceClient
 
 from gateway.dev import devstack
 from gateway.hosts import local as hosting
 from gateway.config.settings import Settings
+from gateway.stores.memory import MemoryTables
 from gateway.stores.subscriptions import KeyHasher, Subscription, SubscriptionRepository
+from gateway.stores.tables import AzureTables, Table
 
 #: Deployments the test backend is configured to serve; anything else is "DeploymentNotFound".
 DEPLOYMENTS = ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "whisper", "tts", "dall-e-3"]
@@ -117,14 +118,14 @@ def gateway(start_gateway: Callable[[dict[str, str]], GatewayProcess], gateway_e
 
 def run_with_repository(env: dict[str, str], action: Callable[[SubscriptionRepository], object]) -> object:
     """Run `action(repository)` against the subscriptions table the gateway with `env` uses."""
-    from gateway.handling.gateway import Gateway
+    settings = Settings.from_env(env)
 
     async def go() -> object:
-        gw = Gateway(Settings.from_env(env))
+        store = AzureTables(settings.storage_connection.reveal(), settings.table_prefix)
         try:
-            return await action(await gw.subscriptions())  # type: ignore[misc]
+            return await action(SubscriptionRepository(store.table("subscriptions"), KeyHasher(settings.key_pepper.reveal())))  # type: ignore[misc]
         finally:
-            await gw.close()
+            await store.close()
 
     return asyncio.run(go())
 
@@ -145,21 +146,19 @@ def keys(create_subscription: Callable[..., Keys]) -> Keys:
 
 
 @pytest.fixture
-async def scratch_tables(azurite: devstack.AzuritePorts) -> AsyncIterator[Callable[[str], Awaitable[TableClient]]]:
-    """Create throwaway tables in Azurite (`await scratch_tables("metrics")`); all are deleted afterwards."""
-    service = TableServiceClient.from_connection_string(azurite.connection_string())
-    created: list[tuple[str, TableClient]] = []
+def memory_tables() -> MemoryTables:
+    """Tables in memory with Table Storage's semantics (gateway/stores/memory.py): unit tests need no Azurite."""
+    return MemoryTables()
 
-    async def create(purpose: str) -> TableClient:
-        name = purpose + secrets.token_hex(4)
-        created.append((name, await service.create_table(name)))
-        return created[-1][1]
 
-    yield create
-    for name, client in created:
-        await service.delete_table(name)
-        await client.close()
-    await service.close()
+@pytest.fixture
+async def scratch_tables(memory_tables: MemoryTables) -> Callable[[str], Awaitable[Table]]:
+    """Throwaway tables (`await scratch_tables("metrics")`), in memory."""
+
+    async def create(purpose: str) -> Table:
+        return memory_tables.table(purpose + secrets.token_hex(4))
+
+    return create
 
 
 @pytest.fixture(scope="session")

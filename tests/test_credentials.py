@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from gateway.backends.credentials import COGNITIVE_SERVICES_SCOPE, TokenProvider
+from gateway.errors import BackendCredentialError
 
 
 @dataclass
@@ -79,8 +80,9 @@ async def test_failed_refresh_keeps_serving_unexpired_token() -> None:
     clock[0] += 3400  # inside the refresh margin, not expired
     credential.fail = True
     assert await tokens.token() == "token-1"
-    clock[0] += 300  # now expired: the failure must surface
-    with pytest.raises(RuntimeError, match="identity endpoint down"):
+    clock[0] += 300  # now expired: the failure surfaces as the gateway's backend credential error
+    with pytest.raises(BackendCredentialError) as raised:
         await tokens.token()
+    assert isinstance(raised.value.__cause__, RuntimeError) and raised.value.status == 502
     credential.fail = False
     assert await tokens.token() == "token-4"  # calls 2 and 3 failed

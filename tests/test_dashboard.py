@@ -14,7 +14,8 @@ from starlette.requests import Request
 
 from gateway.ops.dashboard import render
 from gateway.ops.dashboard_data import WINDOWS, aggregate, summarize
-from gateway.stores.metrics import METRIC_FIELDS, MetricsRecorder
+from gateway.stores.metric_rows import METRIC_FIELDS
+from gateway.stores.metrics import MetricsRecorder
 from gateway.cli.usage_report import summarize as usage_summary
 from policies.usage import Usage
 from tests import browser

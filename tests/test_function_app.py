@@ -46,7 +46,7 @@ async def test_policy_queue_function_applies_a_document(functions_env: None, gat
     message = func.QueueMessage(id="1", body=json.dumps({"scope": "operation:Speech_Create", "xml": xml}).encode())
     try:
         await function_app.policy_update_message(message)
-        stored = await (await hosting.current_gateway().policy_repository()).document(Scope("operation", "Speech_Create"))
+        stored = await hosting.current_gateway().policy_repository.document(Scope("operation", "Speech_Create"))
         assert stored == xml
     finally:
         await hosting.current_gateway().close()
@@ -60,10 +60,10 @@ async def test_policy_blob_function_rejects_invalid_document(functions_env: None
     blob = func.blob.InputStream(data=b"<policies><inbound><nope /></inbound></policies>", name="policies/operations/Translations_Create.xml")
     try:
         await function_app.policy_blob_created(blob)
-        assert await (await hosting.current_gateway().policy_repository()).document(Scope("operation", "Translations_Create")) is None
+        assert await hosting.current_gateway().policy_repository.document(Scope("operation", "Translations_Create")) is None
         good = func.blob.InputStream(data=b"<policies />", name="policies/operations/Translations_Create.xml")
         await function_app.policy_blob_created(good)
-        assert await (await hosting.current_gateway().policy_repository()).document(Scope("operation", "Translations_Create")) == "<policies />"
+        assert await hosting.current_gateway().policy_repository.document(Scope("operation", "Translations_Create")) == "<policies />"
     finally:
         await hosting.current_gateway().close()
 

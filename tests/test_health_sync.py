@@ -21,7 +21,7 @@ from gateway.backends.health_sync import (
     read_rows,
     status_report,
 )
-from gateway.stores.tables import TableStore
+from gateway.stores.memory import MemoryTables
 
 SYNC = 0.1
 CONFIGS = parse_backends(
@@ -38,8 +38,8 @@ CONFIGS = parse_backends(
 
 
 class Instance:
-    def __init__(self, connection: str, prefix: str) -> None:
-        self.store = TableStore(connection, prefix)
+    def __init__(self, store: MemoryTables) -> None:
+        self.store = store
         self.registry = BackendRegistry(CONFIGS)
         self.sync = HealthSync(self.store, self.registry.backends, SYNC, "gw")
 
@@ -52,9 +52,8 @@ class Instance:
 
 
 @pytest.fixture
-async def instances(azurite: devstack.AzuritePorts) -> AsyncIterator[tuple[Instance, Instance]]:
-    prefix = "h" + secrets.token_hex(4)
-    pair = (Instance(azurite.connection_string(), prefix), Instance(azurite.connection_string(), prefix))
+async def instances(memory_tables: MemoryTables) -> AsyncIterator[tuple[Instance, Instance]]:
+    pair = (Instance(memory_tables), Instance(memory_tables))
     for instance in pair:
         await instance.sync.start()
     yield pair
@@ -91,9 +90,9 @@ async def test_latest_trip_over_all_instances_wins(instances: tuple[Instance, In
 
 async def test_stats_are_written_with_traffic_and_stale_rows_are_removed(instances: tuple[Instance, Instance]) -> None:
     one, other = instances
-    table = await one.store.table(TABLE)
+    table = one.store.table(TABLE)
     gone = {"PartitionKey": "paygo", "RowKey": "gone-instance", "OpenUntil": 0.0, "WaitUntil": 0.0, "Updated": time.time() - STALE_SECONDS - 1}
-    await table.upsert_entity(gone)
+    await table.upsert(gone)
     one.health("paygo").record_response(200, {"x-ratelimit-remaining-tokens": "5000"}, 0.004)
     await asyncio.sleep(4 * SYNC)
     rows = await read_rows(table)

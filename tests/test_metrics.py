@@ -5,10 +5,11 @@ from __future__ import annotations
 import orjson
 import pytest
 from aiohttp import web
-from azure.data.tables import EntityProperty
 
 from gateway.dev import devstack
-from gateway.stores.metrics import AppInsightsExporter, MetricsRecorder
+from gateway.stores.appinsights import AppInsightsExporter
+from gateway.stores.metrics import MetricsRecorder
+from gateway.stores.tables import Query, Table
 from policies.usage import Usage
 
 
@@ -18,8 +19,7 @@ async def metrics_table(scratch_tables):  # type: ignore[no-untyped-def]
 
 
 def value(entity: dict, field: str) -> int:
-    raw = entity[field]
-    return int(raw.value if isinstance(raw, EntityProperty) else raw)
+    return int(entity[field])
 
 
 async def test_series_aggregate_in_memory_and_flush_as_one_row_each(metrics_table) -> None:  # type: ignore[no-untyped-def]
@@ -31,7 +31,7 @@ async def test_series_aggregate_in_memory_and_flush_as_one_row_each(metrics_tabl
     recorder.record("ns", dims, Usage(prompt=9, completion=9, total=18, from_cache=True), "sub-a", "gpt-4o")
     recorder.record("ns", dims, Usage(prompt=1, completion=1, total=2), "sub-b", "gpt-4o")
     assert await recorder.flush() == 2
-    rows = {e["subscription"]: e async for e in metrics_table.list_entities()}
+    rows = {e["subscription"]: e async for e in metrics_table.query(Query())}
     a = rows["sub-a"]
     assert (value(a, "prompt"), value(a, "completion"), value(a, "total"), value(a, "cached")) == (10, 9, 19, 3)
     assert (value(a, "requests"), value(a, "estimated"), value(a, "cacheHits"), value(a, "savedTokens")) == (5, 1, 1, 18)
@@ -39,7 +39,7 @@ async def test_series_aggregate_in_memory_and_flush_as_one_row_each(metrics_tabl
     recorder.record("ns", dims, Usage(prompt=1, completion=1, total=2), "sub-b", "gpt-4o")
     assert await recorder.flush() == 1  # only the series that changed is rewritten, with its new total
     assert await recorder.flush() == 0
-    rows = {e["subscription"]: e async for e in metrics_table.list_entities()}
+    rows = {e["subscription"]: e async for e in metrics_table.query(Query())}
     assert value(rows["sub-b"], "total") == 4 and len(rows) == 2
 
 
@@ -48,7 +48,7 @@ async def test_two_instances_write_separate_rows(metrics_table) -> None:  # type
     for recorder in (first, second):
         recorder.record("ns", [], Usage(prompt=1, completion=1, total=2), "sub", "d")
         await recorder.flush()
-    rows = [e async for e in metrics_table.list_entities()]
+    rows = [e async for e in metrics_table.query(Query())]
     assert len(rows) == 2 and sum(value(e, "total") for e in rows) == 4
 
 

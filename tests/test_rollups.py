@@ -6,10 +6,11 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from azure.data.tables.aio import TableClient
 
 from gateway.ops.dashboard_data import WINDOWS, summarize
-from gateway.stores.metrics import METRIC_FIELDS, ROLLUP_LATE_SECONDS, MetricsRecorder
+from gateway.stores.metric_rows import METRIC_FIELDS, ROLLUP_LATE_SECONDS
+from gateway.stores.metrics import MetricsRecorder
+from gateway.stores.tables import Query, Table
 from gateway.stores.rollups import RollupCompactor
 from policies.usage import Usage
 
@@ -24,7 +25,7 @@ async def tables(scratch_tables):  # type: ignore[no-untyped-def]
     return [await scratch_tables("fm"), await scratch_tables("fr")]
 
 
-async def traffic(minutes: TableClient, rollups: TableClient, instance: str, count: int) -> MetricsRecorder:
+async def traffic(minutes: Table, rollups: Table, instance: str, count: int) -> MetricsRecorder:
     recorder = MetricsRecorder(minutes, rollups=rollups, instance=instance, clock=PAST.timestamp)
     for i in range(count):
         recorder.record("ns", [("Client IP", f"10.0.0.{i}")], Usage(prompt=i, completion=1, total=i + 1), f"sub-{i % 2}", "gpt-4o")
@@ -33,9 +34,9 @@ async def traffic(minutes: TableClient, rollups: TableClient, instance: str, cou
     return recorder
 
 
-async def hour_rows(rollups: TableClient) -> list[dict]:
+async def hour_rows(rollups: Table) -> list[dict]:
     partition = PAST.strftime("h%Y%m%d%H")
-    return [dict(e) async for e in rollups.query_entities("PartitionKey eq @p", parameters={"p": partition})]
+    return [dict(e) async for e in rollups.query(Query(partition=partition))]
 
 
 def totals(summary_totals: dict[str, int]) -> tuple[int, ...]:

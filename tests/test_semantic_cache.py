@@ -9,7 +9,7 @@ import json
 import logging
 import time
 import zlib
-from types import SimpleNamespace
+
 
 import numpy as np
 import orjson
@@ -20,7 +20,9 @@ from gateway.stores import semantic_cache as service
 from gateway.backends.registry import BackendRegistry, parse_backends
 from gateway.config.settings import SemanticCacheSettings, Settings
 from gateway.handling.timing import ServerTiming
+from gateway.errors import StorageUnavailable
 from gateway.handling.usage import StreamTap
+from gateway.stores.tables import Query, Row
 from gateway.stores.vector_index import EXACT_LIMIT, RERANK, VectorIndex
 from policies.errors import PolicyLoadError
 from policies.semantic_cache import (
@@ -527,35 +529,24 @@ class FakeTable:
         self.queries = 0
         self.written: list[dict] = []
 
-    async def create_entity(self, entity: dict) -> None:
+    async def insert(self, entity: dict) -> None:
         self.written.append(entity)
 
-    def query_entities(self, query: str, **kwargs: object):  # type: ignore[no-untyped-def]
+    async def query(self, query: Query, page_size: int = 1000):  # type: ignore[no-untyped-def]
         self.queries += 1
-        return self._rows()
-
-    async def _rows(self):  # type: ignore[no-untyped-def]
         if self.mode == "hang":
             await asyncio.sleep(3600)
         if self.mode == "fail":
-            raise ConnectionError("refused")
+            raise StorageUnavailable("Table Storage refused the connection.")
         for row in self.rows:
-            yield _with_metadata(row)
-
-
-def _with_metadata(row: dict):  # type: ignore[no-untyped-def]
-    from azure.data.tables import TableEntity
-
-    entity = TableEntity(row)
-    entity._metadata = {"etag": None, "timestamp": datetime.datetime.now(datetime.timezone.utc)}
-    return entity
+            yield Row(row, "etag", datetime.datetime.now(datetime.timezone.utc))
 
 
 class FakeStore:
     def __init__(self, table: FakeTable) -> None:
         self._table = table
 
-    async def table(self, name: str) -> FakeTable:
+    def table(self, name: str) -> FakeTable:
         return self._table
 
 
@@ -573,7 +564,8 @@ def cache_service(table: FakeTable, timeout: float = 0.2, staleness: float = 60.
 
 
 def lookup_context():  # type: ignore[no-untyped-def]
-    return SimpleNamespace(gateway_state=SimpleNamespace(timing=ServerTiming()))
+    """Where a lookup books its time (the request's Server-Timing)."""
+    return ServerTiming().add
 
 
 async def test_hanging_table_holds_one_request_for_the_timeout_and_no_other() -> None:
@@ -582,10 +574,10 @@ async def test_hanging_table_holds_one_request_for_the_timeout_and_no_other() ->
     cache = cache_service(table, timeout=0.2)
     query = CacheQuery("p", "user: paris", "emb", 0.1)
     started = time.perf_counter()
-    assert (await cache.lookup(lookup_context(), query)).outcome == "BYPASS"
+    assert (await cache.lookup(query, lookup_context())).outcome == "BYPASS"
     assert 0.15 < time.perf_counter() - started < 0.5
     started = time.perf_counter()
-    assert (await cache.lookup(lookup_context(), query)).outcome == "BYPASS"
+    assert (await cache.lookup(query, lookup_context())).outcome == "BYPASS"
     assert time.perf_counter() - started < 0.05  # the load still runs, but nobody else waits for it
     assert table.queries == 1
     await cache.close()
@@ -595,7 +587,7 @@ async def test_a_loaded_index_keeps_serving_while_the_table_fails(caplog: pytest
     table = FakeTable()
     cache = cache_service(table, staleness=0.05)
     query = CacheQuery("p", "user: paris", "emb", 0.1)
-    miss = await cache.lookup(lookup_context(), query)
+    miss = await cache.lookup(query, lookup_context())
     assert miss.outcome == "MISS" and miss.ticket is not None
     cache.store(miss.ticket, CACHED, 60)  # visible to this instance at once; the table write runs in the background
     await asyncio.sleep(0)
@@ -604,11 +596,11 @@ async def test_a_loaded_index_keeps_serving_while_the_table_fails(caplog: pytest
     await asyncio.sleep(0.06)  # stale: the next lookup refreshes, which fails
     with caplog.at_level(logging.WARNING, logger="gateway.stores.semantic_cache"):
         for _ in range(3):
-            hit = await cache.lookup(lookup_context(), query)
+            hit = await cache.lookup(query, lookup_context())
             assert hit.outcome == "HIT" and hit.answer == CACHED and hit.distance == 0.0
     (record,) = caplog.records  # logged once
-    assert "reading the semantic cache table failed (ConnectionError('refused'))" in record.getMessage()
-    far = await cache.lookup(lookup_context(), CacheQuery("p", "user: london", "emb", 0.1))
+    assert "reading the semantic cache table failed (StorageUnavailable(" in record.getMessage()
+    far = await cache.lookup(CacheQuery("p", "user: london", "emb", 0.1), lookup_context())
     assert far.outcome == "MISS" and far.distance == pytest.approx(1.0)
     await cache.close()
 

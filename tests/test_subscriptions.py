@@ -6,13 +6,10 @@ import asyncio
 
 import pytest
 
-from gateway.errors import InvalidSubscriptionKey, MissingSubscriptionKey
-from gateway.stores.subscriptions import (
-    KeyHasher,
-    Subscription,
-    SubscriptionAuthenticator,
-    validate_scope,
-)
+from gateway.errors import InvalidSubscriptionKey, MissingSubscriptionKey, StorageUnavailable
+from gateway.handling import auth as auth_module
+from gateway.handling.auth import SubscriptionAuthenticator
+from gateway.stores.subscriptions import KeyHasher, Subscription, validate_scope
 
 PRODUCTS = {"gold": ("openai",)}
 hasher = KeyHasher("pepper-for-unit-tests")
@@ -102,3 +99,56 @@ async def test_missing_key_never_reaches_storage() -> None:
     with pytest.raises(MissingSubscriptionKey):
         await authenticator(repo, [0.0]).authenticate("", "openai")
     assert repo.reads == 0
+
+
+class FailingRepository(FakeRepository):
+    """A repository whose storage can be switched off, as during an outage."""
+
+    def __init__(self, sub: Subscription | None) -> None:
+        super().__init__(sub)
+        self.down = False
+
+    async def find_by_key_hash(self, key_hash: str) -> Subscription | None:
+        if self.down:
+            raise StorageUnavailable()
+        return await super().find_by_key_hash(key_hash)
+
+
+async def test_storage_outage_serves_recently_verified_keys_until_the_stale_bound() -> None:
+    repo, clock = FailingRepository(subscription()), [0.0]
+    auth = SubscriptionAuthenticator(repo, hasher, PRODUCTS, cache_seconds=5, stale_seconds=60, clock=lambda: clock[0])  # type: ignore[arg-type]
+    assert (await auth.authenticate("k1", "openai")).id == "s1"
+    repo.down = True
+    clock[0] = 59.0  # cache expired, storage down: the key verified 59 s ago still works
+    assert (await auth.authenticate("k1", "openai")).id == "s1"
+    with pytest.raises(StorageUnavailable):  # a key never verified cannot be trusted
+        await auth.authenticate("k2", "openai")
+    clock[0] = 61.0  # beyond the stale bound: 503, not a stale answer
+    with pytest.raises(StorageUnavailable):
+        await auth.authenticate("k1", "openai")
+
+
+async def test_a_suspension_stops_the_key_once_storage_answers_again() -> None:
+    repo, clock = FailingRepository(subscription()), [0.0]
+    auth = SubscriptionAuthenticator(repo, hasher, PRODUCTS, cache_seconds=5, stale_seconds=60, clock=lambda: clock[0])  # type: ignore[arg-type]
+    await auth.authenticate("k1", "openai")
+    repo.down, clock[0] = True, 10.0
+    await auth.authenticate("k1", "openai")  # stale, allowed
+    repo.down, repo.sub = False, subscription(state="suspended")
+    clock[0] = 11.0
+    with pytest.raises(InvalidSubscriptionKey):
+        await auth.authenticate("k1", "openai")
+
+
+async def test_a_flood_of_unknown_keys_never_evicts_verified_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auth_module, "MAX_REJECTED", 10)
+    repo, clock = FakeRepository(subscription()), [0.0]
+    auth = authenticator(repo, clock)
+    await auth.authenticate("k1", "openai")
+    for n in range(50):
+        with pytest.raises(InvalidSubscriptionKey):
+            await auth.authenticate(f"random-{n}", "openai")
+    reads = repo.reads
+    assert (await auth.authenticate("k1", "openai")).id == "s1"
+    assert repo.reads == reads  # still cached: the rejections went to their own bounded cache
+    assert len(auth._rejected) == 10

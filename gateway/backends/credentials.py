@@ -1,9 +1,10 @@
-"""Entra ID tokens for backends that use managed identity.
+"""Entra ID tokens for backends that use managed identity: the boundary to the identity endpoint.
 
 azure-identity's async credentials cache tokens, but ten concurrent first calls make ten token requests
 (no single-flight), and each credential instance keeps its own cache. `TokenProvider` wraps one credential
 per identity for the whole process, serves the cached token without awaiting anything, and refreshes it
-under a lock well before it expires.
+under a lock well before it expires. Any failure to get a token becomes `BackendCredentialError` (a backend
+failure: recorded in the backend's health, retried by `<retry>`, failed over by pools).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import asyncio
 import time
 from collections.abc import Callable
 from typing import Protocol
+
+from gateway.errors import BackendCredentialError
 
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
 #: Refresh this long before expiry, as azure-identity recommends (DEFAULT_REFRESH_OFFSET).
@@ -61,12 +64,12 @@ class TokenProvider:
     async def _fetch(self, now: float) -> None:
         try:
             access = await self._credential.get_token(self._scope)
-        except Exception:
+        except Exception as exc:  # the identity endpoint's boundary: whatever azure-identity raises
             # A token that has not expired yet is still good: keep serving it and retry on a later call.
             if self._token is not None and now < self._expires_at:
                 self._refresh_at = now + 30.0
                 return
-            raise
+            raise BackendCredentialError(f"No token for {self._scope} ({type(exc).__name__}).") from exc
         self._token = access.token
         self._expires_at = float(access.expires_on)
         lifetime = self._expires_at - now

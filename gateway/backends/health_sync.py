@@ -22,7 +22,6 @@ next instance that reads them, so scale-in leaves nothing behind for long.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import secrets
@@ -33,13 +32,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
-from azure.core.exceptions import ResourceNotFoundError
-from azure.data.tables import UpdateMode
-from azure.data.tables.aio import TableClient
-
-from gateway.backends.registry import Backend, BackendConfig, Config, PoolConfig
 from gateway.backends.health import BackendHealth, HealthSnapshot
-from gateway.stores.tables import TableStore
+from gateway.backends.registry import Backend, BackendConfig, Config, PoolConfig
+from gateway.errors import StorageError
+from gateway.stores.tables import Query, Table, Tables
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +56,7 @@ class HealthRow(HealthSnapshot):
 
     @classmethod
     def from_entity(cls, entity: dict[str, Any]) -> HealthRow:
-        def number(name: str) -> Any:
-            value = entity.get(name)
-            return getattr(value, "value", value)
-
+        number = entity.get
         return cls(
             backend=unquote(entity["PartitionKey"]),
             instance=entity["RowKey"],
@@ -97,8 +90,8 @@ def _entity(backend_id: str, instance: str, snapshot: HealthSnapshot, now: float
     return entity
 
 
-async def read_rows(table: TableClient) -> list[HealthRow]:
-    return [HealthRow.from_entity(entity) async for entity in table.list_entities()]
+async def read_rows(table: Table) -> list[HealthRow]:
+    return [HealthRow.from_entity(entity) async for entity in table.query(Query())]
 
 
 class HealthSync:
@@ -106,7 +99,7 @@ class HealthSync:
 
     def __init__(
         self,
-        store: TableStore,
+        store: Tables,
         backends: Sequence[Backend],
         sync_seconds: float,
         gateway_id: str,
@@ -132,9 +125,10 @@ class HealthSync:
         for health in self._health.values():
             health.on_change = self._changed
         try:
-            await asyncio.wait_for(self._pull(), timeout=max(5.0, self._sync_seconds))
-        except Exception:
-            logger.warning("Could not read shared backend health; starting with local state only.", exc_info=True)
+            async with asyncio.timeout(max(5.0, self._sync_seconds)):
+                await self._pull()
+        except (StorageError, TimeoutError):
+            logger.warning("Could not read shared backend health; starting with local state only.")
         self._poller = asyncio.get_running_loop().create_task(self._poll())
 
     def _changed(self, health: BackendHealth) -> None:
@@ -149,13 +143,12 @@ class HealthSync:
         while self._dirty:
             ids, self._dirty = self._dirty, set()
             try:
-                table = await self._store.table(TABLE)
+                table = self._store.table(TABLE)
                 for backend_id in ids:
                     health = self._health[backend_id]
                     self._written[backend_id] = health.outcomes
-                    entity = _entity(backend_id, self.instance, health.snapshot(), self._clock())
-                    await table.upsert_entity(entity, mode=UpdateMode.REPLACE)
-            except Exception:
+                    await table.upsert(_entity(backend_id, self.instance, health.snapshot(), self._clock()))
+            except StorageError:
                 self._dirty |= ids  # the next poll tries again
                 self._log_failure("write")
                 return
@@ -164,24 +157,24 @@ class HealthSync:
         while True:
             await asyncio.sleep(self._sync_seconds)
             try:
-                await asyncio.wait_for(self._pull(), timeout=max(10.0, self._sync_seconds))
+                async with asyncio.timeout(max(10.0, self._sync_seconds)):  # not wait_for: on 3.11 it can swallow a cancel
+                    await self._pull()
                 self._failing = False
-            except Exception:
+            except (StorageError, TimeoutError):
                 self._log_failure("read")
             self._dirty.update(i for i, h in self._health.items() if h.outcomes != self._written.get(i, 0))
             if self._dirty:
                 self._kick()
 
     async def _pull(self) -> None:
-        table = await self._store.table(TABLE)
+        table = self._store.table(TABLE)
         now = self._clock()
         latest: dict[str, tuple[float, float]] = {}
         for row in await read_rows(table):
             if row.instance == self.instance:
                 continue
             if now - row.updated > STALE_SECONDS and max(row.open_until, row.wait_until) < now:
-                with contextlib.suppress(ResourceNotFoundError):  # another instance may have been first
-                    await table.delete_entity(quote(row.backend, safe=""), row.instance)
+                await table.delete(quote(row.backend, safe=""), row.instance)
                 continue
             open_until, wait_until = latest.get(row.backend, (0.0, 0.0))
             latest[row.backend] = (max(open_until, row.open_until), max(wait_until, row.wait_until))
@@ -190,7 +183,7 @@ class HealthSync:
 
     def _log_failure(self, what: str) -> None:
         if not self._failing:  # once per outage, not once per poll
-            logger.warning("Shared backend health: %s failed; local state stays in force.", what, exc_info=True)
+            logger.warning("Shared backend health: %s failed (storage unavailable); local state stays in force.", what)
         self._failing = True
 
     async def close(self) -> None:
@@ -200,9 +193,9 @@ class HealthSync:
         await asyncio.gather(*(t for t in (self._poller, self._flusher) if t is not None), return_exceptions=True)
 
 
-async def backend_status(store: TableStore, configs: Sequence[Config]) -> list[dict[str, Any]]:
+async def backend_status(store: Tables, configs: Sequence[Config]) -> list[dict[str, Any]]:
     """The health view (`backends status`, `GET /ops/backends`): configured backends and pools, from the table."""
-    rows = await read_rows(await store.table(TABLE))
+    rows = await read_rows(store.table(TABLE))
     return status_report(configs, rows, time.time())
 
 

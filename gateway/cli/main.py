@@ -9,7 +9,8 @@ import secrets
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -18,9 +19,14 @@ from gateway.dev import devstack
 from gateway.cli import progress
 from gateway.handling.operations import V1_API, VERSIONED_API
 from gateway.config.settings import Settings
-from gateway.stores.subscriptions import SubscriptionRepository, validate_scope
+from gateway.errors import StorageError
+from gateway.stores.subscriptions import KeyHasher, SubscriptionRepository, validate_scope
 from policies.document import Scope
 from policies.statement import Loader
+
+if TYPE_CHECKING:
+    from gateway.stores.policies import PolicyRepository
+    from gateway.stores.tables import Tables
 
 T = TypeVar("T")
 LOCAL_DIR = devstack.REPO_ROOT / ".local"
@@ -279,12 +285,12 @@ def apply_policy(file: Any, scope_text: str) -> None:
     settings = _settings_or_exit()
     xml = file.read()
 
-    async def apply(gateway: Any) -> int:
-        return await apply_document(await gateway.policy_repository(), scope, xml, gateway.loader)
+    async def apply(account: _Account) -> int:
+        return await apply_document(account.policy_repository, scope, xml, account.loader)
 
     try:
         with progress.spinner(f"Applying {file.name} to {scope}"):
-            version = _run_with_gateway(settings, apply)
+            version = _run_with_account(settings, apply)
     except ValueError as exc:
         raise click.ClickException(f"{exc}\nNothing was applied; the policies in force are unchanged.") from None
     click.echo(
@@ -300,13 +306,13 @@ def delete_policy(scope_text: str) -> None:
     scope = _parse_scope(scope_text)
     settings = _settings_or_exit()
 
-    async def delete(gateway: Any) -> int | None:
-        repository = await gateway.policy_repository()
+    async def delete(account: _Account) -> int | None:
+        repository = account.policy_repository
         if await repository.document(scope) is None:
             return None
         return int(await repository.delete(scope))
 
-    version = _run_with_gateway(settings, delete)
+    version = _run_with_account(settings, delete)
     if version is None:
         raise click.ClickException(f"No document is stored for scope {scope}. `policies list` shows the stored scopes.")
     click.echo(f"Deleted the policy of scope {scope} (config version {version}).")
@@ -318,10 +324,10 @@ def show_policy(scope_text: str) -> None:
     """Print the stored document of one scope."""
     scope = _parse_scope(scope_text)
 
-    async def show(gateway: Any) -> str | None:
-        return await (await gateway.policy_repository()).document(scope)
+    async def show(account: _Account) -> str | None:
+        return await account.policy_repository.document(scope)
 
-    xml = _run_with_gateway(_settings_or_exit(), show)
+    xml = _run_with_account(_settings_or_exit(), show)
     if xml is None:
         raise click.ClickException(f"No document is stored for scope {scope}. `policies list` shows the stored scopes.")
     click.echo(xml)
@@ -331,11 +337,11 @@ def show_policy(scope_text: str) -> None:
 def list_policies() -> None:
     """List stored scopes and the config version."""
 
-    async def listing(gateway: Any) -> tuple[int, dict[str, str]]:
-        repository = await gateway.policy_repository()
+    async def listing(account: _Account) -> tuple[int, dict[str, str]]:
+        repository = account.policy_repository
         return await repository.version(), await repository.documents()
 
-    version, documents = _run_with_gateway(_settings_or_exit(), listing)
+    version, documents = _run_with_account(_settings_or_exit(), listing)
     _echo_json({"version": version, "scopes": {scope: len(xml) for scope, xml in sorted(documents.items())}})
 
 
@@ -352,11 +358,11 @@ def effective_policy(operation_id: str, product: str | None) -> None:
         known = ", ".join(op.id for op in ALL_OPERATIONS)
         raise click.BadParameter(f"Unknown operation {operation_id!r}; known: {known}.", param_hint="--operation")
 
-    async def documents(gateway: Any) -> dict[str, str]:
-        return await (await gateway.policy_repository()).documents()
+    async def documents(account: _Account) -> dict[str, str]:
+        return await account.policy_repository.documents()
 
     settings = _settings_or_exit()
-    policy_set = compile_policy_set(_run_with_gateway(settings, documents), 0, _loader())
+    policy_set = compile_policy_set(_run_with_account(settings, documents), 0, _loader())
     click.echo(policy_set.pipeline(product, operation.api, operation.id).to_xml())
 
 
@@ -400,10 +406,10 @@ def usage(since: str, group_by: str, as_json: bool) -> None:
     settings = _settings_or_exit()
     with progress.spinner(f"Reading metrics since {start:%Y-%m-%d %H:%M} UTC") as show:
 
-        async def read(gateway: Any) -> list[dict[str, Any]]:
-            return await summarize(await gateway.store.table("metrics"), start, group_by, lambda count: show(f"{count:,} rows"))
+        async def read(account: _Account) -> list[dict[str, Any]]:
+            return await summarize(account.store.table("metrics"), start, group_by, lambda count: show(f"{count:,} rows"))
 
-        rows = _run_with_gateway(settings, read)
+        rows = _run_with_account(settings, read)
     if as_json:
         _echo_json(rows)
         return
@@ -429,7 +435,7 @@ def backends_status(as_json: bool) -> None:
     from gateway.backends.health_sync import backend_status
 
     settings = _settings_or_exit()
-    report = _run_with_gateway(settings, lambda gateway: backend_status(gateway.store, settings.backends))
+    report = _run_with_account(settings, lambda account: backend_status(account.store, settings.backends))
     if as_json:
         _echo_json(report)
         return
@@ -502,34 +508,41 @@ def _settings_or_exit() -> Settings:
 
 
 def _run_with_repository(settings: Settings, action: Callable[[SubscriptionRepository], Awaitable[T]]) -> T:
-    async def with_repository(gateway: Any) -> T:
-        return await action(await gateway.subscriptions())
-
-    return _run_with_gateway(settings, with_repository)
+    return _run_with_account(settings, lambda account: action(account.subscriptions))
 
 
-def _run_with_gateway(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
-    from gateway.handling.gateway import Gateway
+@dataclass
+class _Account:
+    """The tables of the gateway's storage account, as the commands need them (no gateway is built)."""
 
-    from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
+    store: Tables
+    subscriptions: SubscriptionRepository
+    policy_repository: PolicyRepository
+    loader: Loader
+
+
+def _run_with_account(settings: Settings, action: Callable[[_Account], Awaitable[T]]) -> T:
+    from gateway.stores.policies import PolicyRepository
+    from gateway.stores.tables import AzureTables
 
     async def go() -> T:
-        gateway = Gateway(settings)
+        store = AzureTables(settings.storage_connection.reveal(), settings.table_prefix, deadline_seconds=30)
+        account = _Account(
+            store, SubscriptionRepository(store.table("subscriptions"), KeyHasher(settings.key_pepper.reveal())),
+            PolicyRepository(store.table("policies")), _loader(),
+        )  # fmt: skip
         try:
-            return await action(gateway)
+            return await action(account)
         finally:
-            await gateway.close()
+            await store.close()
 
     try:
         return asyncio.run(go())
-    except ServiceRequestError:
+    except StorageError as exc:
         raise click.ClickException(
-            "Cannot reach Table Storage (setting GATEWAY_STORAGE_CONNECTION or AzureWebJobsStorage). Locally, is Azurite "
-            "running? `python -m gateway run` starts it; in Azure, check the connection string and the account's firewall."
-        ) from None
-    except ClientAuthenticationError:
-        raise click.ClickException(
-            "Table Storage refused the credentials in GATEWAY_STORAGE_CONNECTION (or AzureWebJobsStorage): check the account key."
+            f"Table Storage failed: {exc.message} Check GATEWAY_STORAGE_CONNECTION (or AzureWebJobsStorage): locally, is "
+            "Azurite running? `python -m gateway run` starts it; in Azure, check the connection string, the account key "
+            "and the account's firewall."
         ) from None
 
 

@@ -8,10 +8,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
-from azure.data.tables import EntityProperty
-from azure.data.tables.aio import TableClient
 
-from gateway.stores.metrics import METRIC_FIELDS
+from gateway.stores.metric_rows import METRIC_FIELDS
+from gateway.stores.tables import Query, Table
 
 _SPAN = re.compile(r"^(\d+)([mhd])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
@@ -26,21 +25,19 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
 
 
 async def summarize(
-    table: TableClient, since: datetime, group_by: str, progress: Callable[[int], None] | None = None
+    table: Table, since: datetime, group_by: str, progress: Callable[[int], None] | None = None
 ) -> list[dict[str, Any]]:
     """Totals per group since `since`, largest total first; `progress` hears the rows read so far, every 1,000."""
     totals: dict[str, dict[str, int]] = {}
-    entities = table.query_entities("PartitionKey ge @start", parameters={"start": since.strftime("%Y%m%d%H%M")})
     read = 0
-    async for entity in entities:
+    async for entity in table.query(Query(partition_from=since.strftime("%Y%m%d%H%M"))):
         read += 1
         if progress is not None and read % 1000 == 0:
             progress(read)
         group = _group_of(entity, group_by)
         row = totals.setdefault(group, dict.fromkeys(METRIC_FIELDS, 0))
         for name in METRIC_FIELDS:
-            value = entity.get(name, 0)
-            row[name] += int(value.value if isinstance(value, EntityProperty) else value)
+            row[name] += int(entity.get(name) or 0)
     rows = [{"group": group, **values} for group, values in totals.items()]
     return sorted(rows, key=lambda r: (-r["total"], r["group"]))
 

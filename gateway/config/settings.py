@@ -48,6 +48,8 @@ class Settings:
     products: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: How long a verified key stays trusted in memory; bounds how late a suspension takes effect.
     subscription_cache_seconds: float = 5.0
+    #: While storage is unavailable, a key verified less than this long ago keeps working (serve-stale).
+    subscription_stale_seconds: float = 300.0
     #: Silence on an SSE stream longer than this gets a `: keep-alive` comment.
     sse_keepalive_seconds: float = 15.0
     upstream_connect_timeout: float = 10.0
@@ -69,12 +71,18 @@ class Settings:
     default_encoding: str = "o200k_base"
     #: Completion tokens a token limit reserves for a request that sets no max_tokens.
     default_completion_reservation: int = 1024
-    #: Share of a limit an instance leases at a time (see gateway/shared_counters.py for the bounds).
+    #: Share of a limit an instance leases at a time (see gateway/stores/counters.py for the bounds).
     lease_fraction: float = 0.05
+    #: How long a lease lives without renewal: what a vanished instance can strand, and for how long.
+    lease_seconds: float = 30.0
+    #: What rate limits, token limits and quotas do while storage is unavailable: "local" or "refuse" (503).
+    limits_on_storage_outage: str = "local"
     #: Window of tokens-per-minute limits. 60 in production; tests shorten it to see several windows quickly.
     token_rate_window_seconds: float = 60.0
-    #: How often token metrics are written to the metrics table.
-    metrics_flush_seconds: float = 10.0
+    #: How often token metrics are written to the metrics table: what a hard kill can lose.
+    metrics_flush_seconds: float = 5.0
+    #: A graceful stop waits this long for open streams to end (the platform ends responses after 230 s).
+    shutdown_drain_seconds: float = 230.0
     #: When set, token metrics also go to Application Insights as custom metrics.
     appinsights_connection: Secret = field(default_factory=lambda: Secret(""))
     #: The queue policy updates arrive on (Functions reads the same setting: `%GATEWAY_POLICY_QUEUE%`).
@@ -123,6 +131,7 @@ class Settings:
             table_prefix=prefix,
             products=_parse_products(env),
             subscription_cache_seconds=_number(env, "GATEWAY_SUBSCRIPTION_CACHE_SECONDS", 5.0),
+            subscription_stale_seconds=_number(env, "GATEWAY_SUBSCRIPTION_STALE_SECONDS", 300.0),
             sse_keepalive_seconds=_number(env, "GATEWAY_SSE_KEEPALIVE_SECONDS", 15.0),
             upstream_connect_timeout=_number(env, "GATEWAY_UPSTREAM_CONNECT_TIMEOUT", 10.0),
             upstream_read_timeout=_number(env, "GATEWAY_UPSTREAM_READ_TIMEOUT", 300.0),
@@ -143,7 +152,10 @@ class Settings:
             default_encoding=_choice(env, "GATEWAY_DEFAULT_ENCODING", ("o200k_base", "cl100k_base"), "o200k_base"),
             default_completion_reservation=int(_number(env, "GATEWAY_DEFAULT_COMPLETION_RESERVATION", 1024)),
             lease_fraction=_number(env, "GATEWAY_LEASE_FRACTION", 0.05),
-            metrics_flush_seconds=_number(env, "GATEWAY_METRICS_FLUSH_SECONDS", 10.0),
+            lease_seconds=_number(env, "GATEWAY_LEASE_SECONDS", 30.0),
+            limits_on_storage_outage=_choice(env, "GATEWAY_LIMITS_ON_STORAGE_OUTAGE", ("local", "refuse"), "local"),
+            metrics_flush_seconds=_number(env, "GATEWAY_METRICS_FLUSH_SECONDS", 5.0),
+            shutdown_drain_seconds=_number(env, "GATEWAY_SHUTDOWN_DRAIN_SECONDS", 230.0),
             token_rate_window_seconds=_number(env, "GATEWAY_TOKEN_RATE_WINDOW_SECONDS", 60.0),
             appinsights_connection=Secret(env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "")),
         )

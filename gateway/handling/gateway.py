@@ -2,6 +2,10 @@
 
 `Gateway.handle` takes a Starlette `Request` and returns a Starlette `Response`; the Azure Functions HTTP
 streaming extension and the local uvicorn host both speak exactly that, so there is one code path.
+
+Everything the gateway needs is built in the constructor, before any request, and never waits for storage:
+tables are created on first use, and background work (policy polling, metrics flushes, lease renewals, health
+sync) starts with `start()`, which the first request calls if the host did not.
 """
 
 from __future__ import annotations
@@ -15,30 +19,33 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.handling import operations as routes
-from gateway.backends.registry import BackendRegistry
-from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, ResourceNotFound
 from gateway.backends.health_sync import HealthSync
-from gateway.stores.policies import PolicyManager, PolicyRepository
-from gateway.stores.metrics import ROLLUP_TABLE, AppInsightsExporter, MetricsRecorder
-from gateway.stores.rollups import RollupCompactor
 from gateway.backends.proxy import CLIENT_CREDENTIAL_HEADERS, RelayResponse, UpstreamClient, raw_headers
-from gateway.stores.semantic_cache import SemanticCacheService
-from gateway.handling.services import GatewayServices, RequestState
-from gateway.stores.counters import SharedCounters
-from gateway.handling.tokens import TokenCounter
-from gateway.handling.usage import StreamTap, UsageReporter, usage_from_body
+from gateway.backends.registry import BackendRegistry
 from gateway.config.settings import Settings
-from gateway.stores.tables import TableStore
-from gateway.stores.subscriptions import KeyHasher, Subscription, SubscriptionAuthenticator, SubscriptionRepository
+from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, ResourceNotFound
+from gateway.handling import operations
+from gateway.handling.auth import SubscriptionAuthenticator, subscription_key
+from gateway.handling.exchange import Exchange
+from gateway.handling.services import GatewayServices
 from gateway.handling.timing import ServerTiming
+from gateway.handling.tokens import TokenCounter
+from gateway.handling.usage import StreamTap, UsageReporter
+from gateway.stores.appinsights import AppInsightsExporter
+from gateway.stores.counters import SharedCounters
+from gateway.stores.metric_rows import ROLLUP_TABLE
+from gateway.stores.metrics import MetricsRecorder
+from gateway.stores.policies import PolicyManager, PolicyRepository
+from gateway.stores.rollups import RollupCompactor
+from gateway.stores.semantic_cache import SemanticCacheService
+from gateway.stores.subscriptions import KeyHasher, Subscription, SubscriptionRepository
+from gateway.stores.tables import AzureTables, Tables
 from policies import context as ctx
-from policies.counters import LocalCounters
 from policies.errors import PolicyResponse
 from policies.jwks import SigningKeys
 from policies.statement import Loader
 from policies.statements.cors import Cors
-from policies.usage import Usage
+from policies.usage import Usage, UsageListener
 
 logger = logging.getLogger(__name__)
 
@@ -46,42 +53,44 @@ logger = logging.getLogger(__name__)
 _KEY_QUERY_PARAMETERS = frozenset({"subscription-key", "api-key"})
 #: Audio uploads may be 25 MB; leave room for the multipart framing.
 MAX_BODY_BYTES = 26 * 1024 * 1024
-_API_NAMES = {routes.VERSIONED_API: "Azure OpenAI", routes.V1_API: "Azure OpenAI v1"}
+_API_NAMES = {operations.VERSIONED_API: "Azure OpenAI", operations.V1_API: "Azure OpenAI v1"}
 
 
 class Gateway:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, tables: Tables | None = None) -> None:
         self.settings = settings
-        self.store = TableStore(settings.storage_connection.reveal(), settings.table_prefix)
+        self.store: Tables = tables or AzureTables(settings.storage_connection.reveal(), settings.table_prefix)
         self.backends = BackendRegistry(settings.backends, settings.upstream_timeouts, settings.predictive_routing)
         self.health = HealthSync(self.store, self.backends.backends, settings.health_sync_seconds, settings.gateway_id)
         self.hasher = KeyHasher(settings.key_pepper.reveal())
         self.upstream = UpstreamClient(settings.upstream_connect_timeout, settings.upstream_read_timeout)
         self.tokens = TokenCounter(settings.deployment_models, settings.default_encoding)
-        self.services = GatewayServices(
-            self.backends,
-            self.upstream,
-            LocalCounters(),  # replaced by the shared, lease-based counters on start
-            SigningKeys(settings.openid_keys),
-            self.tokens,
-            settings.default_completion_reservation,
-            settings.token_rate_window_seconds,
+        self.counters = SharedCounters(
+            self.store.table("counters"), settings.lease_fraction, settings.limits_on_storage_outage == "refuse", settings.lease_seconds
         )
+        rollups = self.store.table(ROLLUP_TABLE)
+        exporter = AppInsightsExporter(settings.appinsights_connection.reveal()) if settings.appinsights_connection else None
+        self.metrics = MetricsRecorder(
+            self.store.table("metrics"), settings.metrics_flush_seconds, exporter, rollups=rollups, compactor=RollupCompactor(rollups)
+        )
+        cache = settings.semantic_cache
+        cache_store = AzureTables(cache.connection.reveal(), settings.table_prefix) if cache.connection else self.store
+        self.semantic_cache = SemanticCacheService(cache_store, self.backends, self.upstream, cache, close_store=cache_store is not self.store)
+        self.services = GatewayServices(
+            self.backends, self.upstream, self.counters, self.metrics, self.semantic_cache, SigningKeys(settings.openid_keys),
+            self.tokens, settings.default_completion_reservation, settings.token_rate_window_seconds,
+        )  # fmt: skip
         self.loader = Loader(
             named_values=settings.named_values, backend_ids=self.backends.ids, embeddings_backend_ids=self.backends.embeddings_ids
         )
-        self.counters: SharedCounters | None = None
-        self.metrics: MetricsRecorder | None = None
-        self.semantic_cache: SemanticCacheService | None = None
-        self._authenticator: SubscriptionAuthenticator | None = None
-        self._policies: PolicyManager | None = None
+        self.subscriptions = SubscriptionRepository(self.store.table("subscriptions"), self.hasher)
+        self.policy_repository = PolicyRepository(self.store.table("policies"))
+        self.policies = PolicyManager(self.policy_repository, self.loader, settings.policy_poll_seconds)
+        self.authenticator = SubscriptionAuthenticator(
+            self.subscriptions, self.hasher, settings.products, settings.subscription_cache_seconds, settings.subscription_stale_seconds
+        )
+        self._started = False
         self._start_lock = asyncio.Lock()
-
-    async def subscriptions(self) -> SubscriptionRepository:
-        return SubscriptionRepository(await self.store.table("subscriptions"), self.hasher)
-
-    async def policy_repository(self) -> PolicyRepository:
-        return PolicyRepository(await self.store.table("policies"))
 
     async def handle(self, request: Request) -> Response:
         timing = ServerTiming()
@@ -99,18 +108,17 @@ class Gateway:
         path = request.path_params.get("path", "")
         if request.method == "OPTIONS":
             return await self._preflight(request, path, timing)
-        route = routes.match(request.method, path)
+        route = operations.match(request.method, path)
         if route is None:
             raise ResourceNotFound()
         operation = route.operation
         if operation.versioned and not request.query_params.get("api-version"):
             raise ResourceNotFound()
-        authenticator, policies = self._authenticator, self._policies
-        if authenticator is None or policies is None:
-            authenticator, policies = await self._start()
+        if not self._started:
+            await self.start()
 
-        key = _subscription_key(request)
-        subscription = await authenticator.authenticate(key, operation.api)
+        key = subscription_key(request)
+        subscription = await self.authenticator.authenticate(key, operation.api)
         timing.add("auth", timing.elapsed())
 
         body = await _read_body(request)
@@ -118,37 +126,38 @@ class Gateway:
         if operation.id == "listModels" and not self.backends.serves_any_deployment:
             return self._list_models_locally()
 
-        context = self._context(request, route, subscription, key or "", body, deployment, timing)
-        pipeline = policies.current.pipeline(subscription.product, operation.api, operation.id)
+        pipeline = self.policies.current.pipeline(subscription.product, operation.api, operation.id)
+        context, exchange = self._context(request, route, subscription, key or "", body, deployment, timing)
         result = await pipeline.execute(context)
-        return await self._respond(context, result)
+        return await self._respond(context, exchange, result)
 
     async def _preflight(self, request: Request, path: str, timing: ServerTiming) -> Response:
         """A CORS preflight, answered by the operation's `<cors>` policy before any key check (browsers send none).
 
         The subscription is unknown here, so `<cors>` must sit at global, API or operation scope.
         """
-        route = routes.match(request.headers.get("access-control-request-method", "").upper(), path)
+        route = operations.match(request.headers.get("access-control-request-method", "").upper(), path)
         if route is None:
             raise ResourceNotFound()
-        _, policies = await self._start()
-        pipeline = policies.current.pipeline(None, route.operation.api, route.operation.id)
+        if not self._started:
+            await self.start()
+        pipeline = self.policies.current.pipeline(None, route.operation.api, route.operation.id)
         cors = next((s for s in pipeline.inbound if isinstance(s, Cors)), None)
         if cors is None:
             return PolicyResponse.error(403, "CORS is not enabled for this API (add a <cors> policy).").to_starlette()
-        context = self._context(request, route, None, "", b"", None, timing)
+        context, _ = self._context(request, route, None, "", b"", None, timing)
         return cors.preflight(context).to_starlette()
 
     def _context(
         self,
         request: Request,
-        route: routes.RouteMatch,
+        route: operations.RouteMatch,
         subscription: Subscription | None,
         key: str,
         body: bytes,
         deployment: str | None,
         timing: ServerTiming,
-    ) -> ctx.Context:
+    ) -> tuple[ctx.Context, Exchange]:
         operation = route.operation
         header_items = request.headers.items()
         credentials = {name: value for name, value in header_items if name in CLIENT_CREDENTIAL_HEADERS}
@@ -167,6 +176,8 @@ class Gateway:
             ctx.ReadOnlyMap(matched),
             ctx.Body(body),
         )
+        usage_listeners: list[UsageListener] = []
+        exchange = Exchange(self.services, deployment, operation, credentials, timing, UsageReporter(usage_listeners))
         context = ctx.Context(
             policy_request,
             api=ctx.Named(operation.api, _API_NAMES[operation.api]),
@@ -175,11 +186,11 @@ class Gateway:
             request_id=str(uuid.uuid4()),
             subscription=ctx.Subscription(subscription.id, subscription.name, key, subscription.created) if subscription else None,
             product=ctx.Named(subscription.product, subscription.product) if subscription and subscription.product else None,
-            services=self.services,
+            services=exchange,
         )
-        context.gateway_state = RequestState(deployment, operation, credentials, timing, UsageReporter(context.usage_listeners))
-        context.after_backend.append(lambda: _report_buffered_usage(context))
-        return context
+        context.usage_listeners = usage_listeners
+        context.after_backend.append(lambda: exchange.settle_buffered(context))
+        return context, exchange
 
     def _client_ip(self, request: Request) -> str:
         """The caller's IP; behind the Functions front end, the first X-Forwarded-For entry (port removed)."""
@@ -189,34 +200,34 @@ class Gateway:
             return first.rsplit(":", 1)[0] if first.count(":") == 1 else first
         return request.client.host if request.client else ""
 
-    async def _respond(self, context: ctx.Context, result: PolicyResponse | None) -> Response:
-        state: RequestState = context.gateway_state
+    async def _respond(self, context: ctx.Context, exchange: Exchange, result: PolicyResponse | None) -> Response:
         if result is not None:
-            state.close_upstream()
+            exchange.close_upstream()
             # Refused, failed or answered by policy: nothing used upstream (a cache hit reports what it saved).
-            await state.usage.report(context.cache_hit_usage or Usage())
-            if self.metrics is not None:  # 429/403 refusals, for the dashboard
-                self.metrics.record_refusal(result.status, context.Subscription.Id if context.Subscription else "", state.deployment or "")
+            await exchange.usage.report(context.cache_hit_usage or Usage())
+            # 429/403 refusals, for the dashboard
+            self.metrics.record_refusal(result.status, context.Subscription.Id if context.Subscription else "", exchange.deployment or "")
             response = result.to_starlette()
             response.raw_headers.extend(raw_headers(context.response_headers))
             return response
         answer = context.Response
-        assert answer is not None
+        if answer is None:  # the pipeline guarantees a response when it returns None
+            raise GatewayError()
         headers = raw_headers([*answer.Headers.items(), *context.response_headers])
-        if state.upstream is not None:
-            upstream, state.upstream = state.upstream, None
-            tap = None
-            if state.usage.wanted or state.strip_usage or context.body_listeners:
-                tap = StreamTap(state.strip_usage)
+        upstream = exchange.upstream
+        if upstream is not None:
+            exchange.upstream = None
+            tap = StreamTap(exchange.strip_usage) if exchange.usage.wanted or exchange.strip_usage or context.body_listeners else None
 
             async def on_end(aborted: bool) -> None:
-                assert tap is not None
-                await state.usage.report(self._stream_usage(context, tap, aborted))
+                if tap is None:
+                    return
+                await exchange.usage.report(exchange.stream_usage(context, tap, aborted))
                 assembled = tap.assembled() if tap.completed and not aborted else None
                 if assembled is not None:
                     await _tell_body_listeners(context, answer.StatusCode, assembled)
 
-            on_break = state.backend.health.record_failure if state.backend is not None else None
+            on_break = exchange.backend.health.record_failure if exchange.backend is not None else None
             return RelayResponse(
                 upstream, answer.StatusCode, headers, self.settings.sse_keepalive_seconds, tap, on_end if tap is not None else None, on_break
             )
@@ -225,79 +236,43 @@ class Gateway:
         response.raw_headers.extend(headers)
         return response
 
-    def _stream_usage(self, context: ctx.Context, tap: StreamTap, aborted: bool) -> Usage:
-        """The stream's own usage chunk when it sent one; otherwise a count of the prompt and of what was relayed."""
-        if tap.usage is not None:
-            return tap.usage
-        deployment = context.gateway_state.deployment
-        prompt = self.tokens.estimate_prompt(deployment, context.Request.Body.content)
-        completion = self.tokens.count(deployment, tap.text)
-        if aborted:
-            logger.info("Stream aborted after %d completion tokens; charging what was relayed.", completion)
-        return Usage(prompt=prompt, completion=completion, total=prompt + completion, exact=False)
-
     def _list_models_locally(self) -> Response:
         models = [{"id": name, "object": "model", "owned_by": "gateway"} for name in self.backends.known_deployments()]
         return Response(orjson.dumps({"object": "list", "data": models}), media_type="application/json")
 
     async def start(self) -> None:
-        """Connect, load policies and tokenizers now rather than on the first request."""
-        await self._start()
-        await asyncio.get_running_loop().run_in_executor(None, self.tokens.warm_up)
+        """Start the background work (once per process): policies, metrics, leases, health; warm the tokenizer.
 
-    async def _start(self) -> tuple[SubscriptionAuthenticator, PolicyManager]:
-        """Connect to storage and load policies once per process, before the first request is served."""
+        Never fails for storage: what cannot load yet keeps trying in the background.
+        """
         async with self._start_lock:
-            if self._authenticator is None or self._policies is None:
-                self.services.counters = self.counters = SharedCounters(await self.store.table("counters"), self.settings.lease_fraction)
-                exporter = AppInsightsExporter(self.settings.appinsights_connection.reveal()) if self.settings.appinsights_connection else None
-                rollups = await self.store.table(ROLLUP_TABLE)
-                self.metrics = MetricsRecorder(
-                    await self.store.table("metrics"), self.settings.metrics_flush_seconds, exporter, rollups=rollups, compactor=RollupCompactor(rollups)
-                )
-                self.metrics.start()
-                self.services.metrics = self.metrics
-                cache = self.settings.semantic_cache
-                cache_store = TableStore(cache.connection.reveal(), self.settings.table_prefix) if cache.connection else self.store
-                self.services.semantic_cache = self.semantic_cache = SemanticCacheService(
-                    cache_store, self.backends, self.upstream, cache, close_store=cache_store is not self.store
-                )
-                policies = PolicyManager(await self.policy_repository(), self.loader, self.settings.policy_poll_seconds)
-                await policies.start()
-                await self.health.start()
-                self._policies = policies
-                self._authenticator = SubscriptionAuthenticator(
-                    await self.subscriptions(), self.hasher, self.settings.products, self.settings.subscription_cache_seconds
-                )
-        return self._authenticator, self._policies
+            if self._started:
+                return
+            await self.policies.start()
+            self.metrics.start()
+            self.counters.start()
+            await self.health.start()
+            await asyncio.get_running_loop().run_in_executor(None, self.tokens.warm_up)
+            self._started = True
 
     async def clean_semantic_cache(self) -> int:
         """Delete expired semantic-cache entries; returns how many (the Functions timer trigger calls this)."""
-        await self._start()
-        assert self.semantic_cache is not None
         return await self.semantic_cache.cleanup()
 
     async def close(self) -> None:
-        if self._policies is not None:
-            await self._policies.close()
-        if self.counters is not None:
-            await self.counters.release()
-        if self.metrics is not None:
+        """Give leases back, flush metrics, stop background work and close connections (a graceful stop)."""
+        await self.policies.close()
+        await self.counters.release()
+        try:
             await self.metrics.close()
-        if self.semantic_cache is not None:
-            await self.semantic_cache.close()
+        except GatewayError as exc:
+            logger.warning("The final metrics flush failed (%s); what was not written is lost.", exc.message)
+        await self.semantic_cache.close()
         await self.health.close()
         await self.upstream.close()
         await self.services.close()
         await self.backends.close()
         await self.store.close()
-
-
-async def _report_buffered_usage(context: ctx.Context) -> None:
-    """After the backend section: a buffered answer's usage is known, so settle before outbound runs."""
-    state: RequestState = context.gateway_state
-    if state.usage.wanted and state.upstream is None and context.Response is not None:
-        await state.usage.report(usage_from_body(context.Response.Body.content) or Usage())
 
 
 async def _tell_body_listeners(context: ctx.Context, status: int, body: bytes) -> None:
@@ -306,19 +281,6 @@ async def _tell_body_listeners(context: ctx.Context, status: int, body: bytes) -
             await listener(status, body)
         except Exception:
             logger.exception("A response body listener failed; the response itself was not affected.")
-
-
-def _subscription_key(request: Request) -> str | None:
-    """The key from `api-key`, `Ocp-Apim-Subscription-Key`, `Authorization: Bearer`, or the query, in that order."""
-    headers = request.headers
-    key = headers.get("api-key") or headers.get("ocp-apim-subscription-key")
-    if key:
-        return key
-    authorization = headers.get("authorization", "")
-    if authorization[:7].lower() == "bearer ":
-        return authorization[7:].strip() or None
-    query = request.query_params
-    return query.get("subscription-key") or query.get("api-key")
 
 
 async def _read_body(request: Request) -> bytes:

@@ -64,8 +64,8 @@ def create_local_app(gateway: Gateway) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.start()
-        if gateway.semantic_cache is not None:  # what the Functions timer trigger does, for the local host
-            gateway.semantic_cache.start_cleanup(gateway.settings.semantic_cache.cleanup_seconds)
+        # What the Functions timer trigger does, for the local host.
+        gateway.semantic_cache.start_cleanup(gateway.settings.semantic_cache.cleanup_seconds)
         worker = None
         if gateway.settings.local_queue_worker:
             worker = LocalQueueWorker(gateway, gateway.settings.storage_connection.reveal(), gateway.settings.policy_queue)
@@ -103,5 +103,6 @@ def serve(host: str, port: int) -> None:
         access_log=False,
         loop="auto",
         http="auto",
-        timeout_graceful_shutdown=10,
+        # A stop waits for open streams (up to the platform's own 230 s limit on a response), then gives leases back.
+        timeout_graceful_shutdown=gateway.settings.shutdown_drain_seconds,
     )

@@ -25,7 +25,7 @@ from gateway.ops import admin
 from gateway.errors import ResourceNotFound, error_response
 from gateway.ops.dashboard_data import DEFAULT_WINDOW, WINDOWS, Breakdown, Summary, refusals, summarize
 from gateway.backends.health_sync import backend_status
-from gateway.stores.metrics import ROLLUP_TABLE
+from gateway.stores.metric_rows import ROLLUP_TABLE
 
 if TYPE_CHECKING:
     from gateway.handling.gateway import Gateway
@@ -58,7 +58,7 @@ async def dashboard_response(gateway: Gateway, request: Request) -> Response:
         return error_response(400, "400", f"Unknown window: use window={', window='.join(WINDOWS)}.")
     started = time.perf_counter()
     summary, backends, names = await asyncio.gather(
-        summarize(await gateway.store.table(ROLLUP_TABLE), window),
+        summarize(gateway.store.table(ROLLUP_TABLE), window),
         backend_status(gateway.store, gateway.settings.backends),
         _subscription_names(gateway),
     )
@@ -86,7 +86,7 @@ async def _login(gateway: Gateway, request: Request) -> Response:
 
 
 async def _subscription_names(gateway: Gateway) -> dict[str, str]:
-    return {sub.id: sub.name for sub in await (await gateway.subscriptions()).list()}
+    return {sub.id: sub.name for sub in await (gateway.subscriptions).list()}
 
 
 def _key_query(request: Request) -> dict[str, str]:

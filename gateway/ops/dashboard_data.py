@@ -5,7 +5,7 @@ however much history the tables hold:
 
 * `1h`: the minute rollups of the last 60 minutes, `24h`: the hourly rollups of the last 24 hours, `30d`: the
   daily rollups of the last 30 days (table `<prefix>metricsrollup`, written by the metrics flush, one row per
-  subscription, deployment and instance in each partition; see gateway/metrics.py).
+  subscription, deployment and instance in each partition; see gateway/stores/metric_rows.py).
 
 Rows are summed over instances: a bucket's tokens are what every gateway instance recorded for it, over every
 namespace and dimension. The current bucket is partial (it fills as instances flush).
@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from azure.data.tables.aio import TableClient
+from gateway.stores.metric_rows import METRIC_FIELDS, ROLLUP_DAY_PARTITION, ROLLUP_HOUR_PARTITION, ROLLUP_MINUTE_PARTITION
+from gateway.stores.tables import Query, Table
 
-from gateway.stores.metrics import METRIC_FIELDS, ROLLUP_DAY_PARTITION, ROLLUP_HOUR_PARTITION, ROLLUP_MINUTE_PARTITION, field_value
-
-_SELECT = ["PartitionKey", "subscription", "deployment", *METRIC_FIELDS]
+_SELECT = ("PartitionKey", "subscription", "deployment", *METRIC_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -98,15 +97,11 @@ def refusals(values: Mapping[str, int]) -> int:
     return values["refused429"] + values["refused403"]
 
 
-async def summarize(table: TableClient, window: Window, now: datetime | None = None) -> Summary:
+async def summarize(table: Table, window: Window, now: datetime | None = None) -> Summary:
     """Read the window's rows (one partition range, only the needed columns) and sum them per bucket and group."""
     periods = window.periods(now or datetime.now(timezone.utc))
-    entities = table.query_entities(
-        "PartitionKey ge @first and PartitionKey le @last",
-        parameters={"first": periods[0][0], "last": periods[-1][0]},
-        select=_SELECT,
-    )
-    return aggregate(window, periods, [entity async for entity in entities])
+    query = Query(partition_from=periods[0][0], partition_through=periods[-1][0], select=_SELECT)
+    return aggregate(window, periods, [entity async for entity in table.query(query)])
 
 
 def aggregate(window: Window, periods: list[tuple[str, datetime]], entities: Iterable[Mapping[str, Any]]) -> Summary:
@@ -119,7 +114,7 @@ def aggregate(window: Window, periods: list[tuple[str, datetime]], entities: Ite
         if bucket is None:
             continue
         rows += 1
-        values = {name: field_value(entity.get(name)) for name in METRIC_FIELDS}
+        values = {name: int(entity.get(name) or 0) for name in METRIC_FIELDS}
         for name, value in values.items():
             totals[name] += value
         subscriptions.add(str(entity.get("subscription") or ""), bucket, values)

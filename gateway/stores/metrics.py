@@ -1,49 +1,60 @@
 """Token metrics: aggregated per minute in memory, flushed to Table Storage (and Azure Monitor) in batches.
 
-Table `<prefix>metrics`, one row per (minute, instance, namespace, dimensions, subscription, deployment):
-
-* PartitionKey: the UTC minute, `YYYYMMDDHHMM`, so a time range is a partition range;
-* RowKey: `<instance id>-<hash of the rest>`. Each process has its own instance id (new on every start), so
-  instances never write the same row and a restart never overwrites earlier totals: rows are append-only
-  per instance. A row is rewritten (REPLACE) only by its own instance, with its growing totals.
+Row layout: `gateway/stores/metric_rows.py`. Each process has its own instance id (new on every start), so
+instances never write the same row and a restart never overwrites earlier totals: rows are append-only per
+instance; a row is rewritten (REPLACE) only by its own instance, with its growing totals.
 
 Metrics are APIM's: Prompt Tokens, Completion Tokens, Total Tokens, plus Cached Tokens and Reasoning Tokens
 when reported; alongside, the request count, how many counts were estimated, and semantic-cache hits with
 the tokens they saved. With `APPLICATIONINSIGHTS_CONNECTION_STRING` set, the same metric names are sent to
-Application Insights as custom metrics in the policy's namespace, so APIM workbooks keep working.
+Application Insights as custom metrics in the policy's namespace (`gateway/stores/appinsights.py`).
 
 Refusals: when a policy refuses a request with 429 (rate or token limit) or 403 (quota), the gateway counts
 it as `refused429` / `refused403` in its own series (namespace "", no dimensions), whether or not an
 emit-token-metric policy ran, so the dashboard can show who is being turned away.
 
-Rollups: with a rollup table, the same traffic is also kept by subscription and deployment only (namespace and
-dimensions summed away), per minute (PartitionKey `m` + `YYYYMMDDHHMM`), hour (`h` + `YYYYMMDDHH`) and day
-(`d` + `YYYYMMDD`), written by the same flush. Reading a day or a month (the dashboard) then takes 24 or 30
-partitions instead of 1,440 or 43,200, and a partition holds one row per subscription, deployment and instance
-however many dimension values there are. They are exact: the same in-memory totals, written at the same time,
-append-only per instance like the minute rows. Traffic from before rollups existed has no rollup rows.
+Rollups: the same traffic is also kept by subscription and deployment only, per minute, hour and day, written
+by the same flush (see metric_rows.py); they are exact: the same in-memory totals, written at the same time.
 
-Flushes run every `flush_seconds` in the background and on shutdown; what a crashed process had not flushed
-(at most `flush_seconds` of its traffic) is lost.
+No request can blind the others:
+
+* every name and value of a series is bounded (`metric_rows.bounded`) before it is recorded;
+* at most `max_series` series per minute per instance: what comes beyond goes to one overflow series per
+  subscription (dimension `overflow=true`, deployment `(overflow)`), so a flood of distinct names costs neither
+  memory nor rows;
+* a row storage refuses is logged and dropped, and the rest of its batch is written;
+* while storage is down, totals keep accumulating and are written when it answers again (exactly, since rows
+  are rewritten with their totals); at most `MAX_UNWRITTEN_SERIES` series wait, beyond that the oldest minutes
+  are dropped (logged).
+
+Bound on a hard kill: flushes run every `flush_seconds` (default 5 s) in the background, and on a graceful
+stop; a process killed with SIGKILL loses what it recorded since its last flush: at most `flush_seconds` of
+its traffic.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING
 
-import orjson
-from azure.data.tables import EdmType, EntityProperty, UpdateMode
-from azure.data.tables.aio import TableClient
-
+from gateway.errors import EntityRejected, StorageUnavailable
+from gateway.stores.appinsights import AppInsightsExporter
+from gateway.stores.metric_rows import (
+    METRIC_FIELDS,
+    MINUTE_PARTITION,
+    ROLLUP_DAY_PARTITION,
+    ROLLUP_HOUR_PARTITION,
+    ROLLUP_LATE_SECONDS,
+    ROLLUP_MINUTE_PARTITION,
+    SeriesKey,
+)
+from gateway.stores.tables import MAX_TRANSACTION, Table
 from policies.usage import Usage
 
 if TYPE_CHECKING:
@@ -51,45 +62,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-METRIC_FIELDS = (
-    "prompt", "completion", "total", "cached", "reasoning", "requests", "estimated", "cacheHits", "savedTokens",
-    "refused429", "refused403",
-)  # fmt: skip
 #: Policy refusals the gateway counts, by status.
 REFUSAL_FIELDS = {429: "refused429", 403: "refused403"}
-#: The table (after the prefix) holding the rollups: per minute, hour and day, by subscription and deployment.
-ROLLUP_TABLE = "metricsrollup"
-MINUTE_PARTITION = "%Y%m%d%H%M"
-ROLLUP_MINUTE_PARTITION = "m%Y%m%d%H%M"
-ROLLUP_HOUR_PARTITION = "h%Y%m%d%H"
-ROLLUP_DAY_PARTITION = "d%Y%m%d"
-#: A rollup row is never written once its period ended this long ago (see `_drop_late_rollups`).
-ROLLUP_LATE_SECONDS = 1800
-#: APIM's metric names for the fields that are token counts.
-METRIC_NAMES = {
-    "prompt": "Prompt Tokens", "completion": "Completion Tokens", "total": "Total Tokens",
-    "cached": "Prompt Cached Tokens", "reasoning": "Reasoning Tokens",
-}  # fmt: skip
-_BATCH = 100
-
-
-def field_value(value: Any) -> int:
-    """A metric field as read back from the table (an Int64 `EntityProperty`, or a plain int)."""
-    return int(value.value if isinstance(value, EntityProperty) else value or 0)
-
-
-@dataclass(frozen=True)
-class SeriesKey:
-    #: The PartitionKey: a minute `YYYYMMDDHHMM`, or a minute, hour or day of a rollup (`m…`, `h…`, `d…`).
-    minute: str
-    namespace: str
-    dimensions: tuple[tuple[str, str], ...]
-    subscription: str
-    deployment: str
-
-    def row_key(self, instance: str) -> str:
-        digest = hashlib.sha1(orjson.dumps([self.namespace, self.dimensions, self.subscription, self.deployment])).hexdigest()
-        return f"{instance}-{digest[:20]}"
+#: Distinct series one instance records per minute before the rest goes to the overflow series.
+MAX_SERIES_PER_MINUTE = 2000
+#: Unwritten minute series kept while storage is unavailable (about 0.5 KiB each); the oldest go first.
+MAX_UNWRITTEN_SERIES = 50_000
+OVERFLOW_DIMENSIONS = (("overflow", "true"),)
+OVERFLOW_DEPLOYMENT = "(overflow)"
 
 
 @dataclass
@@ -104,14 +84,13 @@ class _Totals:
 class _Level:
     """One granularity of the series: minutes in the metrics table, or minutes, hours or days in the rollup table."""
 
-    table: TableClient
+    table: Table
     #: A prefix, then a leading part of MINUTE_PARTITION: a period's key is a cut of the minute's.
     partition_format: str
     series: dict[SeriesKey, _Totals] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._prefix, _, rest = self.partition_format.partition("%")
-        assert MINUTE_PARTITION.startswith("%" + rest), self.partition_format
         self._length = len(datetime(2000, 1, 1).strftime("%" + rest))
 
     def period(self, minute: str) -> str:
@@ -122,18 +101,20 @@ class _Level:
 class MetricsRecorder:
     def __init__(
         self,
-        table: TableClient,
-        flush_seconds: float = 10.0,
+        table: Table,
+        flush_seconds: float = 5.0,
         exporter: AppInsightsExporter | None = None,
         instance: str | None = None,
-        rollups: TableClient | None = None,
+        rollups: Table | None = None,
         clock: Callable[[], float] = time.time,
         compactor: RollupCompactor | None = None,
+        max_series: int = MAX_SERIES_PER_MINUTE,
     ) -> None:
         self._flush_seconds = flush_seconds
         self._compactor = compactor
         self._exporter = exporter
         self._clock = clock
+        self._max_series = max_series
         self.instance = instance or uuid.uuid4().hex[:12]
         self._minutes = _Level(table, MINUTE_PARTITION)
         self._rollups = [
@@ -141,6 +122,8 @@ class MetricsRecorder:
         ] if rollups is not None else []  # fmt: skip
         #: Minute rows first: `flush` returns their count and exports them.
         self._levels = [self._minutes, *self._rollups]
+        #: Series recorded per minute, for the cap.
+        self._series_per_minute: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
 
@@ -165,7 +148,17 @@ class MetricsRecorder:
         self, namespace: str, dimensions: tuple[tuple[str, str], ...], subscription: str, deployment: str, increments: dict[str, int]
     ) -> None:
         minute = datetime.fromtimestamp(self._clock(), timezone.utc).strftime(MINUTE_PARTITION)
-        totals = self._minutes.series.setdefault(SeriesKey(minute, namespace, dimensions, subscription, deployment), _Totals())
+        key = SeriesKey.of(minute, namespace, dimensions, subscription, deployment)
+        series = self._minutes.series
+        totals = series.get(key)
+        if totals is None:
+            recorded = self._series_per_minute.get(minute, 0)
+            if recorded >= self._max_series:
+                key = SeriesKey.of(minute, namespace, OVERFLOW_DIMENSIONS, subscription, OVERFLOW_DEPLOYMENT)
+                totals = series.get(key)
+            if totals is None:
+                totals = series[key] = _Totals()
+                self._series_per_minute[minute] = recorded + 1
         for name, value in increments.items():
             totals.values[name] += value
         totals.dirty = True
@@ -189,13 +182,19 @@ class MetricsRecorder:
         self._task = asyncio.get_running_loop().create_task(self._flush_periodically())
 
     async def _flush_periodically(self) -> None:
+        failing = False
         while True:
             await asyncio.sleep(self._flush_seconds)
             try:
                 await self.flush()
+                failing = False
+            except StorageUnavailable:
+                if not failing:  # once per outage; the totals wait in memory
+                    logger.warning("Flushing token metrics failed: storage is unavailable; will retry.")
+                failing = True
             except Exception:
-                logger.warning("Flushing token metrics failed; will retry.", exc_info=True)
-            if self._compactor is not None:
+                logger.exception("Flushing token metrics failed; will retry.")
+            if self._compactor is not None and not failing:
                 try:
                     await self._compactor.run_if_due()
                 except Exception:
@@ -206,53 +205,46 @@ class MetricsRecorder:
         async with self._flush_lock:
             self._roll_up()
             self._drop_late_rollups()
+            self._drop_unflushable_minutes()
             dirty = [[(key, totals) for key, totals in level.series.items() if totals.dirty] for level in self._levels]
             for series in dirty:
                 for _, totals in series:
                     totals.dirty = False
             try:
                 for level, series in zip(self._levels, dirty):
-                    await self._write(level.table, series)
+                    await self._write(level, series)
             except Exception:
                 for series in dirty:
                     for _, totals in series:
                         totals.dirty = True  # try again on the next flush
                 raise
-            minutes = dirty[0]
+            minutes = [(key, totals) for key, totals in dirty[0] if key in self._minutes.series]
             if self._exporter is not None and minutes:
                 await self._exporter.export([(key, dict(totals.values)) for key, totals in minutes])
             self._forget_old()
             return len(minutes)
 
-    async def _write(self, table: TableClient, dirty: list[tuple[SeriesKey, _Totals]]) -> None:
-        """Upsert in transactions, which Table Storage allows within one partition and up to 100 rows."""
+    async def _write(self, level: _Level, dirty: list[tuple[SeriesKey, _Totals]]) -> None:
+        """Upsert in transactions (one partition, up to 100 rows); a row storage refuses is dropped, not retried."""
         by_partition: dict[str, list[tuple[SeriesKey, _Totals]]] = {}
         for key, totals in dirty:
             by_partition.setdefault(key.minute, []).append((key, totals))
         for series in by_partition.values():
-            for start in range(0, len(series), _BATCH):
-                chunk = series[start : start + _BATCH]
-                operations = [("upsert", self._entity(key, totals), {"mode": UpdateMode.REPLACE}) for key, totals in chunk]
-                await table.submit_transaction(operations)  # type: ignore[arg-type]
-
-    def _entity(self, key: SeriesKey, totals: _Totals) -> dict[str, Any]:
-        entity: dict[str, Any] = {
-            "PartitionKey": key.minute,
-            "RowKey": key.row_key(self.instance),
-            "instance": self.instance,
-            "namespace": key.namespace,
-            "dimensions": orjson.dumps(dict(key.dimensions)).decode(),
-            "subscription": key.subscription,
-            "deployment": key.deployment,
-        }
-        for name, value in totals.values.items():
-            entity[name] = EntityProperty(value, EdmType.INT64)
-        return entity
+            for start in range(0, len(series), MAX_TRANSACTION):
+                chunk = series[start : start + MAX_TRANSACTION]
+                while chunk:
+                    try:
+                        await level.table.transact([("upsert", key.entity(self.instance, totals.values)) for key, totals in chunk])
+                        break
+                    except EntityRejected as exc:
+                        key = chunk.pop(min(exc.index, len(chunk) - 1))[0]
+                        level.series.pop(key, None)
+                        logger.error("Dropped a metric series that storage refuses (%s): %s.", exc.message, key.row_key(self.instance))
 
     def _drop_late_rollups(self) -> None:
         """Never write a rollup row of a period that ended ROLLUP_LATE_SECONDS ago: it may be folded already
-        (gateway/rollups.py folds only later), and rewriting it would count it twice. Only a flush that kept
-        failing for that long gets here; its minute rows are still written."""
+        (gateway/stores/rollups.py folds only later), and rewriting it would count it twice. Only a flush that
+        kept failing for that long gets here; its minute rows are still written."""
         late = datetime.fromtimestamp(self._clock() - ROLLUP_LATE_SECONDS, timezone.utc)
         for level in self._rollups:
             cutoff = late.strftime(level.partition_format)
@@ -262,6 +254,16 @@ class MetricsRecorder:
             if stale:
                 logger.warning("Dropped %d unwritten rollup rows of periods that closed over %d s ago.", len(stale), ROLLUP_LATE_SECONDS)
 
+    def _drop_unflushable_minutes(self) -> None:
+        """Bound memory during a long storage outage: at most MAX_UNWRITTEN_SERIES minute series, oldest dropped first."""
+        series = self._minutes.series
+        excess = len(series) - MAX_UNWRITTEN_SERIES
+        if excess <= 0:
+            return
+        for key in sorted(series, key=lambda key: key.minute)[:excess]:
+            del series[key]
+        logger.error("Dropped the %d oldest unwritten metric series: storage has been unavailable too long.", excess)
+
     def _forget_old(self) -> None:
         """Series of periods that ended two minutes ago and are flushed cannot change any more."""
         past = datetime.fromtimestamp(self._clock() - 120, timezone.utc)
@@ -269,6 +271,9 @@ class MetricsRecorder:
             cutoff = past.strftime(level.partition_format)
             for key in [k for k, totals in level.series.items() if k.minute < cutoff and not totals.dirty]:
                 del level.series[key]
+        minute_cutoff = past.strftime(MINUTE_PARTITION)
+        for minute in [minute for minute in self._series_per_minute if minute < minute_cutoff]:
+            del self._series_per_minute[minute]
 
     async def close(self) -> None:
         if self._task is not None:
@@ -277,61 +282,3 @@ class MetricsRecorder:
         await self.flush()
         if self._exporter is not None:
             await self._exporter.close()
-
-
-class AppInsightsExporter:
-    """Sends the same metrics to Application Insights' ingestion endpoint as pre-aggregated custom metrics."""
-
-    def __init__(self, connection_string: str) -> None:
-        parts = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
-        self._ikey = parts.get("InstrumentationKey", "")
-        endpoint = parts.get("IngestionEndpoint", "https://dc.services.visualstudio.com").rstrip("/")
-        self._url = endpoint + "/v2/track"
-        self._client: Any = None
-        self._sent: dict[tuple[SeriesKey, str], int] = {}
-
-    async def export(self, series: list[tuple[SeriesKey, dict[str, int]]]) -> None:
-        """Send what each series gained since the last export (totals are cumulative per minute)."""
-        import httpx
-
-        envelopes = []
-        for key, values in series:
-            for name, metric in METRIC_NAMES.items():
-                delta = values[name] - self._sent.get((key, name), 0)
-                if delta <= 0:
-                    continue
-                self._sent[(key, name)] = values[name]
-                envelopes.append(self._envelope(key, metric, delta))
-        self._forget_before(min(key.minute for key, _ in series) if series else "")
-        if not envelopes:
-            return
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=10)
-        response = await self._client.post(self._url, content=orjson.dumps(envelopes), headers={"content-type": "application/json"})
-        if response.status_code >= 300:
-            logger.warning("Application Insights refused %d metrics: HTTP %s.", len(envelopes), response.status_code)
-
-    def _forget_before(self, minute: str) -> None:
-        """Minutes older than any series still being flushed will not grow again: drop what was sent for them."""
-        for sent in [sent for sent in self._sent if sent[0].minute < minute]:
-            del self._sent[sent]
-
-    def _envelope(self, key: SeriesKey, metric: str, value: int) -> dict[str, Any]:
-        minute = datetime.strptime(key.minute, "%Y%m%d%H%M").replace(tzinfo=timezone.utc)
-        return {
-            "name": "Microsoft.ApplicationInsights.Metric",
-            "time": minute.isoformat().replace("+00:00", "Z"),
-            "iKey": self._ikey,
-            "data": {
-                "baseType": "MetricData",
-                "baseData": {
-                    "ver": 2,
-                    "metrics": [{"ns": key.namespace, "name": metric, "kind": 1, "value": value, "count": 1}],
-                    "properties": dict(key.dimensions),
-                },
-            },
-        }
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()

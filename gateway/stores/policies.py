@@ -19,11 +19,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import EdmType, EntityProperty, UpdateMode
-from azure.data.tables.aio import TableClient
-
+from gateway.errors import PoliciesUnavailable, StorageError
+from gateway.stores.tables import Query, Row, Table, update_with_retry
+from policies.errors import PolicyLoadError
 from policies.document import DEFAULT_DOCUMENT, PolicyDocument, Scope, effective_sections, load_document
 from policies.pipeline import Pipeline
 from policies.statement import Loader
@@ -79,60 +77,42 @@ def load_scoped(xml: str, scope: Scope, loader: Loader) -> PolicyDocument:
 
 
 class PolicyRepository:
-    def __init__(self, table: TableClient) -> None:
+    def __init__(self, table: Table) -> None:
         self._table = table
 
     async def version(self) -> int:
-        try:
-            entity = await self._table.get_entity(_CONFIG, _VERSION)
-        except ResourceNotFoundError:
-            return 0
-        return _int(entity["version"])
+        entity = await self._table.get(_CONFIG, _VERSION)
+        return int(entity["version"]) if entity is not None else 0
 
     async def documents(self) -> dict[str, str]:
-        entities = self._table.query_entities("PartitionKey eq @pk", parameters={"pk": _DOCUMENT})
-        return {e["RowKey"]: _join(e) async for e in entities}
+        return {e["RowKey"]: _join(e) async for e in self._table.query(Query(partition=_DOCUMENT))}
 
     async def document(self, scope: Scope) -> str | None:
-        try:
-            return _join(await self._table.get_entity(_DOCUMENT, str(scope)))
-        except ResourceNotFoundError:
-            return None
+        entity = await self._table.get(_DOCUMENT, str(scope))
+        return _join(entity) if entity is not None else None
 
     async def put(self, scope: Scope, xml: str) -> int:
         entity: dict[str, Any] = {"PartitionKey": _DOCUMENT, "RowKey": str(scope), "parts": 0}
         for index in range(0, max(len(xml), 1), _CHUNK):
             entity[f"xml{index // _CHUNK}"] = xml[index : index + _CHUNK]
             entity["parts"] = index // _CHUNK + 1
-        await self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        await self._table.upsert(entity)
         return await self._bump()
 
     async def delete(self, scope: Scope) -> int:
-        await self._table.delete_entity(_DOCUMENT, str(scope))
+        await self._table.delete(_DOCUMENT, str(scope))
         return await self._bump()
 
     async def _bump(self) -> int:
-        for _ in range(50):
-            try:
-                entity = await self._table.get_entity(_CONFIG, _VERSION)
-            except ResourceNotFoundError:
-                try:
-                    await self._table.create_entity({"PartitionKey": _CONFIG, "RowKey": _VERSION, "version": _int64(1)})
-                    return 1
-                except ResourceExistsError:
-                    continue
-            version = _int(entity["version"]) + 1
-            try:
-                await self._table.update_entity(
-                    {"PartitionKey": _CONFIG, "RowKey": _VERSION, "version": _int64(version)},
-                    mode=UpdateMode.REPLACE,
-                    etag=entity.metadata["etag"],
-                    match_condition=MatchConditions.IfNotModified,
-                )
-                return version
-            except ResourceModifiedError:
-                await asyncio.sleep(0.01)
-        raise RuntimeError("The policy version row is too contended; try again.")
+        version = 0
+
+        def next_version(row: Row | None) -> dict[str, Any]:
+            nonlocal version
+            version = (int(row["version"]) if row is not None else 0) + 1
+            return {"PartitionKey": _CONFIG, "RowKey": _VERSION, "version": version}
+
+        await update_with_retry(self._table, _CONFIG, _VERSION, next_version)
+        return version
 
 
 class PolicyManager:
@@ -140,42 +120,65 @@ class PolicyManager:
 
     The poller runs on its own schedule, not on requests, so a change is in force on every instance at most
     `poll_seconds` (plus one load) after it was written, even on an instance that was idle meanwhile.
+
+    Until a policy set has loaded (storage unreachable at start, or stored documents this gateway cannot load),
+    requests are refused with 503 `PoliciesUnavailable`: serving without the configured policies would skip
+    their limits. Afterwards a failing refresh keeps the last good set in force. A reload compiles in a worker
+    thread, so the event loop keeps serving while a large document compiles.
     """
 
     def __init__(self, repository: PolicyRepository, loader: Loader, poll_seconds: float) -> None:
         self._repository = repository
         self._loader = loader
         self._poll_seconds = poll_seconds
-        self.current = compile_policy_set({}, -1, loader)
+        self._current: PolicySet | None = None
+        #: A stored version that does not load: not retried until the version changes.
+        self._broken_version: int | None = None
         self._poller: asyncio.Task[None] | None = None
 
+    @property
+    def loaded(self) -> bool:
+        return self._current is not None
+
+    @property
+    def current(self) -> PolicySet:
+        if self._current is None:
+            raise PoliciesUnavailable()
+        return self._current
+
     async def start(self) -> None:
-        """Load once before serving, then keep polling in the background."""
-        await self._refresh()
+        """Try to load once before serving, then keep polling in the background (faster until loaded)."""
+        try:
+            await self._refresh()
+        except StorageError as exc:
+            logger.warning("Could not load policies at start (%s); refusing requests with 503 until they load.", exc.message)
         self._poller = asyncio.get_running_loop().create_task(self._poll())
 
     async def _poll(self) -> None:
         failing = False
         while True:
-            await asyncio.sleep(self._poll_seconds)
+            await asyncio.sleep(self._poll_seconds if self.loaded else min(1.0, self._poll_seconds))
             try:
-                await asyncio.wait_for(self._refresh(), timeout=max(10.0, self._poll_seconds))
+                async with asyncio.timeout(max(10.0, self._poll_seconds)):  # not wait_for: on 3.11 it can swallow a cancel
+                    await self._refresh()
                 failing = False
-            except Exception:
+            except (StorageError, TimeoutError) as exc:
                 if not failing:  # once per outage, not once per poll
-                    logger.warning("Policy refresh failed; keeping version %s.", self.current.version, exc_info=True)
+                    version = self._current.version if self._current is not None else None
+                    logger.warning("Policy refresh failed (%s); keeping version %s.", type(exc).__name__, version)
                 failing = True
 
     async def _refresh(self) -> None:
         version = await self._repository.version()
-        if version == self.current.version:
+        if (self._current is not None and version == self._current.version) or version == self._broken_version:
             return
         documents = await self._repository.documents()
         try:
-            self.current = compile_policy_set(documents, version, self._loader)
-        except ValueError:
-            logger.exception("Stored policies (version %s) do not load; keeping version %s.", version, self.current.version)
-            self.current.version = version  # do not retry the same broken version on every poll
+            self._current = await asyncio.to_thread(compile_policy_set, documents, version, self._loader)
+        except PolicyLoadError:
+            kept = self._current.version if self._current is not None else "none (requests get 503)"
+            logger.exception("Stored policies (version %s) do not load; keeping version %s.", version, kept)
+            self._broken_version = version
             return
         logger.info("Policies version %s loaded (%d documents).", version, len(documents))
 
@@ -193,11 +196,3 @@ async def apply_document(repository: PolicyRepository, scope: Scope, xml: str, l
 
 def _join(entity: Mapping[str, Any]) -> str:
     return "".join(entity.get(f"xml{i}", "") for i in range(int(entity.get("parts", 1))))
-
-
-def _int(value: Any) -> int:
-    return int(value.value if isinstance(value, EntityProperty) else value)
-
-
-def _int64(value: int) -> EntityProperty:
-    return EntityProperty(value, EdmType.INT64)

@@ -40,11 +40,11 @@ async def apply_message(gateway: Gateway, text: str) -> int | None:
         message: Any = orjson.loads(text)
         scope = Scope.parse(message["scope"])
         if message.get("delete") is True:
-            return await (await gateway.policy_repository()).delete(scope)
+            return await gateway.policy_repository.delete(scope)
         xml = message["xml"]
         if not isinstance(xml, str):
             raise TypeError("'xml' must be a string")
-        return await apply_document(await gateway.policy_repository(), scope, xml, gateway.loader)
+        return await apply_document(gateway.policy_repository, scope, xml, gateway.loader)
     except (ValueError, KeyError, TypeError) as exc:
         logger.error("Rejected a policy update message: %s", exc)
         return None
@@ -54,7 +54,7 @@ async def apply_blob(gateway: Gateway, name: str, content: bytes) -> int | None:
     """Apply a policy blob (name relative to the container); None when rejected."""
     try:
         scope = scope_from_blob_name(name)
-        return await apply_document(await gateway.policy_repository(), scope, content.decode("utf-8"), gateway.loader)
+        return await apply_document(gateway.policy_repository, scope, content.decode("utf-8"), gateway.loader)
     except (ValueError, UnicodeDecodeError) as exc:
         logger.error("Rejected policy blob %r: %s", name, exc)
         return None

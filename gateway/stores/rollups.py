@@ -26,12 +26,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError
-from azure.data.tables import EdmType, EntityProperty, TableEntity, UpdateMode
-from azure.data.tables.aio import TableClient
-
-from gateway.stores.metrics import METRIC_FIELDS, ROLLUP_DAY_PARTITION, ROLLUP_HOUR_PARTITION, ROLLUP_LATE_SECONDS, field_value
+from gateway.errors import Conflict
+from gateway.stores.metric_rows import METRIC_FIELDS, ROLLUP_DAY_PARTITION, ROLLUP_HOUR_PARTITION, ROLLUP_LATE_SECONDS
+from gateway.stores.tables import Operation, Query, Row, Table
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +44,7 @@ _PER_FOLD = 99
 class RollupCompactor:
     def __init__(
         self,
-        table: TableClient,
+        table: Table,
         clock: Callable[[], float] = time.time,
         every: float = EVERY_SECONDS,
         lookback: tuple[timedelta, timedelta] = (timedelta(hours=HOURS_BACK), timedelta(days=DAYS_BACK)),
@@ -71,9 +68,8 @@ class RollupCompactor:
         folded = 0
         for partition_format, back in zip((ROLLUP_HOUR_PARTITION, ROLLUP_DAY_PARTITION), self._lookback):
             first, current = (closed_before - back).strftime(partition_format), closed_before.strftime(partition_format)
-            series: dict[tuple[str, str], list[TableEntity]] = {}
-            entities = self._table.query_entities("PartitionKey ge @first and PartitionKey lt @current", parameters={"first": first, "current": current})
-            async for entity in entities:
+            series: dict[tuple[str, str], list[Row]] = {}
+            async for entity in self._table.query(Query(partition_from=first, partition_before=current)):
                 _, _, digest = entity["RowKey"].partition("-")
                 series.setdefault((entity["PartitionKey"], digest), []).append(entity)
             for (_, digest), rows in series.items():
@@ -83,25 +79,19 @@ class RollupCompactor:
                     folded += await self._fold(digest, existing, instance_rows)
         return folded
 
-    async def _fold(self, digest: str, existing: TableEntity | None, rows: list[TableEntity]) -> int:
+    async def _fold(self, digest: str, existing: Row | None, rows: list[Row]) -> int:
         template = existing or rows[0]
         entity: dict[str, Any] = {
             "PartitionKey": template["PartitionKey"], "RowKey": f"{FOLDED}-{digest}", "instance": FOLDED,
             **{name: template.get(name, "") for name in ("namespace", "dimensions", "subscription", "deployment")},
         }  # fmt: skip
         for name in METRIC_FIELDS:
-            total = sum(field_value(row.get(name)) for row in ([existing] if existing is not None else []) + rows)
-            entity[name] = EntityProperty(total, EdmType.INT64)
-        write = (
-            ("update", entity, {"mode": UpdateMode.REPLACE, "etag": existing.metadata["etag"], "match_condition": MatchConditions.IfNotModified})
-            if existing is not None
-            else ("create", entity)
-        )
-        deletions = [("delete", row, {"match_condition": MatchConditions.IfNotModified}) for row in rows]
+            entity[name] = sum(int(row.get(name) or 0) for row in ([existing] if existing is not None else []) + rows)
+        write: tuple[Operation, Row | dict[str, Any]] = ("replace", Row(entity, existing.etag, None)) if existing is not None else ("insert", entity)
         try:
-            await self._table.submit_transaction([write, *deletions])  # type: ignore[list-item]
-        except HttpResponseError as exc:  # changed meanwhile: nothing happened, a later run folds it
-            logger.info("Rollup fold of %s in %s skipped (%s); will retry.", digest, template["PartitionKey"], type(exc).__name__)
+            await self._table.transact([write, *(("delete", row) for row in rows)])
+        except Conflict:  # changed meanwhile: nothing happened, a later run folds it
+            logger.info("Rollup fold of %s in %s skipped (changed meanwhile); will retry.", digest, template["PartitionKey"])
             return 0
         return len(rows)
 

@@ -43,7 +43,7 @@ import logging
 import secrets
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import partial
@@ -52,17 +52,13 @@ from urllib.parse import quote
 
 import numpy as np
 import orjson
-from azure.data.tables import TableTransactionError
-from azure.data.tables.aio import TableClient
 
 from gateway.backends.registry import Backend, BackendRegistry
-from gateway.errors import BackendError, GatewayError
 from gateway.backends.proxy import UpstreamClient, read_body
 from gateway.config.settings import SemanticCacheSettings
-from gateway.stores.tables import TableStore
-from gateway.handling.timing import ServerTiming
+from gateway.errors import BackendError, Conflict, GatewayError, StorageError
+from gateway.stores.tables import Query, Table, Tables
 from gateway.stores.vector_index import VectorIndex
-from policies.context import Context
 from policies.semantic_cache import CachedAnswer, CacheLookup, CacheQuery
 from policies.usage import Usage
 
@@ -193,7 +189,7 @@ class SemanticCacheService:
     """Implements `policies.semantic_cache.SemanticCache` over Table Storage, numpy and the embeddings backends."""
 
     def __init__(
-        self, store: TableStore, backends: BackendRegistry, upstream: UpstreamClient, settings: SemanticCacheSettings, close_store: bool = False
+        self, store: Tables, backends: BackendRegistry, upstream: UpstreamClient, settings: SemanticCacheSettings, close_store: bool = False
     ) -> None:
         self._store = store
         self._close_store = close_store
@@ -207,8 +203,8 @@ class SemanticCacheService:
         self._writes: set[asyncio.Task[None]] = set()
         self._cleaner: asyncio.Task[None] | None = None
 
-    async def lookup(self, context: Context, query: CacheQuery) -> CacheLookup:
-        timing: ServerTiming = context.gateway_state.timing
+    async def lookup(self, query: CacheQuery, record_time: Callable[[str, float], None]) -> CacheLookup:
+        """Embed and search (see `policies.semantic_cache.SemanticCache.lookup`); time spent goes to `record_time`."""
         started = time.perf_counter()
         embedding_seconds = [0.0]
         try:
@@ -226,8 +222,8 @@ class SemanticCacheService:
             return result
         finally:
             if embedding_seconds[0]:
-                timing.add("embedding", embedding_seconds[0])
-            timing.add("cache", time.perf_counter() - started - embedding_seconds[0])
+                record_time("embedding", embedding_seconds[0])
+            record_time("cache", time.perf_counter() - started - embedding_seconds[0])
 
     async def _lookup(self, query: CacheQuery, embedding_seconds: list[float]) -> CacheLookup:
         loop = asyncio.get_running_loop()
@@ -286,11 +282,11 @@ class SemanticCacheService:
             if partition.index is not None:
                 partition.index.remove_expired(now)
         self._drop_idle_partitions()
-        table = await self._store.table(TABLE)
+        table = self._store.table(TABLE)
         deleted = 0
         batches: dict[str, list[str]] = {}
-        expired = table.query_entities("ExpiresAt lt @now", parameters={"now": datetime.now(timezone.utc)}, select=["PartitionKey", "RowKey"])
-        async for entity in expired:
+        expired = Query(where=(("ExpiresAt", "lt", datetime.now(timezone.utc)),), select=("PartitionKey", "RowKey"))
+        async for entity in table.query(expired):
             rows = batches.setdefault(entity["PartitionKey"], [])
             rows.append(entity["RowKey"])
             if len(rows) == 100:  # a transaction's limit
@@ -391,12 +387,12 @@ class SemanticCacheService:
             self._outages.failed(_STORAGE, f"reading {_STORAGE} failed ({error!r})")
 
     async def _sync(self, partition: _Partition) -> None:
-        table = await self._store.table(TABLE)
+        table = self._store.table(TABLE)
         started = time.monotonic()
         if partition.since is None:
-            query, parameters = "PartitionKey eq @key and ExpiresAt gt @now", {"key": partition.key, "now": datetime.now(timezone.utc)}
+            query = Query(partition=partition.key, where=(("ExpiresAt", "gt", datetime.now(timezone.utc)),))
         else:
-            query, parameters = "PartitionKey eq @key and Timestamp ge @since", {"key": partition.key, "since": partition.since - SYNC_OVERLAP}
+            query = Query(partition=partition.key, where=(("Timestamp", "ge", partition.since - SYNC_OVERLAP),))
         index = partition.index if partition.index is not None else VectorIndex()
         now = time.time()
         newest = partition.since
@@ -404,8 +400,8 @@ class SemanticCacheService:
         vectors: list[np.ndarray] = []
         expiries: list[float] = []
         entries: list[Entry] = []
-        async for entity in table.query_entities(query, parameters=parameters, results_per_page=1000):
-            stamp = entity.metadata.get("timestamp")
+        async for entity in table.query(query):
+            stamp = entity.timestamp
             if isinstance(stamp, datetime) and (newest is None or stamp > newest):
                 newest = stamp
             if entity["RowKey"] in index:
@@ -424,9 +420,8 @@ class SemanticCacheService:
 
     async def _write(self, entity: dict[str, Any]) -> None:
         try:
-            table = await self._store.table(TABLE)
-            await table.create_entity(entity)
-        except Exception as exc:
+            await self._store.table(TABLE).insert(entity)
+        except (StorageError, Conflict) as exc:
             self._outages.failed(_STORAGE, f"writing to {_STORAGE} failed ({exc!r})")
         else:
             self._outages.recovered(_STORAGE)
@@ -443,15 +438,14 @@ class SemanticCacheService:
                     logger.info("Semantic cache cleanup deleted %d expired entries.", deleted)
 
 
-async def _delete(table: TableClient, partition_key: str, row_keys: list[str]) -> int:
+async def _delete(table: Table, partition_key: str, row_keys: list[str]) -> int:
     try:
-        await table.submit_transaction([("delete", {"PartitionKey": partition_key, "RowKey": row_key}) for row_key in row_keys])
-    except TableTransactionError:  # another instance deleted some of them first: one by one (a missing one is fine)
+        await table.transact([("delete", {"PartitionKey": partition_key, "RowKey": row_key}) for row_key in row_keys])
+    except Conflict:  # another instance deleted some of them first: one by one (a missing one is fine)
         for row_key in row_keys:
-            await table.delete_entity(partition_key, row_key)
+            await table.delete(partition_key, row_key)
     return len(row_keys)
 
 
 def _int(value: object) -> int:
-    value = getattr(value, "value", value)  # an Int64 property comes back as an EntityProperty
     return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -12,30 +12,21 @@ in constant time), so an index row left behind by a rotation never grants access
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import secrets
-import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceNotFoundError
-from azure.data.tables import UpdateMode
-from azure.data.tables.aio import TableClient
-
-from gateway.errors import InvalidSubscriptionKey, MissingSubscriptionKey
+from gateway.stores.tables import Query, Table
 
 STATES = ("active", "suspended", "cancelled")
 KeySlot = Literal["primary", "secondary"]
 _SUBSCRIPTION = "subscription"
 _KEY = "key"
-#: Cached lookups kept at most; a flood of random keys cannot grow memory beyond this.
-_CACHE_LIMIT = 50_000
 
 
 @dataclass(frozen=True)
@@ -97,7 +88,7 @@ def new_key() -> str:
 class SubscriptionRepository:
     """Reads and writes subscriptions; the only code that knows the table layout."""
 
-    def __init__(self, table: TableClient, hasher: KeyHasher) -> None:
+    def __init__(self, table: Table, hasher: KeyHasher) -> None:
         self._table = table
         self._hasher = hasher
 
@@ -113,26 +104,21 @@ class SubscriptionRepository:
             secondary_key_hash=self._hasher.hash(secondary),
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
-        await self._table.create_entity(_to_entity(sub))
+        await self._table.insert(_to_entity(sub))
         await self._index(sub.primary_key_hash, sub.id)
         await self._index(sub.secondary_key_hash, sub.id)
         return sub, primary, secondary
 
     async def get(self, subscription_id: str) -> Subscription | None:
-        try:
-            entity = await self._table.get_entity(_SUBSCRIPTION, subscription_id)
-        except ResourceNotFoundError:
-            return None
-        return _from_entity(entity)
+        entity = await self._table.get(_SUBSCRIPTION, subscription_id)
+        return _from_entity(entity) if entity is not None else None
 
     async def list(self) -> list[Subscription]:
-        entities = self._table.query_entities("PartitionKey eq @pk", parameters={"pk": _SUBSCRIPTION})
-        return [_from_entity(e) async for e in entities]
+        return [_from_entity(e) async for e in self._table.query(Query(partition=_SUBSCRIPTION))]
 
     async def find_by_key_hash(self, key_hash: str) -> Subscription | None:
-        try:
-            index = await self._table.get_entity(_KEY, key_hash)
-        except ResourceNotFoundError:
+        index = await self._table.get(_KEY, key_hash)
+        if index is None:
             return None
         sub = await self.get(index["subscriptionId"])
         if sub is None:
@@ -142,43 +128,43 @@ class SubscriptionRepository:
 
     async def rotate(self, subscription_id: str, slot: KeySlot) -> str:
         """Replace one key; the old one stops working at once here and within the cache time elsewhere."""
-        entity = await self._table.get_entity(_SUBSCRIPTION, subscription_id)
+        entity = await self._table.get(_SUBSCRIPTION, subscription_id)
+        if entity is None:
+            raise KeyError(subscription_id)
         sub = _from_entity(entity)
         key = new_key()
         new_hash = self._hasher.hash(key)
         old_hash = sub.primary_key_hash if slot == "primary" else sub.secondary_key_hash
         await self._index(new_hash, sub.id)
         updated = replace(sub, **{f"{slot}_key_hash": new_hash})
-        await self._table.update_entity(
-            _to_entity(updated), mode=UpdateMode.REPLACE, etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified
-        )
+        await self._table.replace(_to_entity(updated), entity.etag)
         await self._unindex(old_hash)
         return key
 
     async def set_state(self, subscription_id: str, state: str) -> Subscription:
         if state not in STATES:
             raise ValueError(f"Invalid state {state!r}: use one of {', '.join(STATES)}.")
-        await self._table.update_entity(
-            {"PartitionKey": _SUBSCRIPTION, "RowKey": subscription_id, "state": state}, mode=UpdateMode.MERGE
-        )
+        if not await self._table.merge({"PartitionKey": _SUBSCRIPTION, "RowKey": subscription_id, "state": state}):
+            raise KeyError(subscription_id)
         sub = await self.get(subscription_id)
-        assert sub is not None
+        if sub is None:
+            raise KeyError(subscription_id)
         return sub
 
     async def delete(self, subscription_id: str) -> bool:
         sub = await self.get(subscription_id)
         if sub is None:
             return False
-        await self._table.delete_entity(_SUBSCRIPTION, subscription_id)
+        await self._table.delete(_SUBSCRIPTION, subscription_id)
         await self._unindex(sub.primary_key_hash)
         await self._unindex(sub.secondary_key_hash)
         return True
 
     async def _index(self, key_hash: str, subscription_id: str) -> None:
-        await self._table.upsert_entity({"PartitionKey": _KEY, "RowKey": key_hash, "subscriptionId": subscription_id})
+        await self._table.upsert({"PartitionKey": _KEY, "RowKey": key_hash, "subscriptionId": subscription_id})
 
     async def _unindex(self, key_hash: str) -> None:
-        await self._table.delete_entity(_KEY, key_hash)
+        await self._table.delete(_KEY, key_hash)
 
 
 def _to_entity(sub: Subscription) -> dict[str, Any]:
@@ -204,63 +190,3 @@ def _from_entity(entity: Mapping[str, Any]) -> Subscription:
         secondary_key_hash=entity["secondaryKeyHash"],
         created=entity["created"],
     )
-
-
-class SubscriptionAuthenticator:
-    """Turns a request's key into a subscription, with a short in-memory cache so the hot path skips storage.
-
-    A verified (or rejected) key is trusted for `cache_seconds`; that bounds how long a suspended,
-    deleted or rotated key keeps working on an instance that has just seen it. Concurrent first lookups
-    of one key share a single storage read.
-    """
-
-    def __init__(
-        self,
-        repository: SubscriptionRepository,
-        hasher: KeyHasher,
-        products: Mapping[str, tuple[str, ...]],
-        cache_seconds: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._repository = repository
-        self._hasher = hasher
-        self._products = products
-        self._cache_seconds = cache_seconds
-        self._clock = clock
-        self._cache: dict[str, tuple[float, Subscription | None]] = {}
-        self._inflight: dict[str, asyncio.Future[Subscription | None]] = {}
-
-    async def authenticate(self, key: str | None, api: str) -> Subscription:
-        if not key:
-            raise MissingSubscriptionKey()
-        sub = await self._lookup(self._hasher.hash(key))
-        if sub is None or not sub.grants(api, self._products):
-            raise InvalidSubscriptionKey()
-        return sub
-
-    async def _lookup(self, key_hash: str) -> Subscription | None:
-        now = self._clock()
-        cached = self._cache.get(key_hash)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        pending = self._inflight.get(key_hash)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Subscription | None] = asyncio.get_running_loop().create_future()
-        self._inflight[key_hash] = future
-        try:
-            sub = await self._repository.find_by_key_hash(key_hash)
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters re-raise it, nobody else must log it
-            raise
-        except BaseException:
-            future.cancel()
-            raise
-        finally:
-            del self._inflight[key_hash]
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[key_hash] = (now + self._cache_seconds, sub)
-        future.set_result(sub)
-        return sub

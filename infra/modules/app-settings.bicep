@@ -12,6 +12,7 @@
 // optional: AZURE_OPENAI_CLIENT_ID — the user-assigned identity for it
 // optional: AZURE_OPENAI_EMBEDDINGS_DEPLOYMENT — its embeddings deployment, for the semantic cache
 // optional: GATEWAY_SUBSCRIPTION_CACHE_SECONDS — how long a checked key is trusted (default 5)
+// optional: GATEWAY_SUBSCRIPTION_STALE_SECONDS — during a storage outage, how long a verified key keeps working (default 300)
 // optional: GATEWAY_SSE_KEEPALIVE_SECONDS — silence before a keep-alive comment on a stream (default 15)
 // optional: GATEWAY_UPSTREAM_CONNECT_TIMEOUT — seconds (default 10)
 // optional: GATEWAY_UPSTREAM_READ_TIMEOUT — seconds (default 300)
@@ -23,7 +24,10 @@
 // optional: GATEWAY_DEFAULT_ENCODING — o200k_base (default) or cl100k_base
 // optional: GATEWAY_DEFAULT_COMPLETION_RESERVATION — tokens a token limit reserves without max_tokens (default 1024)
 // optional: GATEWAY_LEASE_FRACTION — share of a token limit an instance leases at a time (default 0.05)
-// optional: GATEWAY_METRICS_FLUSH_SECONDS — how often token metrics are written (default 10)
+// optional: GATEWAY_LEASE_SECONDS — lifetime of a token-limit lease without renewal: what a vanished instance strands (default 30)
+// optional: GATEWAY_LIMITS_ON_STORAGE_OUTAGE — local (default: count per instance) or refuse (503) while storage is down
+// optional: GATEWAY_METRICS_FLUSH_SECONDS — how often token metrics are written: what a hard kill loses (default 5)
+// optional: GATEWAY_SHUTDOWN_DRAIN_SECONDS — how long a graceful stop waits for open streams (default 230)
 // optional: GATEWAY_TOKEN_RATE_WINDOW_SECONDS — window of tokens-per-minute limits (default 60; tests only)
 // optional: GATEWAY_HEALTH_SYNC_SECONDS — how often instances share backend health (default 2)
 // optional: GATEWAY_PREDICTIVE_ROUTING — true to route away before a backend throttles
