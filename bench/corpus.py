@@ -28,7 +28,8 @@ from gateway.policy_store import compile_policy_set
 from policies.document import Scope, load_document
 from policies.errors import PolicyLoadError
 from policies.semantic_cache import CacheLookup, CacheQuery, CachedAnswer
-from policies.statement import Loader
+from policies.expressions import ExpressionError, compile_value
+from policies.statement import Loader, registered
 from policies.xml import PolicyElement, parse
 from tests import policy_helpers
 
@@ -129,7 +130,8 @@ def all_causes(xml: str, loader: Loader, fragment_section: str) -> tuple[str, ..
             if root.tag == "fragment" and exc.element == "fragment":
                 xml = _as_policies(root, fragment_section)
                 continue
-            if not _cut(root, exc.element, exc.line):
+            element = _find(root, exc.element, exc.line)
+            if element is None or not _neutralise(root, element, loader):
                 break
             xml = ET.tostring(root, encoding="unicode")
         except Exception as exc:
@@ -151,18 +153,53 @@ def _as_policies(fragment: PolicyElement, section: str) -> str:
     return f"<policies><{section}>{body}</{section}></policies>"
 
 
-def _cut(root: PolicyElement, tag: str | None, line: int | None) -> bool:
-    """Remove the element `tag` starting on `line` (the one an error names); False if there is none."""
-    if tag is None or line is None:
+def _find(root: PolicyElement, tag: str | None, line: int | None) -> PolicyElement | None:
+    """The element an error names (by tag and starting line)."""
+    for element in root.iter():
+        if isinstance(element, PolicyElement) and element.tag == tag and element.line == line:
+            return element
+    return None
+
+
+#: What a value that does not compile is replaced with to look past it: an expression of no fixed type.
+_NEUTRAL = '@(context.Variables["corpus"])'
+
+
+def _neutralise(root: PolicyElement, element: PolicyElement, loader: Loader) -> bool:
+    """Take the blocker out of the document, keeping as much of the rest as possible; False if stuck.
+
+    A value that does not compile is replaced by a neutral expression (so the statement and what is nested
+    in it still load); otherwise the element goes, or, for a part of a statement (a `<value>`, a `<when>`),
+    the statement it belongs to.
+    """
+    replaced = False
+    for name, raw in element.attrib.items():
+        if _fails(raw, loader):
+            element.attrib[name], replaced = _NEUTRAL, True
+    if element.text and _fails(element.text.strip(), loader):
+        element.text, replaced = _NEUTRAL, True
+    if replaced:
+        return True
+    parents = {child: parent for parent in root.iter() for child in parent}
+    registry = registered()
+    target = element
+    while target.tag not in registry and target in parents and parents[target].tag in registry:
+        target = parents[target]
+    parent = parents.get(target)
+    if parent is None:
         return False
-    for parent in root.iter():
-        for child in list(parent):
-            if isinstance(child, PolicyElement) and child.tag == tag and child.line == line:
-                if parent is root:  # a whole section: keep the document, empty the section
-                    child.clear()
-                else:
-                    parent.remove(child)
-                return True
+    if parent is root:  # a whole section: keep the document, empty the section
+        target.clear()
+    else:
+        parent.remove(target)
+    return True
+
+
+def _fails(raw: str, loader: Loader) -> bool:
+    try:
+        compile_value(raw, loader.named_values)
+    except ExpressionError:
+        return True
     return False
 
 
@@ -190,10 +227,12 @@ _CAUSES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"Attribute '([\w-]+)' has value .*: expected", "<{element}> {1} value type"),
         (r"Unexpected element inside <([\w-]+)>", "<{element}> inside <{1}>"),
         (r"Not allowed in <([\w-]+)>", "<{element}> in <{1}>"),
+        (r"([\w-]+) is not supported \(", "<{element}> {1}"),
         (r"Unknown backend-id", "backend id not configured (manifest)"),
         (r"Named value '.*' is not defined", "named value not configured (manifest)"),
         (r"Malformed XML", "malformed XML after expression escaping"),
         (r"Unexpected '([^']+)' at character", "unexpected `{1}` in an expression"),
+        (r"Unexpected character '\{'", "`{ … }` initialisers in an expression (arrays, objects)"),
         (r"Unexpected character '(.)'", "unexpected character `{1}` in an expression"),
     )
 )
@@ -211,7 +250,7 @@ def cause_of(error: PolicyLoadError) -> str:
                 cause = cause.replace(f"{{{index}}}", group)
             return cause
     text = message.split(": ", 1)[-1] if error.element else message
-    return f"<{element}>: {re.sub(r'[0-9]+', 'N', text)[:80]}"
+    return f"<{element}>: {re.sub(r'[0-9]+', 'N', text.split('. ')[0])[:100]}"
 
 
 @dataclass(frozen=True)
