@@ -161,8 +161,12 @@ def _find(root: PolicyElement, tag: str | None, line: int | None) -> PolicyEleme
     return None
 
 
-#: What a value that does not compile is replaced with to look past it: an expression of no fixed type.
-_NEUTRAL = '@(context.Variables["corpus"])'
+def _neutral(raw: str) -> str:
+    """A stand-in for a value that does not compile: an expression of no fixed type, or the literal without
+    its `{{named value}}` markers (some attributes take no expressions)."""
+    if raw.strip().startswith("@"):
+        return '@(context.Variables["corpus"])'
+    return raw.replace("{{", "").replace("}}", "")
 
 
 def _neutralise(root: PolicyElement, element: PolicyElement, loader: Loader) -> bool:
@@ -175,9 +179,9 @@ def _neutralise(root: PolicyElement, element: PolicyElement, loader: Loader) -> 
     replaced = False
     for name, raw in element.attrib.items():
         if _fails(raw, loader):
-            element.attrib[name], replaced = _NEUTRAL, True
+            element.attrib[name], replaced = _neutral(raw), True
     if element.text and _fails(element.text.strip(), loader):
-        element.text, replaced = _NEUTRAL, True
+        element.text, replaced = _neutral(element.text), True
     if replaced:
         return True
     parents = {child: parent for parent in root.iter() for child in parent}
