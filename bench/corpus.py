@@ -215,7 +215,7 @@ _CAUSES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"Unknown policy element", "unknown element <{element}>"),
         (r"Multi-statement expressions '@\{", "`@{ … }` multi-statement blocks"),
         (r"Unsupported member '([\w]+)' on ([\w.<>\[\]]+)", "unsupported member {2}.{1}"),
-        (r"'(\w+)' is not supported: expressions read the context", "`{1}` (object creation / type tests)"),
+        (r"'(\w+)' is not supported in expression .*: expressions read the context", "`{1}` (object creation / type tests)"),
         (r"Unknown name '(\w+)'", "unknown name `{1}`"),
         (r"Unsupported cast to '([\w.\[\]<>]+)'", "cast to ({1})"),
         (r"Unsupported type argument '([\w.\[\]<>]+)'", "type argument <{1}>"),
@@ -292,7 +292,7 @@ async def run_once(document: Document, loader: Loader) -> RunResult:
     if error is None:
         return RunResult(document, "ok")
     status = response.status if response is not None else 0
-    detail = f"{error.source}/{error.reason}: {error.message}"[:200]
+    detail = f"{error.Source}/{error.Reason}: {error.Message}"[:200]
     return RunResult(document, "refused" if 400 <= status < 500 else "failed", detail)
 
 
