@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import html
 import re
 import tomllib
 import xml.etree.ElementTree as ET
@@ -44,6 +45,7 @@ class Document:
 
     file: Path
     genai: bool
+    source: str = ""
     scope: str = "api:openai"
     #: Deploy-time placeholders (Bicep `replace()`, Terraform templates) and their fill-ins.
     replace: Mapping[str, str] = field(default_factory=dict)
@@ -76,6 +78,7 @@ def read_manifest(path: Path = MANIFEST) -> Corpus:
         Document(
             file=path.parent / entry["file"],
             genai=entry["genai"],
+            source=entry["source"],
             scope=entry.get("scope", "api:openai"),
             replace=entry.get("replace", {}),
             fragment_section=entry.get("fragment_section", "inbound"),
@@ -257,6 +260,44 @@ def cause_of(error: PolicyLoadError) -> str:
     return f"<{element}>: {re.sub(r'[0-9]+', 'N', text.split('. ')[0])[:100]}"
 
 
+#: What `@{ … }` blocks use: the C# an expression engine needs beyond `@( … )` (a document counts once each).
+_BLOCK_CONSTRUCTS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (name, re.compile(pattern))
+    for name, pattern in (
+        ("locals (`var` and typed declarations)", r"\b(?:var|int|long|double|bool|string|JObject|JArray|JToken|byte\[\])\s+\w+\s*[=;]"),
+        ("`if` / `else`", r"\bif\s*\("),
+        ("loops (`foreach`, `for`)", r"\b(?:foreach|for)\s*\("),
+        ("`switch`", r"\bswitch\s*\("),
+        ("`try` / `catch`", r"\btry\s*\{"),
+        ("`using (…)` blocks", r"\busing\s*\("),
+        ("JSON creation (`new JObject`, `JArray`, `JProperty`)", r"\bnew\s+(?:Newtonsoft\.Json\.Linq\.)?(?:JObject|JArray|JProperty)\b"),
+        ("anonymous objects and arrays (`new { }`, `new[]`)", r"\bnew\s*(?:\w+\s*)?\[\s*\]|\bnew\s*\{"),
+        ("lambdas and LINQ (`=>`)", r"=>"),
+        ("`Convert`, `Encoding`, `BitConverter`", r"\b(?:Convert|Encoding|BitConverter)\."),
+        ("hashing and crypto (`SHA256`, `HMACSHA256`, `Decrypt`)", r"SHA256|HMAC|Decrypt|Encrypt"),
+        ("`DateTime`, `DateTimeOffset`, `TimeSpan`", r"\b(?:DateTime|DateTimeOffset|TimeSpan)\b"),
+        ("`Guid`, `Random`", r"\b(?:Guid|Random)\b"),
+        ("`Regex`", r"\bRegex\."),
+        ("`JsonConvert`", r"\bJsonConvert\."),
+        ("number parsing (`int.Parse`, `TryParse`)", r"\b(?:int|long|double|bool|Int32)\.(?:Try)?Parse"),
+        ("string helpers (`string.Join/Format/Concat/IsNullOrEmpty`, `Split`)", r"\b[sS]tring\.(?:Join|Format|Concat|IsNullOrEmpty)|\.Split\("),
+    )
+)
+
+
+def block_constructs(xml: str) -> set[str]:
+    """The constructs the document's `@{ … }` blocks use (empty when it has none)."""
+    text = html.unescape(xml)
+    found: set[str] = set()
+    for start in (match.end() for match in re.finditer(r"@\{", text)):
+        depth, end = 1, start
+        while end < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[end], 0)
+            end += 1
+        found.update(name for name, pattern in _BLOCK_CONSTRUCTS if pattern.search(text[start:end]))
+    return found
+
+
 @dataclass(frozen=True)
 class RunResult:
     document: Document
@@ -312,6 +353,10 @@ def load_table(results: Iterable[LoadResult]) -> list[str]:
         counts = [sum(r.status == status for r in group) for group in (results, genai, [r for r in results if not r.document.genai])]
         sizes = (len(results), len(genai), len(results) - len(genai))
         lines.append(f"| {status} | " + " | ".join(_ratio(c, n) for c, n in zip(counts, sizes)) + " |")
+    lines += ["", "| source | loads |", "|---|---:|"]
+    for source in sorted({r.document.source for r in results}):
+        group = [r for r in results if r.document.source == source]
+        lines.append(f"| {source} | {_ratio(sum(r.status == 'loads' for r in group), len(group))} |")
     lines += ["", "Blockers (documents containing it; only: documents it alone blocks; first: documents where a user meets it first):", ""]
     lines += ["| cause | all | GenAI | only | first |", "|---|---:|---:|---:|---:|"]
     blocked = [r for r in results if r.status != "loads"]
@@ -321,6 +366,12 @@ def load_table(results: Iterable[LoadResult]) -> list[str]:
     first = Counter(r.causes[0] for r in blocked if r.causes)
     for cause, count in sorted(every.items(), key=lambda item: (-item[1], item[0])):
         lines.append(f"| {cause} | {count} | {in_genai[cause]} | {only[cause]} | {first[cause]} |")
+    constructs = [(r.document.genai, block_constructs(r.document.text())) for r in results]
+    lines += ["", f"Inside `@{{ … }}` blocks ({sum(bool(c) for _, c in constructs)} documents have them):", ""]
+    lines += ["| construct | all | GenAI |", "|---|---:|---:|"]
+    used = Counter(name for _, names in constructs for name in names)
+    used_genai = Counter(name for genai, names in constructs if genai for name in names)
+    lines += [f"| {name} | {count} | {used_genai[name]} |" for name, count in used.most_common()]
     return lines
 
 
