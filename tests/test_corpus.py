@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.corpus import MANIFEST, Document, LoadResult, all_causes, measure_load, read_manifest, run_once
+from bench.corpus import MANIFEST, Document, LoadResult, all_causes, block_constructs, measure_load, read_manifest, run_once
 from policies.statement import Loader
 
 #: Documents that load today, of all and of the GenAI ones.
@@ -88,6 +88,16 @@ def test_a_fragment_is_measured_as_the_section_it_is_written_for() -> None:
     xml = "<fragment><forward-request /><include-fragment fragment-id='f' /></fragment>"
     assert all_causes(xml, Loader(), "backend") == ("<fragment> documents (not <policies>)", "unknown element <include-fragment>")
     assert all_causes(xml, Loader(), "inbound")[1] == "<forward-request> in <inbound>"
+
+
+def test_block_constructs_name_what_a_block_uses_and_ignore_single_expressions() -> None:
+    xml = '<set-variable name="n" value="@{ var n = 0; foreach (var m in new JArray()) { n++; } return n; }" />'
+    assert block_constructs(xml) == {
+        "locals (`var` and typed declarations)",
+        "loops (`foreach`, `for`)",
+        "JSON creation (`new JObject`, `JArray`, `JProperty`)",
+    }
+    assert block_constructs('<set-variable name="n" value="@(new JArray())" />') == set()
 
 
 async def test_run_reports_an_expression_that_fails_at_run_time(tmp_path: Path) -> None:
