@@ -6,7 +6,8 @@ Every document in the manifest goes through `load_document` with the loader `pol
 settings (named values, backend ids), here configured once from the manifest so every run is the same. A
 document either loads, is refused with a `PolicyLoadError`, or crashes the loader (any other exception: a
 bug). For refused documents the first error is what a user sees; to rank what to build, the tool also
-finds every blocker in the document by cutting out the element each error names and loading again.
+finds every blocker in the document by taking out what each error names (the value that does not compile,
+or the element) and loading again.
 
 `--run` executes each loaded document once (a chat completion, a fake backend answering 200) and reports
 what failed at run time.
@@ -28,14 +29,14 @@ from pathlib import Path
 from gateway.policy_store import compile_policy_set
 from policies.document import Scope, load_document
 from policies.errors import PolicyLoadError
-from policies.semantic_cache import CacheLookup, CacheQuery, CachedAnswer
 from policies.expressions import ExpressionError, compile_value
+from policies.semantic_cache import CacheLookup, CachedAnswer, CacheQuery
 from policies.statement import Loader, registered
 from policies.xml import PolicyElement, parse
 from tests import policy_helpers
 
 MANIFEST = Path(__file__).resolve().parent.parent / "tests" / "corpus" / "manifest.toml"
-#: Blockers searched per document before giving up (each search step cuts one element out).
+#: Blockers searched per document before giving up (each step takes one blocker out).
 MAX_BLOCKERS = 40
 
 
@@ -114,9 +115,9 @@ def measure_load(document: Document, loader: Loader) -> LoadResult:
 
 
 def all_causes(xml: str, loader: Loader, fragment_section: str) -> tuple[str, ...]:
-    """Every blocker: load, note the cause, cut out the element it names, load again.
+    """Every blocker: load, note the cause, take out what the error names, load again.
 
-    Cutting an element also hides what is inside it, so nested blockers count only where their parent
+    Taking out an element also hides what is inside it, so nested blockers count only where their parent
     loads; that is the order in which they would surface for a user fixing one at a time.
     """
     causes: list[str] = []
@@ -301,8 +302,8 @@ def block_constructs(xml: str) -> set[str]:
 @dataclass(frozen=True)
 class RunResult:
     document: Document
-    #: "ok" (answered 2xx/3xx or a policy's own response), "refused" (a statement answered 4xx),
-    #: "failed" (5xx from an expression or statement error) or "crashed" (an exception escaped the pipeline).
+    #: "ok" (no error: the backend's answer or a policy's own response), "refused" (a statement answered 4xx),
+    #: "failed" (an expression or statement error answered 5xx) or "crashed" (an exception escaped the pipeline).
     status: str
     detail: str = ""
 
