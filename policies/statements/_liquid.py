@@ -54,10 +54,15 @@ def compile_template(source: str) -> BoundTemplate:
     """Parse a template once; raises ValueError describing a syntax error or an unknown filter."""
     from liquid.exceptions import LiquidError
 
+    environment = _environment()
     try:
-        return _environment().from_string(source)
+        template = environment.from_string(source)
     except LiquidError as exc:
         raise ValueError(f"Liquid template: {exc}") from None
+    unknown = sorted(set(template.analyze().filters) - set(environment.filters))
+    if unknown:
+        raise ValueError(f"Liquid template: unknown filter {unknown[0]!r}.")
+    return template
 
 
 def render(template: BoundTemplate, message: Body, headers: Headers, context: Context) -> str:
