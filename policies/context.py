@@ -268,6 +268,9 @@ class Variables:
     def get(self, name: str, default: Any = None) -> Any:
         return self._values.get(name, default)
 
+    def items(self) -> list[tuple[str, Any]]:
+        return list(self._values.items())
+
 
 def _to_bool(value: Any) -> bool:
     if isinstance(value, bool):

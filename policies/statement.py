@@ -1,12 +1,25 @@
-"""The policy statement contract, the registry of statements, and the loader that builds them.
+"""The policy statement contract, the registry of statements, declared settings, and the loader that builds them.
 
 A statement is one module under `policies/statements/`: a class with the XML element name it handles, the
 sections it may appear in, and a `load` classmethod that validates everything — attributes, children,
 expressions — when the document is loaded. `run` then does only the per-request work. Registering a class
 is what makes its element legal; any other element is a load error.
 
+Attributes are declared once, as a `Settings` class whose typed fields say what each attribute is:
+
+    class RateLimitSettings(Settings):
+        calls: Value = attr(kind=int, minimum=1)          # required, expressions allowed, constants checked
+        counter_key: Value | None = attr()                # optional: None when absent
+        retry_after_header_name: str | None = attr()      # constant only: arrives as str, or None
+        ignore_error: bool = attr(default=False)          # constant only, with a default
+
+A field's XML name is its name with `-` for `_` (or `attr(name=…)`). `Value` fields allow `@( … )`; `str`,
+`int`, `float` and `bool` fields refuse expressions and arrive converted. A field is required unless its type
+is optional (`| None`) or it has a default. `loader.settings(element, RateLimitSettings)` validates the
+element's attributes against the declaration (unknown ones are refused) and returns the typed instance.
+
 Implementer's contract:
-* `load(element, loader)` raises `PolicyLoadError` (through `loader.fail` / `loader.attributes`) for any
+* `load(element, loader)` raises `PolicyLoadError` (through `loader.fail` / `loader.settings`) for any
   problem, and keeps compiled values (`policies.expressions.Value`) on the instance.
 * `run(context)` reads and changes the `policies.context.Context`; it raises `PolicyError` to refuse or fail
   the request and `ReturnResponse` to answer; it never does configuration work.
@@ -14,6 +27,9 @@ Implementer's contract:
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
@@ -42,15 +58,25 @@ class Statement:
     def load(cls, element: PolicyElement, loader: Loader) -> Statement:
         raise NotImplementedError
 
+    @classmethod
+    def expand(cls, element: PolicyElement, loader: Loader) -> list[Statement]:
+        """The statements the element stands for in its section: itself, loaded.
+
+        `include-fragment` overrides this to stand for the statements of the fragment it names.
+        """
+        statement = cls.load(element, loader)
+        statement.line, statement.section, statement.node = element.line, loader.section, element
+        return [statement]
+
     async def run(self, context: Context) -> None:
         raise NotImplementedError
 
 
-S = TypeVar("S", bound=type[Statement])
+StatementClass = TypeVar("StatementClass", bound=type[Statement])
 _REGISTRY: dict[str, type[Statement]] = {}
 
 
-def register(cls: S) -> S:
+def register(cls: StatementClass) -> StatementClass:
     """Class decorator: make the statement's element (and aliases) legal in documents."""
     for name in (cls.element, *cls.aliases):
         if name in _REGISTRY and _REGISTRY[name] is not cls:
@@ -65,9 +91,17 @@ def registered() -> Mapping[str, type[Statement]]:
     return _REGISTRY
 
 
+class _Missing:
+    """No default was declared: the attribute is required unless its type is optional."""
+
+
+_MISSING = _Missing()
+_SPEC = "policy-attribute"
+
+
 @dataclass(frozen=True)
 class Attr:
-    """One declared attribute of a policy element."""
+    """One declared attribute of a policy element, as the loader checks it."""
 
     name: str
     required: bool = False
@@ -81,53 +115,159 @@ class Attr:
     maximum: float | None = None
 
 
+def attr(
+    name: str | None = None,
+    *,
+    default: Any = _MISSING,
+    kind: type | None = None,
+    choices: tuple[str, ...] = (),
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> Any:
+    """Declare a `Settings` field as an XML attribute; see the module docstring.
+
+    `kind` is what a `Value` field's constants are converted to (str unless given); a constant-only field's
+    kind is its type. `default` applies when the attribute is absent.
+    """
+    spec = {"name": name, "default": default, "kind": kind, "choices": choices, "minimum": minimum, "maximum": maximum}
+    return field(metadata={_SPEC: spec})
+
+
+@typing.dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(attr,))
+class Settings:
+    """Base of a statement's declared attributes: subclasses become frozen, keyword-only dataclasses."""
+
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        dataclass(frozen=True, kw_only=True)(cls)
+
+
+class NoSettings(Settings):
+    """An element that takes no attributes (APIM's `id` is always allowed and ignored)."""
+
+
+SettingsType = TypeVar("SettingsType", bound=Settings)
+
+
+@dataclass(frozen=True)
+class _Field:
+    """A declared field: the attribute spec, and whether the field holds a `Value` (expressions allowed)."""
+
+    field: str
+    spec: Attr
+    is_value: bool
+
+
+_CONSTANT_KINDS = (str, int, float, bool)
+
+
+_DECLARED: dict[type[Settings], tuple[_Field, ...]] = {}
+
+
+def _declared(cls: type[Settings]) -> tuple[_Field, ...]:
+    """The attributes a settings class declares, read from its typed fields once per class."""
+    declared = _DECLARED.get(cls)
+    if declared is None:
+        declared = _DECLARED[cls] = _read_declaration(cls)
+    return declared
+
+
+def _read_declaration(cls: type[Settings]) -> tuple[_Field, ...]:
+    hints = typing.get_type_hints(cls)
+    fields: list[_Field] = []
+    for declared in dataclasses.fields(cls):
+        options = declared.metadata.get(_SPEC)
+        if options is None:
+            raise TypeError(f"{cls.__name__}.{declared.name} must be declared with attr().")
+        base, optional = _unwrap_optional(hints[declared.name])
+        is_value = base is Value
+        if not is_value and base not in _CONSTANT_KINDS:
+            raise TypeError(f"{cls.__name__}.{declared.name}: use Value, str, int, float or bool (optionally | None).")
+        if not is_value and options["kind"] is not None:
+            raise TypeError(f"{cls.__name__}.{declared.name}: kind= is only for Value fields; the type is the kind.")
+        default = options["default"]
+        if optional and default is not _MISSING:
+            raise TypeError(f"{cls.__name__}.{declared.name}: an optional field has no default (it is None when absent).")
+        spec = Attr(
+            name=options["name"] or declared.name.replace("_", "-"),
+            required=not optional and default is _MISSING,
+            expressions=is_value,
+            kind=(options["kind"] or str) if is_value else base,
+            choices=options["choices"],
+            default=None if default is _MISSING else default,
+            minimum=options["minimum"],
+            maximum=options["maximum"],
+        )
+        fields.append(_Field(declared.name, spec, is_value))
+    return tuple(fields)
+
+
+def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
+    """`X | None` → (X, True); `X` → (X, False)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        members = [member for member in typing.get_args(hint) if member is not type(None)]
+        if len(members) == 1:
+            return members[0], True
+    return hint, False
+
+
 @dataclass
 class Loader:
-    """What statements need at load time: named values, known backend ids, the section being loaded."""
+    """What statements need at load time: named values, known backend ids and fragments, the section being loaded."""
 
     named_values: Mapping[str, str] = field(default_factory=dict)
     backend_ids: frozenset[str] | None = None
     section: str = "inbound"
     #: Backends (and pools) that name an embeddings deployment, for semantic-cache lookups; None: not checked.
     embeddings_backend_ids: frozenset[str] | None = None
+    #: Policy fragments by id (their `<fragment>` XML), for `include-fragment`.
+    fragments: Mapping[str, str] = field(default_factory=dict)
+    #: The fragments being included around the element being loaded, outermost first (cycle detection).
+    including: tuple[str, ...] = ()
 
     def fail(self, element: PolicyElement, message: str) -> PolicyLoadError:
         return PolicyLoadError(message, element.tag, element.line)
 
-    def attributes(self, element: PolicyElement, specs: Iterable[Attr]) -> dict[str, Value | None]:
-        """Validate `element`'s attributes against `specs` and compile each value; absent optional ones are None."""
-        specs = list(specs)
-        known = {spec.name for spec in specs}
+    def settings(self, element: PolicyElement, cls: type[SettingsType]) -> SettingsType:
+        """Validate `element`'s attributes against what `cls` declares, and build the typed settings."""
+        declared = _declared(cls)
+        known = {item.spec.name for item in declared}
         unknown = sorted(set(element.attrib) - known - {"id"})
         if unknown:
             allowed = ", ".join(sorted(known)) or "none"
             raise self.fail(element, f"Unknown attribute {unknown[0]!r}; allowed: {allowed}.")
-        values: dict[str, Value | None] = {}
-        for spec in specs:
-            raw = element.attrib.get(spec.name)
-            if raw is None:
-                if spec.required:
-                    raise self.fail(element, f"Attribute {spec.name!r} is required.")
-                values[spec.name] = None if spec.default is None else self.constant(spec.default)
-                continue
-            values[spec.name] = self.value(element, raw, spec)
-        return values
+        values = {item.field: self._attribute(element, item) for item in declared}
+        return cls(**values)
 
-    def value(self, element: PolicyElement, raw: str, spec: Attr | None = None) -> Value:
-        try:
-            value = compile_value(raw, self.named_values)
-        except ExpressionError as exc:
-            raise self.fail(element, str(exc)) from None
-        if spec is None:
-            return value
+    def no_attributes(self, element: PolicyElement) -> None:
+        """Refuse any attribute on `element` (but APIM's `id`)."""
+        self.settings(element, NoSettings)
+
+    def _attribute(self, element: PolicyElement, item: _Field) -> Any:
+        spec = item.spec
+        raw = element.attrib.get(spec.name)
+        if raw is None:
+            if spec.required:
+                raise self.fail(element, f"Attribute {spec.name!r} is required.")
+            if spec.default is None:
+                return None
+            return Value.of(spec.default) if item.is_value else spec.default
+        value = self.value(element, raw)
         if not value.is_constant:
             if not spec.expressions:
                 raise self.fail(element, f"Attribute {spec.name!r} does not accept policy expressions.")
             return value
-        return self.constant(self._convert(element, spec, value.constant))
+        constant = self._convert(element, spec, value.constant)
+        return Value.of(constant) if item.is_value else constant
 
-    def constant(self, value: Any) -> Value:
-        return Value.of(value)
+    def value(self, element: PolicyElement, raw: str) -> Value:
+        """`raw` compiled: a literal (named values substituted) or an expression."""
+        try:
+            return compile_value(raw, self.named_values)
+        except ExpressionError as exc:
+            raise self.fail(element, str(exc)) from None
 
     def text(self, element: PolicyElement) -> Value:
         """The element's text content (a literal or an expression)."""
@@ -135,14 +275,18 @@ class Loader:
 
     def children(self, element: PolicyElement, allowed: Iterable[str]) -> list[PolicyElement]:
         allowed = tuple(allowed)
-        children: list[PolicyElement] = list(element)  # type: ignore[arg-type]
+        children = elements_of(element)
         for child in children:
             if child.tag not in allowed:
                 raise self.fail(child, f"Unexpected element inside <{element.tag}>; allowed: {', '.join(allowed) or 'none'}.")
         return children
 
+    def body(self, element: PolicyElement) -> list[Statement]:
+        """The statements inside `element` (a `when`, `retry` or `limit-concurrency` body), in the current section."""
+        return self.statements(elements_of(element))
+
     def statements(self, elements: Iterable[PolicyElement]) -> list[Statement]:
-        """Load a list of statements (a section's, or a `when`/`retry` body) in the current section."""
+        """Load a list of statements (a section's, or a body) in the current section."""
         registry = registered()
         loaded: list[Statement] = []
         for element in elements:
@@ -151,11 +295,7 @@ class Loader:
                 raise self.fail(element, "Unknown policy element.")
             if self.section not in cls.sections:
                 raise self.fail(element, f"Not allowed in <{self.section}>; allowed in: {', '.join(sorted(cls.sections))}.")
-            statement = cls.load(element, self)
-            statement.line = element.line
-            statement.section = self.section
-            statement.node = element
-            loaded.append(statement)
+            loaded.extend(cls.expand(element, self))
         return loaded
 
     def _convert(self, element: PolicyElement, spec: Attr, raw: Any) -> Any:
@@ -171,6 +311,11 @@ class Loader:
         if spec.maximum is not None and value > spec.maximum:
             raise self.fail(element, f"Attribute {spec.name!r} has value {raw!r}: it must be at most {spec.maximum:g}.")
         return value
+
+
+def elements_of(element: PolicyElement) -> list[PolicyElement]:
+    """The child elements of `element` (the parser builds only `PolicyElement`s)."""
+    return [child for child in element if isinstance(child, PolicyElement)]
 
 
 def _to_bool(raw: Any) -> bool:

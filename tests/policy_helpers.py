@@ -40,6 +40,9 @@ class FakeServices:
                 "headers": context.Request.Headers.items(),
                 "query": context.Request.Url.Query.items(),
                 "timeout": timeout,
+                "method": context.Request.Method,
+                "path": context.Request.Url.Path,
+                "body": context.Request.Body.content,
             }
         )
         status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
@@ -104,3 +107,21 @@ def pipeline_of(xml: str, loader: Loader | None = None) -> Pipeline:
 
     loader = loader or Loader(backend_ids=frozenset({"primary", "secondary"}))
     return compile_policy_set({"api:openai": xml}, 1, loader).pipeline("gold", "openai", "ChatCompletions_Create")
+
+
+def doc(inbound: str = "<base />", backend: str = "<base />", outbound: str = "<base />", on_error: str = "<base />") -> str:
+    """A whole document from its sections' contents."""
+    return (
+        f"<policies><inbound>{inbound}</inbound><backend>{backend}</backend>"
+        f"<outbound>{outbound}</outbound><on-error>{on_error}</on-error></policies>"
+    )
+
+
+async def run_document(
+    xml: str, services: FakeServices | None = None, loader: Loader | None = None, **context_args: object
+) -> tuple[PolicyResponse | None, ctx.Context, FakeServices]:
+    """Run `xml` once through a pipeline; the pipeline's own response (or None), the context and the services."""
+    services = services or FakeServices()
+    context = make_context(services, **context_args)  # type: ignore[arg-type]
+    result = await pipeline_of(xml, loader).execute(context)
+    return result, context, services

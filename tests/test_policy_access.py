@@ -625,10 +625,25 @@ async def test_validate_azure_ad_token_refuses_when_keys_cannot_be_fetched() -> 
     assert (error.response.status, error.reason) == (401, "TokenSignatureKeyNotFound")
 
 
+AUDIENCE_ONLY = """<validate-azure-ad-token tenant-id="{{tenant}}">
+    <audiences><audience>api://gateway</audience></audiences>
+</validate-azure-ad-token>"""
+
+
+async def test_validate_azure_ad_token_with_audiences_only_accepts_any_client_of_the_tenant() -> None:
+    statement = load(AUDIENCE_ONLY)
+    other_client = entra(aud="api://gateway", azp="33333333-3333-3333-3333-333333333333")
+    ctx = context(bearer(rs256(other_client)))
+    await statement.run(ctx)
+    assert ctx.LastError is None
+    error = await refusal(statement, context(bearer(rs256(entra(aud="api://elsewhere")))))
+    assert (error.response.status, error.reason) == (401, "TokenAudienceNotAllowed")
+
+
 @pytest.mark.parametrize(
     ("fragment", "element", "problem"),
     [
-        ('<validate-azure-ad-token tenant-id="{{tenant}}">\n<audiences><audience>a</audience></audiences></validate-azure-ad-token>', "validate-azure-ad-token", "client-application-ids"),
+        ('<validate-azure-ad-token tenant-id="{{tenant}}">\n<required-claims /></validate-azure-ad-token>', "validate-azure-ad-token", "client-application-ids"),
         ('<validate-azure-ad-token tenant-id="{{tenant}}"><client-application-ids>\n</client-application-ids></validate-azure-ad-token>', "client-application-ids", "at least one"),
         ('<validate-azure-ad-token tenant-id="a/b">\n<client-application-ids><application-id>x</application-id></client-application-ids></validate-azure-ad-token>', "validate-azure-ad-token", "not a tenant id"),
         ('<validate-azure-ad-token tenant-id="organizations">\n<client-application-ids><application-id>x</application-id></client-application-ids></validate-azure-ad-token>', "validate-azure-ad-token", "multi-tenant"),

@@ -243,3 +243,27 @@ async def test_backend_section_without_forward_request_is_an_error() -> None:
     result, context, _ = await run(doc(backend='<set-variable name="x" value="1" />'))
     assert result is not None and result.status == 500
     assert context.LastError.Reason == "NoForwardRequest"
+
+
+FAILOVER = (
+    '<retry condition="@(context.Response.StatusCode == 429)" count="1" interval="0">'
+    '<choose><when condition="@(context.Response.StatusCode == 429)"><set-backend-service backend-id="secondary" /></when>'
+    '<otherwise><set-backend-service backend-id="primary" /></otherwise></choose>'
+    "<forward-request /></retry>"
+)
+
+
+@pytest.mark.parametrize(("statuses", "backends"), [([200], ["primary"]), ([429, 200], ["primary", "secondary"])])
+async def test_retry_failover_choose_reads_context_response_in_its_first_pass(statuses: list, backends: list[str]) -> None:
+    result, context, services = await run(doc(backend=FAILOVER), FakeServices(statuses))
+    assert result is None and context.Response.StatusCode == 200
+    assert [sent["backend_id"] for sent in services.forwarded] == backends
+
+
+async def test_retry_stand_in_response_never_reaches_the_client() -> None:
+    inbound = '<retry condition="@(false)" count="0" interval="0"><set-variable name="seen" value="@(context.Response.StatusCode)" /></retry>'
+    _, context, services = await run(doc(inbound=inbound))
+    assert context.Variables["seen"] == 200
+    assert len(services.forwarded) == 1 and context.Response.Body.content == b'{"status":200}'  # the backend's, not the stand-in
+    result, context, _ = await run(doc(inbound=inbound, backend='<set-variable name="x" value="1" />'))
+    assert result is not None and context.LastError.Reason == "NoForwardRequest"

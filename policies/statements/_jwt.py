@@ -25,21 +25,32 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from jwt.types import Options
 
 from policies.context import Context
 from policies.errors import PolicyError, PolicyResponse
 from policies.expressions import Value
 from policies.jwks import SUPPORTED_ALGORITHMS, OpenIdKeys, SigningKey, SigningKeysUnavailable
-from policies.statement import Attr, Loader, Statement
+from policies.statement import Loader, Settings, Statement, attr
 from policies.xml import PolicyElement
 
-SOURCE_ATTRIBUTES = (Attr("header-name"), Attr("query-parameter-name"), Attr("token-value"))
-OUTCOME_ATTRIBUTES = (
-    Attr("failed-validation-httpcode", kind=int, minimum=100, maximum=599, default=401),
-    Attr("failed-validation-error-message"),
-    Attr("output-token-variable-name", expressions=False),
-)
-_SOURCES = ("header-name", "query-parameter-name", "token-value")
+
+
+class TokenSettings(Settings):
+    """The attributes both statements take: where the token is, and what a refusal looks like."""
+
+    header_name: Value | None = attr()
+    query_parameter_name: Value | None = attr()
+    token_value: Value | None = attr()
+    failed_validation_httpcode: Value = attr(kind=int, minimum=100, maximum=599, default=401)
+    failed_validation_error_message: Value | None = attr()
+    output_token_variable_name: str | None = attr()
+
+
+class ClaimSettings(Settings):
+    name: str = attr()
+    match: str = attr(choices=("all", "any"), default="all")
+    separator: str | None = attr()
 
 
 class TokenRejected(Exception):
@@ -55,34 +66,41 @@ class TokenRejected(Exception):
 class TokenSource:
     """Where the token is: a header, a query parameter, or the value of an expression."""
 
-    header: Value | None
-    query: Value | None
-    value: Value | None
+    #: "header-name", "query-parameter-name" or "token-value".
+    kind: str
+    #: The header's or query parameter's name, or the token itself.
+    value: Value
     #: The scheme an `Authorization` header must use; like APIM, other headers ignore it.
     scheme: str | None = None
 
     @classmethod
-    def load(
-        cls, element: PolicyElement, loader: Loader, attributes: Mapping[str, Value | None], default_header: str | None, scheme: str | None
-    ) -> TokenSource:
-        given = [name for name in _SOURCES if attributes[name] is not None]
+    def load(cls, element: PolicyElement, loader: Loader, settings: TokenSettings, default_header: str | None, scheme: str | None) -> TokenSource:
+        given = [
+            (kind, value)
+            for kind, value in (
+                ("header-name", settings.header_name),
+                ("query-parameter-name", settings.query_parameter_name),
+                ("token-value", settings.token_value),
+            )
+            if value is not None
+        ]
         if len(given) > 1:
             raise loader.fail(element, "Set only one of 'header-name', 'query-parameter-name' and 'token-value'.")
-        if not given and default_header is None:
+        if given:
+            return cls(*given[0], scheme)
+        if default_header is None:
             raise loader.fail(element, "Set one of 'header-name', 'query-parameter-name' and 'token-value'.")
-        header = attributes["header-name"] if given else loader.constant(default_header)
-        return cls(header, attributes["query-parameter-name"], attributes["token-value"], scheme)
+        return cls("header-name", Value.of(default_header), scheme)
 
     def extract(self, context: Context) -> str | None:
         """The token, without its scheme; None when there is none."""
-        if self.value is not None:
-            token = _text(self.value.evaluate(context))
-        elif self.query is not None:
-            token = context.Request.Url.Query.GetValueOrDefault(_text(self.query.evaluate(context))) or ""
+        value = _text(self.value.evaluate(context))
+        if self.kind == "token-value":
+            token = value
+        elif self.kind == "query-parameter-name":
+            token = context.Request.Url.Query.GetValueOrDefault(value) or ""
         else:
-            assert self.header is not None
-            name = _text(self.header.evaluate(context))
-            token = self._unwrap(context.Request.Headers.GetValueOrDefault(name) or "", name.lower() == "authorization")
+            token = self._unwrap(context.Request.Headers.GetValueOrDefault(value) or "", value.lower() == "authorization")
         return token.strip() or None
 
     def _unwrap(self, value: str, authorization: bool) -> str:
@@ -104,19 +122,11 @@ class RequiredClaim:
 
     @classmethod
     def load(cls, element: PolicyElement, loader: Loader) -> RequiredClaim:
-        attributes = loader.attributes(
-            element,
-            (
-                Attr("name", required=True, expressions=False),
-                Attr("match", expressions=False, choices=("all", "any"), default="all"),
-                Attr("separator", expressions=False),
-            ),
-        )
+        settings = loader.settings(element, ClaimSettings)
         values = tuple(loader.text(child) for child in loader.children(element, ("value",)))
-        separator = attributes["separator"].constant if attributes["separator"] is not None else None
-        if separator == "":
+        if settings.separator == "":
             raise loader.fail(element, "Attribute 'separator' must not be empty.")
-        return cls(attributes["name"].constant, attributes["match"].constant == "all", separator, values)  # type: ignore[union-attr]
+        return cls(settings.name, settings.match == "all", settings.separator, values)
 
     def satisfied_by(self, present: Any, context: Context) -> bool:
         """Whether the token's value holds all (or any) of the required values; any value when none are listed."""
@@ -185,7 +195,7 @@ def decode(
     candidates = [key for key in keys if key.accepts(algorithm, key_id)]
     if not candidates:
         raise TokenRejected("TokenSignatureKeyNotFound", "JWT not valid: no signing key matches the token.")
-    options = {
+    options: Options = {
         "require": ["exp"] if require_expiration else [],
         "verify_aud": bool(audiences),
         "verify_iss": bool(issuers),
@@ -197,7 +207,7 @@ def decode(
                 token,
                 key.key,
                 algorithms=[algorithm],
-                options=options,  # type: ignore[arg-type]
+                options=options,
                 audience=list(audiences) or None,
                 issuer=list(issuers) or None,
                 leeway=leeway,
@@ -236,7 +246,7 @@ async def published_keys(context: Context, url: str, key_id: str | None, tenant_
 
 def load_values(element: PolicyElement, loader: Loader, item: str) -> tuple[Value, ...]:
     """The texts of a list element such as `<audiences><audience>…</audience></audiences>`; at least one."""
-    loader.attributes(element, ())
+    loader.no_attributes(element)
     values = tuple(loader.text(child) for child in loader.children(element, (item,)))
     if not values:
         raise loader.fail(element, f"Add at least one <{item}>.")
@@ -244,7 +254,7 @@ def load_values(element: PolicyElement, loader: Loader, item: str) -> tuple[Valu
 
 
 def load_claims(element: PolicyElement, loader: Loader) -> tuple[RequiredClaim, ...]:
-    loader.attributes(element, ())
+    loader.no_attributes(element)
     return tuple(RequiredClaim.load(child, loader) for child in loader.children(element, ("claim",)))
 
 
@@ -257,12 +267,11 @@ class TokenValidation(Statement):
 
     sections = frozenset({"inbound"})
 
-    def __init__(self, source: TokenSource, outcome: Mapping[str, Value | None], claims: tuple[RequiredClaim, ...]) -> None:
+    def __init__(self, source: TokenSource, settings: TokenSettings, claims: tuple[RequiredClaim, ...]) -> None:
         self.source = source
-        self.status = outcome["failed-validation-httpcode"]
-        self.message = outcome["failed-validation-error-message"]
-        variable = outcome["output-token-variable-name"]
-        self.variable: str | None = variable.constant if variable is not None else None
+        self.status = settings.failed_validation_httpcode
+        self.message = settings.failed_validation_error_message
+        self.variable = settings.output_token_variable_name
         self.claims = claims
 
     async def verify(self, token: str, context: Context) -> dict[str, Any]:
@@ -282,7 +291,6 @@ class TokenValidation(Statement):
             context.Variables.set(self.variable, claims)
 
     def _refusal(self, rejected: TokenRejected, context: Context) -> PolicyError:
-        assert self.status is not None
         status = int(self.status.evaluate(context))
         message = _text(self.message.evaluate(context)) if self.message is not None else rejected.message
         challenge = "Bearer" if rejected.reason == "TokenNotPresent" else 'Bearer error="invalid_token"'

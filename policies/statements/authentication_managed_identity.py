@@ -9,35 +9,34 @@ import logging
 from policies.context import Context
 from policies.errors import PolicyError, PolicyResponse
 from policies.expressions import Value
-from policies.statement import Attr, Loader, Statement, register
+from policies.statement import Loader, Settings, Statement, attr, register
 from policies.xml import PolicyElement
 
 logger = logging.getLogger(__name__)
+
+
+class ManagedIdentitySettings(Settings):
+    resource: Value = attr()
+    client_id: str | None = attr()
+    output_token_variable_name: str | None = attr()
+    ignore_error: bool = attr(default=False)
 
 
 @register
 class AuthenticationManagedIdentity(Statement):
     element = "authentication-managed-identity"
     sections = frozenset({"inbound"})
-    attributes = (
-        Attr("resource", required=True),
-        Attr("client-id", expressions=False),
-        Attr("output-token-variable-name", expressions=False),
-        Attr("ignore-error", expressions=False, kind=bool, default=False),
-    )
 
-    def __init__(self, resource: Value, client_id: str | None, variable: str | None, ignore_error: bool) -> None:
-        self.resource = resource
-        self.client_id = client_id
-        self.variable = variable
-        self.ignore_error = ignore_error
+    def __init__(self, settings: ManagedIdentitySettings) -> None:
+        self.resource = settings.resource
+        self.client_id = settings.client_id
+        self.variable = settings.output_token_variable_name
+        self.ignore_error = settings.ignore_error
 
     @classmethod
     def load(cls, element: PolicyElement, loader: Loader) -> AuthenticationManagedIdentity:
         loader.children(element, ())
-        v = loader.attributes(element, cls.attributes)
-        constant = lambda name: v[name].constant if v[name] is not None else None  # noqa: E731
-        return cls(v["resource"], constant("client-id"), constant("output-token-variable-name"), constant("ignore-error"))  # type: ignore[arg-type]
+        return cls(loader.settings(element, ManagedIdentitySettings))
 
     async def run(self, context: Context) -> None:
         resource = str(self.resource.evaluate(context))

@@ -18,20 +18,21 @@ from __future__ import annotations
 from policies.context import Context
 from policies.errors import PolicyError, PolicyResponse
 from policies.expressions import Value
-from policies.statement import Attr, Loader, Statement, register
+from policies.statement import Loader, Settings, Statement, attr, register
 from policies.xml import PolicyElement
+
+
+class CheckHeaderSettings(Settings):
+    name: Value = attr()
+    failed_check_httpcode: Value = attr(kind=int, minimum=100, maximum=599)
+    failed_check_error_message: Value = attr()
+    ignore_case: bool = attr()
 
 
 @register
 class CheckHeader(Statement):
     element = "check-header"
     sections = frozenset({"inbound"})
-    attributes = (
-        Attr("name", required=True),
-        Attr("failed-check-httpcode", required=True, kind=int, minimum=100, maximum=599),
-        Attr("failed-check-error-message", required=True),
-        Attr("ignore-case", required=True, kind=bool, expressions=False),
-    )
 
     def __init__(self, name: Value, status: Value, message: Value, ignore_case: bool, allowed: tuple[Value, ...]) -> None:
         self.name = name
@@ -42,9 +43,9 @@ class CheckHeader(Statement):
 
     @classmethod
     def load(cls, element: PolicyElement, loader: Loader) -> CheckHeader:
-        v = loader.attributes(element, cls.attributes)
+        s = loader.settings(element, CheckHeaderSettings)
         allowed = tuple(loader.text(child) for child in loader.children(element, ("value",)))
-        return cls(v["name"], v["failed-check-httpcode"], v["failed-check-error-message"], v["ignore-case"].constant, allowed)  # type: ignore[arg-type,union-attr]
+        return cls(s.name, s.failed_check_httpcode, s.failed_check_error_message, s.ignore_case, allowed)
 
     async def run(self, context: Context) -> None:
         name = str(self.name.evaluate(context))

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from policies.context import Context
 from policies.expressions import Value
-from policies.statement import Attr, Loader, Statement, as_bool, register, run_all
+from policies.statement import Loader, Settings, Statement, as_bool, attr, register, run_all
 from policies.xml import PolicyElement
+
+
+class WhenSettings(Settings):
+    condition: Value = attr()
 
 
 @register
@@ -24,11 +28,11 @@ class Choose(Statement):
             if otherwise is not None:
                 raise loader.fail(child, "<otherwise> must be the last branch of <choose>, and appear once.")
             if child.tag == "when":
-                condition = loader.attributes(child, (Attr("condition", required=True),))["condition"]
-                branches.append((condition, loader.statements(child)))  # type: ignore[arg-type]
+                condition = loader.settings(child, WhenSettings).condition
+                branches.append((condition, loader.body(child)))
             else:
-                loader.attributes(child, ())
-                otherwise = loader.statements(child)
+                loader.no_attributes(child)
+                otherwise = loader.body(child)
         if not branches:
             raise loader.fail(element, "<choose> needs at least one <when condition=\"…\">.")
         return cls(branches, otherwise or [])

@@ -32,24 +32,28 @@ from urllib.parse import urlsplit
 
 from policies.context import Context
 from policies.errors import PolicyError, PolicyResponse
-from policies.statement import Attr, Loader, Statement, register
+from policies.statement import Loader, Settings, Statement, attr, register
 from policies.xml import PolicyElement
 
 #: Each list element of `<cors>` and the name of its items.
 _LISTS = {"allowed-origins": "origin", "allowed-methods": "method", "allowed-headers": "header", "expose-headers": "header"}
 _DEFAULT_METHODS = ("GET", "POST")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_MAX_AGE = Attr("preflight-result-max-age", kind=int, expressions=False, minimum=0, default=0)
+
+
+class CorsSettings(Settings):
+    allow_credentials: bool = attr(default=False)
+    terminate_unmatched_request: bool = attr(default=True)
+
+
+class AllowedMethodsSettings(Settings):
+    preflight_result_max_age: int = attr(minimum=0, default=0)
 
 
 @register
 class Cors(Statement):
     element = "cors"
     sections = frozenset({"inbound"})
-    attributes = (
-        Attr("allow-credentials", kind=bool, expressions=False, default=False),
-        Attr("terminate-unmatched-request", kind=bool, expressions=False, default=True),
-    )
 
     def __init__(
         self,
@@ -72,18 +76,17 @@ class Cors(Statement):
 
     @classmethod
     def load(cls, element: PolicyElement, loader: Loader) -> Cors:
-        values = loader.attributes(element, cls.attributes)
-        credentials: bool = values["allow-credentials"].constant  # type: ignore[union-attr]
+        settings = loader.settings(element, CorsSettings)
+        credentials = settings.allow_credentials
         lists: dict[str, list[tuple[PolicyElement, str]]] = {}
         max_age = 0
         for child in loader.children(element, tuple(_LISTS)):
             if child.tag in lists:
                 raise loader.fail(child, f"<{child.tag}> may appear once.")
             if child.tag == "allowed-methods":
-                age = loader.attributes(child, (_MAX_AGE,))[_MAX_AGE.name]
-                max_age = age.constant  # type: ignore[union-attr]
+                max_age = loader.settings(child, AllowedMethodsSettings).preflight_result_max_age
             else:
-                loader.attributes(child, ())
+                loader.no_attributes(child)
             lists[child.tag] = _items(child, loader, _LISTS[child.tag])
         if "allowed-origins" not in lists:
             raise loader.fail(element, "Add <allowed-origins> with at least one <origin>.")
@@ -93,7 +96,7 @@ class Cors(Statement):
         methods = [text.upper() for _, text in lists.get("allowed-methods", [])] or list(_DEFAULT_METHODS)
         headers = [text.lower() for _, text in lists.get("allowed-headers", [])]
         expose = tuple(text for _, text in lists.get("expose-headers", []))
-        return cls(origins, _set(methods), _set(headers), expose, credentials, values["terminate-unmatched-request"].constant, max_age)  # type: ignore[union-attr]
+        return cls(origins, _set(methods), _set(headers), expose, credentials, settings.terminate_unmatched_request, max_age)
 
     async def run(self, context: Context) -> None:
         origin = context.Request.Headers.GetValueOrDefault("Origin")
@@ -150,7 +153,7 @@ def _items(element: PolicyElement, loader: Loader, item: str) -> list[tuple[Poli
     """The literal texts of a list element's items (at least one), each with its element for error lines."""
     items: list[tuple[PolicyElement, str]] = []
     for child in loader.children(element, (item,)):
-        loader.attributes(child, ())
+        loader.no_attributes(child)
         text = loader.text(child)
         if not text.is_constant or not str(text.constant).strip():
             raise loader.fail(child, f"<{item}> needs literal text (or a named value); expressions are not supported.")

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from policies.context import Context
 from policies.expressions import Value
-from policies.statement import Attr, Loader, Statement, register
+from policies.statement import Loader, Settings, Statement, attr, register
 from policies.usage import Usage
 from policies.xml import PolicyElement
 
@@ -35,12 +35,22 @@ DEFAULT_DIMENSIONS: dict[str, Callable[[Context], str]] = {
 MAX_DIMENSIONS = 10
 
 
+class EmitTokenMetricSettings(Settings):
+    namespace: str = attr(default="API Management")
+    #: Listed by the 2024 docs (copied from emit-metric); accepted and unused.
+    value: str | None = attr()
+
+
+class DimensionSettings(Settings):
+    name: str = attr()
+    value: Value | None = attr()
+
+
 @register
 class EmitTokenMetric(Statement):
     element = "azure-openai-emit-token-metric"
     aliases = ("llm-emit-token-metric",)
     sections = frozenset({"inbound"})
-    attributes = (Attr("namespace", expressions=False, default="API Management"), Attr("value", expressions=False))
 
     def __init__(self, namespace: str, dimensions: list[tuple[str, Value | None]]) -> None:
         self.namespace = namespace
@@ -48,19 +58,19 @@ class EmitTokenMetric(Statement):
 
     @classmethod
     def load(cls, element: PolicyElement, loader: Loader) -> EmitTokenMetric:
-        namespace = loader.attributes(element, cls.attributes)["namespace"].constant  # type: ignore[union-attr]
+        namespace = loader.settings(element, EmitTokenMetricSettings).namespace
         dimensions: list[tuple[str, Value | None]] = []
         for child in loader.children(element, ("dimension",)):
-            values = loader.attributes(child, (Attr("name", required=True, expressions=False), Attr("value")))
-            name = str(values["name"].constant)  # type: ignore[union-attr]
-            if values["value"] is None and name not in DEFAULT_DIMENSIONS:
+            dimension = loader.settings(child, DimensionSettings)
+            name = dimension.name
+            if dimension.value is None and name not in DEFAULT_DIMENSIONS:
                 raise loader.fail(child, f"Dimension {name!r} needs a value; only {', '.join(DEFAULT_DIMENSIONS)} may omit it.")
             if any(existing == name for existing, _ in dimensions):
                 raise loader.fail(child, f"Dimension {name!r} appears twice.")
-            dimensions.append((name, values["value"]))
+            dimensions.append((name, dimension.value))
         if len(dimensions) > MAX_DIMENSIONS:
             raise loader.fail(element, f"{len(dimensions)} dimensions; Azure Monitor keeps at most {MAX_DIMENSIONS}.")
-        return cls(str(namespace), dimensions)
+        return cls(namespace, dimensions)
 
     async def run(self, context: Context) -> None:
         custom = {name: _text(value.evaluate(context)) for name, value in self.dimensions if value is not None}

@@ -8,22 +8,23 @@ from __future__ import annotations
 
 from policies.context import Context
 from policies.errors import PolicyError, PolicyResponse
-from policies.statement import Attr, Loader, Statement, register
+from policies.statement import Loader, Settings, Statement, attr, register
 from policies.xml import PolicyElement
+
+
+class ForwardRequestSettings(Settings):
+    timeout: int | None = attr(minimum=1, maximum=3600)
+    buffer_request_body: bool | None = attr()
+    buffer_response: bool | None = attr()
+    fail_on_error_status_code: bool = attr(default=False)
+    follow_redirects: bool = attr(default=False)
+    http_version: str | None = attr(choices=("1", "2or1", "2"))
 
 
 @register
 class ForwardRequest(Statement):
     element = "forward-request"
     sections = frozenset({"backend"})
-    attributes = (
-        Attr("timeout", expressions=False, kind=int, minimum=1, maximum=3600),
-        Attr("buffer-request-body", expressions=False, kind=bool),
-        Attr("buffer-response", expressions=False, kind=bool),
-        Attr("fail-on-error-status-code", expressions=False, kind=bool, default=False),
-        Attr("follow-redirects", expressions=False, kind=bool, default=False),
-        Attr("http-version", expressions=False, choices=("1", "2or1", "2")),
-    )
 
     def __init__(self, timeout: float | None, fail_on_error_status: bool) -> None:
         self.timeout = timeout
@@ -32,11 +33,11 @@ class ForwardRequest(Statement):
     @classmethod
     def load(cls, element: PolicyElement, loader: Loader) -> ForwardRequest:
         loader.children(element, ())
-        v = loader.attributes(element, cls.attributes)
-        if v["follow-redirects"].constant:  # type: ignore[union-attr]
+        settings = loader.settings(element, ForwardRequestSettings)
+        if settings.follow_redirects:
             raise loader.fail(element, "follow-redirects=\"true\" is not supported: Azure OpenAI does not redirect.")
-        timeout = float(v["timeout"].constant) if v["timeout"] is not None else None
-        return cls(timeout, bool(v["fail-on-error-status-code"].constant))  # type: ignore[union-attr]
+        timeout = float(settings.timeout) if settings.timeout is not None else None
+        return cls(timeout, settings.fail_on_error_status_code)
 
     async def run(self, context: Context) -> None:
         await context.services.forward(context, self.timeout)

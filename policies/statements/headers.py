@@ -10,11 +10,11 @@ response sent to the client. Inside `<return-response>`, the response being retu
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, Self
 
 from policies.context import Context
 from policies.expressions import Value
-from policies.statement import Attr, Loader, Statement, register
+from policies.statement import Loader, Settings, Statement, attr, register
 from policies.xml import PolicyElement
 
 EXISTS_ACTIONS = ("override", "skip", "append", "delete")
@@ -27,11 +27,12 @@ class _MultiMap(Protocol):
     def remove(self, name: str) -> None: ...
 
 
+class SetNamedValueSettings(Settings):
+    name: Value = attr()
+    exists_action: str = attr(choices=EXISTS_ACTIONS, default="override")
+
+
 class _SetNamedValues(Statement):
-    attributes = (
-        Attr("name", required=True),
-        Attr("exists-action", expressions=False, choices=EXISTS_ACTIONS, default="override"),
-    )
     what: ClassVar[str]
 
     def __init__(self, name: Value, exists_action: str, values: list[Value]) -> None:
@@ -40,13 +41,12 @@ class _SetNamedValues(Statement):
         self.values = values
 
     @classmethod
-    def load(cls, element: PolicyElement, loader: Loader) -> _SetNamedValues:
-        attributes = loader.attributes(element, cls.attributes)
+    def load(cls, element: PolicyElement, loader: Loader) -> Self:
+        settings = loader.settings(element, SetNamedValueSettings)
         values = [loader.text(child) for child in loader.children(element, ("value",))]
-        action = attributes["exists-action"].constant  # type: ignore[union-attr]
-        if action != "delete" and not values:
+        if settings.exists_action != "delete" and not values:
             raise loader.fail(element, f"Add at least one <value> (or use exists-action=\"delete\") to set a {cls.what}.")
-        return cls(attributes["name"], action, values)  # type: ignore[arg-type]
+        return cls(settings.name, settings.exists_action, values)
 
     def apply(self, target: _MultiMap, context: Context) -> None:
         name = str(self.name.evaluate(context))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from policies.context import Context
 from policies.errors import PolicyError, PolicyResponse
-from policies.statement import Attr, Loader, Statement, register
+from policies.statement import Loader, Settings, Statement, attr, register
 from policies.xml import PolicyElement
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -32,17 +32,23 @@ class AddressRange:
     last: IpAddress
 
     def __contains__(self, address: IpAddress) -> bool:
-        return address.version == self.first.version and self.first <= address <= self.last  # type: ignore[operator]
+        return address.version == self.first.version and int(self.first) <= int(address) <= int(self.last)
+
+
+class IpFilterSettings(Settings):
+    action: str = attr(choices=("allow", "forbid"))
+    header_name: str | None = attr()
+
+
+class AddressRangeSettings(Settings):
+    first: str = attr("from")
+    last: str = attr("to")
 
 
 @register
 class IpFilter(Statement):
     element = "ip-filter"
     sections = frozenset({"inbound"})
-    attributes = (
-        Attr("action", required=True, expressions=False, choices=("allow", "forbid")),
-        Attr("header-name", expressions=False),
-    )
 
     def __init__(self, allow: bool, ranges: tuple[AddressRange, ...], header: str | None) -> None:
         self.allow = allow
@@ -51,12 +57,11 @@ class IpFilter(Statement):
 
     @classmethod
     def load(cls, element: PolicyElement, loader: Loader) -> IpFilter:
-        values = loader.attributes(element, cls.attributes)
+        settings = loader.settings(element, IpFilterSettings)
         ranges = tuple(_load_range(child, loader) for child in loader.children(element, ("address", "address-range")))
         if not ranges:
             raise loader.fail(element, "Add at least one <address> or <address-range>.")
-        header = values["header-name"].constant if values["header-name"] is not None else None
-        return cls(values["action"].constant == "allow", ranges, header)  # type: ignore[union-attr]
+        return cls(settings.action == "allow", ranges, settings.header_name)
 
     async def run(self, context: Context) -> None:
         caller = caller_address(self._raw_caller(context))
@@ -93,16 +98,14 @@ def caller_address(text: str) -> IpAddress | None:
 def _load_range(element: PolicyElement, loader: Loader) -> AddressRange:
     loader.children(element, ())
     if element.tag == "address":
-        loader.attributes(element, ())
+        loader.no_attributes(element)
         text = loader.text(element)
         address = _parse(element, loader, text.constant if text.is_constant else None)
         return AddressRange(address, address)
-    values = loader.attributes(
-        element, (Attr("from", required=True, expressions=False), Attr("to", required=True, expressions=False))
-    )
-    first = _parse(element, loader, values["from"].constant)  # type: ignore[union-attr]
-    last = _parse(element, loader, values["to"].constant)  # type: ignore[union-attr]
-    if first.version != last.version or first > last:  # type: ignore[operator]
+    bounds = loader.settings(element, AddressRangeSettings)
+    first = _parse(element, loader, bounds.first)
+    last = _parse(element, loader, bounds.last)
+    if first.version != last.version or int(first) > int(last):
         raise loader.fail(element, f"The range {first} to {last} is empty or mixes IPv4 and IPv6.")
     return AddressRange(first, last)
 

@@ -13,65 +13,56 @@ the condition does not hold once the backend answered, so concurrent calls can n
 from __future__ import annotations
 
 from policies.context import Context
+from policies.counters import Window
 from policies.errors import PolicyError, PolicyResponse
 from policies.expressions import Value
-from policies.statement import Attr, Loader, Statement, as_bool, register
+from policies.statement import Loader, Settings, Statement, attr, register
+from policies.statements._counting import admit
 from policies.xml import PolicyElement
-from policies.counters import Window
 
-_COMMON = (
-    Attr("calls", required=True, kind=int, minimum=1),
-    Attr("renewal-period", required=True, kind=int, minimum=1, maximum=300 * 24 * 3600),
-    Attr("retry-after-header-name", expressions=False),
-    Attr("retry-after-variable-name", expressions=False),
-    Attr("remaining-calls-header-name", expressions=False),
-    Attr("remaining-calls-variable-name", expressions=False),
-    Attr("total-calls-header-name", expressions=False),
-)
+
+class RateLimitSettings(Settings):
+    calls: Value = attr(kind=int, minimum=1)
+    renewal_period: Value = attr(kind=int, minimum=1, maximum=300 * 24 * 3600)
+    retry_after_header_name: str | None = attr()
+    retry_after_variable_name: str | None = attr()
+    remaining_calls_header_name: str | None = attr()
+    remaining_calls_variable_name: str | None = attr()
+    total_calls_header_name: str | None = attr()
+
+
+class RateLimitByKeySettings(RateLimitSettings):
+    counter_key: Value = attr()
+    increment_condition: Value | None = attr()
+    increment_count: Value | None = attr(kind=int, minimum=0)
 
 
 class _RateLimit(Statement):
     sections = frozenset({"inbound"})
-    attributes: tuple[Attr, ...] = _COMMON
 
-    def __init__(self, values: dict[str, Value | None]) -> None:
-        self.calls = values["calls"]
-        self.period = values["renewal-period"]
-        self.counter_key = values.get("counter-key")
-        self.increment_condition = values.get("increment-condition")
-        self.increment_count = values.get("increment-count")
-        names = {k: (v.constant if v is not None else None) for k, v in values.items() if k.endswith("-name")}
-        self.retry_after_header: str = names["retry-after-header-name"] or "Retry-After"
-        self.retry_after_variable = names["retry-after-variable-name"]
-        self.remaining_header = names["remaining-calls-header-name"]
-        self.remaining_variable = names["remaining-calls-variable-name"]
-        self.total_header = names["total-calls-header-name"]
-
-    @classmethod
-    def load(cls, element: PolicyElement, loader: Loader) -> _RateLimit:
-        loader.children(element, ())
-        return cls(loader.attributes(element, cls.attributes))
+    def __init__(self, settings: RateLimitSettings) -> None:
+        self.calls = settings.calls
+        self.period = settings.renewal_period
+        self.retry_after_header = settings.retry_after_header_name or "Retry-After"
+        self.retry_after_variable = settings.retry_after_variable_name
+        self.remaining_header = settings.remaining_calls_header_name
+        self.remaining_variable = settings.remaining_calls_variable_name
+        self.total_header = settings.total_calls_header_name
+        self.increment_condition: Value | None = None
+        self.increment_count: Value | None = None
 
     def key(self, context: Context) -> str:
         raise NotImplementedError
 
     async def run(self, context: Context) -> None:
-        assert self.calls is not None and self.period is not None
         limit = int(self.calls.evaluate(context))
         window = Window.fixed(int(self.period.evaluate(context)))
         key = f"{self.element}:{self.key(context)}:{limit}"
         amount = int(self.increment_count.evaluate(context)) if self.increment_count is not None else 1
-        admission = await context.services.counters.acquire(key, window, amount, limit)
+        admission = await admit(context, key, window, amount, limit, self.increment_condition)
         self._publish(context, admission.remaining, limit)
         if not admission.allowed:
             self._refuse(context, window.seconds_left())
-        if self.increment_condition is not None:
-            context.after_backend.append(lambda: self._give_back_unless(context, key, window, amount, limit))
-
-    async def _give_back_unless(self, context: Context, key: str, window: Window, amount: int, limit: int) -> None:
-        assert self.increment_condition is not None
-        if not as_bool(self.increment_condition.evaluate(context), self.increment_condition.source):
-            await context.services.counters.add(key, window, -amount, limit)
 
     def _publish(self, context: Context, remaining: int, limit: int) -> None:
         if self.remaining_header:
@@ -93,6 +84,11 @@ class _RateLimit(Statement):
 class RateLimit(_RateLimit):
     element = "rate-limit"
 
+    @classmethod
+    def load(cls, element: PolicyElement, loader: Loader) -> RateLimit:
+        loader.children(element, ())
+        return cls(loader.settings(element, RateLimitSettings))
+
     def key(self, context: Context) -> str:
         return context.Subscription.Id if context.Subscription is not None else "anonymous"
 
@@ -100,13 +96,17 @@ class RateLimit(_RateLimit):
 @register
 class RateLimitByKey(_RateLimit):
     element = "rate-limit-by-key"
-    attributes = (
-        *_COMMON,
-        Attr("counter-key", required=True),
-        Attr("increment-condition"),
-        Attr("increment-count", kind=int, minimum=0),
-    )
+
+    def __init__(self, settings: RateLimitByKeySettings) -> None:
+        super().__init__(settings)
+        self.counter_key = settings.counter_key
+        self.increment_condition = settings.increment_condition
+        self.increment_count = settings.increment_count
+
+    @classmethod
+    def load(cls, element: PolicyElement, loader: Loader) -> RateLimitByKey:
+        loader.children(element, ())
+        return cls(loader.settings(element, RateLimitByKeySettings))
 
     def key(self, context: Context) -> str:
-        assert self.counter_key is not None
         return str(self.counter_key.evaluate(context))

@@ -14,9 +14,24 @@ from http import HTTPStatus
 from policies.context import Context, Headers
 from policies.errors import PolicyResponse, ReturnResponse
 from policies.expressions import Value
-from policies.statement import Attr, Loader, Statement, register
+from policies.statement import Loader, Settings, Statement, attr, register
 from policies.statements.headers import SetHeader
 from policies.xml import PolicyElement
+
+
+class ReturnResponseSettings(Settings):
+    response_variable_name: str | None = attr()
+
+
+class ReturnBodySettings(Settings):
+    """`<set-body>` inside `<return-response>` builds a new response, so there is no body for a template to read."""
+
+    template: str | None = attr(choices=("none",))
+
+
+class SetStatusSettings(Settings):
+    code: Value = attr(kind=int, minimum=100, maximum=599)
+    reason: Value | None = attr()
 
 
 @register
@@ -31,21 +46,20 @@ class ReturnResponseStatement(Statement):
 
     @classmethod
     def load(cls, element: PolicyElement, loader: Loader) -> ReturnResponseStatement:
-        attributes = loader.attributes(element, (Attr("response-variable-name", expressions=False),))
-        if attributes["response-variable-name"] is not None:
+        if loader.settings(element, ReturnResponseSettings).response_variable_name is not None:
             raise loader.fail(element, "response-variable-name is not supported (there is no send-request); build the response with <set-status>, <set-header> and <set-body>.")
-        status = reason = body = None
+        status: Value | None = None
+        reason: Value | None = None
+        body: Value | None = None
         headers: list[SetHeader] = []
         for child in loader.children(element, ("set-status", "set-header", "set-body")):
             if child.tag == "set-status":
-                values = loader.attributes(
-                    child, (Attr("code", required=True, kind=int, minimum=100, maximum=599), Attr("reason"))
-                )
-                status, reason = values["code"], values["reason"]
+                set_status = loader.settings(child, SetStatusSettings)
+                status, reason = set_status.code, set_status.reason
             elif child.tag == "set-header":
-                headers.append(SetHeader.load(child, loader))  # type: ignore[arg-type]
+                headers.append(SetHeader.load(child, loader))
             else:
-                loader.attributes(child, (Attr("template", expressions=False, choices=("none",)),))
+                loader.settings(child, ReturnBodySettings)
                 body = loader.text(child)
         return cls(status, reason, headers, body)
 

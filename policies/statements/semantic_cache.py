@@ -37,7 +37,7 @@ from policies.context import Context
 from policies.errors import ReturnResponse
 from policies.expressions import ExpressionRuntimeError, Value
 from policies.semantic_cache import CachedAnswer, CacheQuery, cache_prompt, partition_key, replay, storable, tenant, with_usage
-from policies.statement import Attr, Loader, Statement, as_bool, register
+from policies.statement import Loader, Settings, Statement, as_bool, attr, register
 from policies.usage import Usage
 from policies.xml import PolicyElement
 
@@ -45,30 +45,36 @@ STATUS_HEADER = "x-semantic-cache"
 DISTANCE_HEADER = "x-semantic-cache-distance"
 
 
+class LookupSettings(Settings):
+    score_threshold: Value = attr(kind=float, minimum=0.0, maximum=1.0)
+    embeddings_backend_id: str = attr()
+    embeddings_backend_auth: str | None = attr(choices=("system-assigned",))
+    ignore_system_messages: Value = attr(kind=bool, default=False)
+    max_message_count: Value | None = attr(kind=int, minimum=1)
+
+
+class StoreSettings(Settings):
+    duration: Value = attr(kind=int, minimum=1)
+    cache_response: Value = attr(kind=bool, default=False)
+
+
 @register
 class SemanticCacheLookup(Statement):
     element = "azure-openai-semantic-cache-lookup"
     aliases = ("llm-semantic-cache-lookup",)
     sections = frozenset({"inbound"})
-    attributes = (
-        Attr("score-threshold", required=True, kind=float, minimum=0.0, maximum=1.0),
-        Attr("embeddings-backend-id", required=True, expressions=False),
-        Attr("embeddings-backend-auth", expressions=False, choices=("system-assigned",)),
-        Attr("ignore-system-messages", kind=bool, default=False),
-        Attr("max-message-count", kind=int, minimum=1),
-    )
 
-    def __init__(self, values: dict[str, Value | None], backend_id: str, vary_by: list[Value]) -> None:
-        self.threshold: Value = values["score-threshold"]  # type: ignore[assignment]  # required
-        self.ignore_system: Value = values["ignore-system-messages"]  # type: ignore[assignment]  # has a default
-        self.max_messages = values["max-message-count"]
-        self.backend_id = backend_id
+    def __init__(self, settings: LookupSettings, vary_by: list[Value]) -> None:
+        self.threshold = settings.score_threshold
+        self.ignore_system = settings.ignore_system_messages
+        self.max_messages = settings.max_message_count
+        self.backend_id = settings.embeddings_backend_id
         self.vary_by = vary_by
 
     @classmethod
     def load(cls, element: PolicyElement, loader: Loader) -> SemanticCacheLookup:
-        values = loader.attributes(element, cls.attributes)
-        backend_id = str(values["embeddings-backend-id"].constant)  # type: ignore[union-attr]
+        settings = loader.settings(element, LookupSettings)
+        backend_id = settings.embeddings_backend_id
         if loader.backend_ids is not None and backend_id not in loader.backend_ids:
             known = ", ".join(sorted(loader.backend_ids)) or "none configured"
             raise loader.fail(element, f"Unknown embeddings-backend-id {backend_id!r}; configured backends: {known}.")
@@ -80,9 +86,9 @@ class SemanticCacheLookup(Statement):
             )
         vary_by = []
         for child in loader.children(element, ("vary-by",)):
-            loader.attributes(child, ())
+            loader.no_attributes(child)
             vary_by.append(loader.text(child))
-        return cls(values, backend_id, vary_by)
+        return cls(settings, vary_by)
 
     async def run(self, context: Context) -> None:
         cache = context.services.semantic_cache
@@ -130,7 +136,6 @@ class SemanticCacheStore(Statement):
     element = "azure-openai-semantic-cache-store"
     aliases = ("llm-semantic-cache-store",)
     sections = frozenset({"outbound"})
-    attributes = (Attr("duration", required=True, kind=int, minimum=1), Attr("cache-response", kind=bool, default=False))
 
     def __init__(self, duration: Value, cache_response: Value) -> None:
         self.duration = duration
@@ -139,8 +144,8 @@ class SemanticCacheStore(Statement):
     @classmethod
     def load(cls, element: PolicyElement, loader: Loader) -> SemanticCacheStore:
         loader.children(element, ())
-        values = loader.attributes(element, cls.attributes)
-        return cls(values["duration"], values["cache-response"])  # type: ignore[arg-type]
+        settings = loader.settings(element, StoreSettings)
+        return cls(settings.duration, settings.cache_response)
 
     async def run(self, context: Context) -> None:
         pending = context.cache_ticket

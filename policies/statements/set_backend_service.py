@@ -11,8 +11,13 @@ from urllib.parse import urlsplit
 from policies.context import Context
 from policies.errors import PolicyError, PolicyResponse
 from policies.expressions import Value
-from policies.statement import Attr, Loader, Statement, register
+from policies.statement import Loader, Settings, Statement, attr, register
 from policies.xml import PolicyElement
+
+
+class SetBackendServiceSettings(Settings):
+    backend_id: Value | None = attr()
+    base_url: Value | None = attr()
 
 
 @register
@@ -27,8 +32,8 @@ class SetBackendService(Statement):
     @classmethod
     def load(cls, element: PolicyElement, loader: Loader) -> SetBackendService:
         loader.children(element, ())
-        values = loader.attributes(element, (Attr("backend-id"), Attr("base-url")))
-        backend_id, base_url = values["backend-id"], values["base-url"]
+        settings = loader.settings(element, SetBackendServiceSettings)
+        backend_id, base_url = settings.backend_id, settings.base_url
         if (backend_id is None) == (base_url is None):
             raise loader.fail(element, "Set exactly one of 'backend-id' and 'base-url'.")
         if backend_id is not None and backend_id.is_constant and loader.backend_ids is not None:
@@ -44,8 +49,7 @@ class SetBackendService(Statement):
             context.backend_id = str(self.backend_id.evaluate(context))
             context.base_url = None
             return
-        assert self.base_url is not None
-        url = str(self.base_url.evaluate(context))
+        url = str(self.base_url.evaluate(context)) if self.base_url is not None else ""
         if not _is_http_url(url):
             raise PolicyError(self.element, "InvalidBackendUrl", f"base-url {url!r} is not an http(s) URL.", PolicyResponse.error(500, "The policy set an invalid backend URL."))
         context.base_url = url.rstrip("/").removesuffix("/openai")

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from policies.context import Context
 from policies.expressions import Value
-from policies.statement import Attr, Loader, Statement, register
+from policies.statement import Loader, Settings, Statement, attr, register
 from policies.xml import PolicyElement
+
+
+class SetVariableSettings(Settings):
+    name: str = attr()
+    value: Value = attr()
 
 
 @register
 class SetVariable(Statement):
     element = "set-variable"
-    attributes = (Attr("name", required=True, expressions=False), Attr("value", required=True))
 
     def __init__(self, name: str, value: Value) -> None:
         self.name = name
@@ -20,8 +24,8 @@ class SetVariable(Statement):
     @classmethod
     def load(cls, element: PolicyElement, loader: Loader) -> SetVariable:
         loader.children(element, ())
-        values = loader.attributes(element, cls.attributes)
-        return cls(values["name"].constant, values["value"])  # type: ignore[union-attr,arg-type]
+        settings = loader.settings(element, SetVariableSettings)
+        return cls(settings.name, settings.value)
 
     async def run(self, context: Context) -> None:
         context.Variables.set(self.name, self.value.evaluate(context))

@@ -25,16 +25,27 @@ from policies.context import Context
 from policies.counters import QUOTA_PERIODS, Window, quota_window
 from policies.errors import PolicyError, PolicyResponse
 from policies.expressions import Value
-from policies.statement import Attr, Loader, Statement, register
+from policies.statement import Loader, Settings, Statement, attr, register
 from policies.usage import Usage
 from policies.xml import PolicyElement
 
-_NAMES = (
-    "retry-after-header-name", "retry-after-variable-name", "remaining-quota-tokens-header-name",
-    "remaining-quota-tokens-variable-name", "remaining-tokens-header-name", "remaining-tokens-variable-name",
-    "tokens-consumed-header-name", "tokens-consumed-variable-name",
-)  # fmt: skip
-_OLD_NAMES = {"consumed-tokens-header-name": "tokens-consumed-header-name", "consumed-tokens-variable-name": "tokens-consumed-variable-name"}
+class TokenLimitSettings(Settings):
+    counter_key: Value = attr()
+    tokens_per_minute: Value | None = attr(kind=int, minimum=1)
+    token_quota: Value | None = attr(kind=int, minimum=1)
+    token_quota_period: Value | None = attr(choices=QUOTA_PERIODS)
+    estimate_prompt_tokens: bool = attr()
+    retry_after_header_name: str | None = attr()
+    retry_after_variable_name: str | None = attr()
+    remaining_quota_tokens_header_name: str | None = attr()
+    remaining_quota_tokens_variable_name: str | None = attr()
+    remaining_tokens_header_name: str | None = attr()
+    remaining_tokens_variable_name: str | None = attr()
+    tokens_consumed_header_name: str | None = attr()
+    tokens_consumed_variable_name: str | None = attr()
+    #: The 2024 names of the two above.
+    consumed_tokens_header_name: str | None = attr()
+    consumed_tokens_variable_name: str | None = attr()
 
 
 @register
@@ -42,39 +53,38 @@ class TokenLimit(Statement):
     element = "azure-openai-token-limit"
     aliases = ("llm-token-limit",)
     sections = frozenset({"inbound"})
-    attributes = (
-        Attr("counter-key", required=True),
-        Attr("tokens-per-minute", kind=int, minimum=1),
-        Attr("token-quota", kind=int, minimum=1),
-        Attr("token-quota-period", choices=QUOTA_PERIODS),
-        Attr("estimate-prompt-tokens", required=True, kind=bool, expressions=False),
-        *(Attr(name, expressions=False) for name in _NAMES),
-        *(Attr(name, expressions=False) for name in _OLD_NAMES),
-    )
 
-    def __init__(self, values: dict[str, Value | None], names: dict[str, str | None]) -> None:
-        self.counter_key = values["counter-key"]
-        self.tokens_per_minute = values["tokens-per-minute"]
-        self.token_quota = values["token-quota"]
-        self.quota_period = values["token-quota-period"]
-        self.estimate_prompt = bool(values["estimate-prompt-tokens"].constant)  # type: ignore[union-attr]
-        self.names = names
+    def __init__(self, settings: TokenLimitSettings) -> None:
+        self.counter_key = settings.counter_key
+        self.tokens_per_minute = settings.tokens_per_minute
+        self.token_quota = settings.token_quota
+        self.quota_period = settings.token_quota_period
+        self.estimate_prompt = settings.estimate_prompt_tokens
+        #: Header and variable names by what they report ("remaining-tokens", "tokens-consumed", …).
+        self.headers: dict[str, str | None] = {
+            "remaining-tokens": settings.remaining_tokens_header_name,
+            "remaining-quota-tokens": settings.remaining_quota_tokens_header_name,
+            "tokens-consumed": settings.tokens_consumed_header_name or settings.consumed_tokens_header_name,
+        }
+        self.variables: dict[str, str | None] = {
+            "remaining-tokens": settings.remaining_tokens_variable_name,
+            "remaining-quota-tokens": settings.remaining_quota_tokens_variable_name,
+            "tokens-consumed": settings.tokens_consumed_variable_name or settings.consumed_tokens_variable_name,
+        }
+        self.retry_after_header = settings.retry_after_header_name or "Retry-After"
+        self.retry_after_variable = settings.retry_after_variable_name
 
     @classmethod
     def load(cls, element: PolicyElement, loader: Loader) -> TokenLimit:
         loader.children(element, ())
-        values = loader.attributes(element, cls.attributes)
-        if values["tokens-per-minute"] is None and values["token-quota"] is None:
+        settings = loader.settings(element, TokenLimitSettings)
+        if settings.tokens_per_minute is None and settings.token_quota is None:
             raise loader.fail(element, "Set tokens-per-minute, token-quota with token-quota-period, or both.")
-        if (values["token-quota"] is None) != (values["token-quota-period"] is None):
+        if (settings.token_quota is None) != (settings.token_quota_period is None):
             raise loader.fail(element, "token-quota and token-quota-period go together.")
-        names: dict[str, str | None] = {name: _constant(values[name]) for name in _NAMES}
-        for old, new in _OLD_NAMES.items():
-            names[new] = names[new] or _constant(values[old])
-        return cls(values, names)
+        return cls(settings)
 
     async def run(self, context: Context) -> None:
-        assert self.counter_key is not None
         key = str(self.counter_key.evaluate(context))
         services = context.services
         prompt = services.estimate_prompt_tokens(context)
@@ -105,32 +115,27 @@ class TokenLimit(Statement):
             for counter, window, limit in reserved:
                 await services.counters.add(counter, window, used - reservation, limit)
             self._set_variable(context, "tokens-consumed", used)
-            header = self.names["tokens-consumed-header-name"]
+            header = self.headers["tokens-consumed"]
             if header:
                 context.response_headers.append((header, str(used)))
 
         context.usage_listeners.append(settle)
 
     def _publish(self, context: Context, what: str, remaining: int) -> None:
-        header = self.names[f"{what}-header-name"]
+        header = self.headers[what]
         if header:
             context.response_headers.append((header, str(remaining)))
         self._set_variable(context, what, remaining)
 
     def _set_variable(self, context: Context, what: str, value: int) -> None:
-        name = self.names[f"{what}-variable-name"]
+        name = self.variables[what]
         if name:
             context.Variables.set(name, value)
 
     def _refuse(self, context: Context, window: Window, status: int, reason: str, text: str) -> None:
         retry_after = window.seconds_left()
-        variable = self.names["retry-after-variable-name"]
-        if variable:
-            context.Variables.set(variable, retry_after)
+        if self.retry_after_variable:
+            context.Variables.set(self.retry_after_variable, retry_after)
         message = f"{text}. Try again in {retry_after} seconds."
-        header = self.names["retry-after-header-name"] or "Retry-After"
-        raise PolicyError(self.element, reason, message, PolicyResponse.error(status, message, {header: str(retry_after)}))
-
-
-def _constant(value: Value | None) -> str | None:
-    return None if value is None else str(value.constant)
+        headers = {self.retry_after_header: str(retry_after)}
+        raise PolicyError(self.element, reason, message, PolicyResponse.error(status, message, headers))

@@ -15,6 +15,9 @@ The token is read from `Authorization: Bearer …` unless `header-name`, `query-
 given by domain name is matched through the configuration's issuer), carry an expiry, and name one of the
 client application ids in `azp` (v2.0) or `appid` (v1.0). When `<audiences>` or `<backend-application-ids>`
 are given, `aud` must be one of them (a backend application id also matches as `api://{id}`).
+`<client-application-ids>` may be left out when `<audiences>` or `<backend-application-ids>` are given, as
+APIM allows: then any client application of the tenant that obtained a token for those audiences passes.
+With none of the three the document is refused, since any token the tenant issued would pass.
 Multi-tenant authorities (`common`, `organizations`, `consumers`) are refused at load: they name no issuer.
 Refusals and their reasons are described in `policies.statements._jwt`.
 """
@@ -27,11 +30,10 @@ from urllib.parse import urlsplit
 
 from policies.context import Context
 from policies.expressions import Value
-from policies.statement import Attr, Loader, register
+from policies.statement import Loader, attr, register
 from policies.statements._jwt import (
-    OUTCOME_ATTRIBUTES,
-    SOURCE_ATTRIBUTES,
     RequiredClaim,
+    TokenSettings,
     TokenSource,
     TokenValidation,
     claim_not_allowed,
@@ -52,16 +54,19 @@ _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*")
 _MULTI_TENANT = ("common", "organizations", "consumers")
 
 
+class AzureAdTokenSettings(TokenSettings):
+    tenant_id: str = attr()
+
+
 @register
 class ValidateAzureAdToken(TokenValidation):
     element = "validate-azure-ad-token"
-    attributes = (Attr("tenant-id", required=True, expressions=False), *SOURCE_ATTRIBUTES, *OUTCOME_ATTRIBUTES)
 
     def __init__(
         self,
         tenant_id: str,
         source: TokenSource,
-        values: dict[str, Value | None],
+        values: AzureAdTokenSettings,
         claims: tuple[RequiredClaim, ...],
         client_ids: tuple[Value, ...],
         backend_ids: tuple[Value, ...],
@@ -76,8 +81,8 @@ class ValidateAzureAdToken(TokenValidation):
 
     @classmethod
     def load(cls, element: PolicyElement, loader: Loader) -> ValidateAzureAdToken:
-        values = loader.attributes(element, cls.attributes)
-        tenant_id = str(values["tenant-id"].constant).strip()  # type: ignore[union-attr]
+        values = loader.settings(element, AzureAdTokenSettings)
+        tenant_id = values.tenant_id.strip()
         if not _TENANT.fullmatch(tenant_id):
             raise loader.fail(element, f"tenant-id {tenant_id!r} is not a tenant id or domain name.")
         if tenant_id.lower() in _MULTI_TENANT:
@@ -96,8 +101,12 @@ class ValidateAzureAdToken(TokenValidation):
                 audiences = load_values(child, loader, "audience")
             else:
                 claims = load_claims(child, loader)
-        if not client_ids:
-            raise loader.fail(element, "Add <client-application-ids> with at least one <application-id>.")
+        if not client_ids and not audiences and not backend_ids:
+            raise loader.fail(
+                element,
+                "Add <client-application-ids> with at least one <application-id>, or <audiences> (or "
+                "<backend-application-ids>) that the token's aud must name: otherwise any token of the tenant passes.",
+            )
         return cls(tenant_id, source, values, claims, client_ids, backend_ids, audiences)
 
     async def verify(self, token: str, context: Context) -> dict[str, Any]:
@@ -111,6 +120,8 @@ class ValidateAzureAdToken(TokenValidation):
         backends = evaluate_all(self.backend_ids, context)
         audiences = [*evaluate_all(self.audiences, context), *backends, *(f"api://{backend}" for backend in backends)]
         claims = decode(token, algorithm, key_id, published.keys, audiences=audiences, issuers=issuers)
+        if not self.client_ids:
+            return claims
         claim = "azp" if "azp" in claims else "appid"
         if claims.get(claim) is None:
             raise missing_claims(["azp"])

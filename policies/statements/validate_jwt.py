@@ -35,11 +35,10 @@ from urllib.parse import urlsplit
 from policies.context import Context
 from policies.expressions import Value
 from policies.jwks import SigningKey
-from policies.statement import Attr, Loader, register
+from policies.statement import Loader, Settings, attr, register
 from policies.statements._jwt import (
-    OUTCOME_ATTRIBUTES,
-    SOURCE_ATTRIBUTES,
     RequiredClaim,
+    TokenSettings,
     TokenSource,
     TokenValidation,
     decode,
@@ -54,22 +53,31 @@ from policies.xml import PolicyElement
 _CHILDREN = ("openid-config", "issuer-signing-keys", "audiences", "issuers", "required-claims")
 
 
+class JwtSettings(TokenSettings):
+    require_expiration_time: bool = attr(default=True)
+    require_scheme: str | None = attr()
+    require_signed_tokens: bool = attr(default=True)
+    clock_skew: int = attr(minimum=0, default=0)
+
+
+class OpenIdConfigSettings(Settings):
+    url: str = attr()
+
+
+class KeySettings(Settings):
+    id: str | None = attr()
+    n: str | None = attr()
+    e: str | None = attr()
+
+
 @register
 class ValidateJwt(TokenValidation):
     element = "validate-jwt"
-    attributes = (
-        *SOURCE_ATTRIBUTES,
-        *OUTCOME_ATTRIBUTES,
-        Attr("require-expiration-time", kind=bool, expressions=False, default=True),
-        Attr("require-scheme", expressions=False),
-        Attr("require-signed-tokens", kind=bool, expressions=False, default=True),
-        Attr("clock-skew", kind=int, expressions=False, minimum=0, default=0),
-    )
 
     def __init__(
         self,
         source: TokenSource,
-        values: dict[str, Value | None],
+        values: JwtSettings,
         claims: tuple[RequiredClaim, ...],
         openid_urls: tuple[str, ...],
         keys: tuple[SigningKey, ...],
@@ -77,8 +85,8 @@ class ValidateJwt(TokenValidation):
         issuers: tuple[Value, ...],
     ) -> None:
         super().__init__(source, values, claims)
-        self.require_expiration: bool = values["require-expiration-time"].constant  # type: ignore[union-attr]
-        self.clock_skew: int = values["clock-skew"].constant  # type: ignore[union-attr]
+        self.require_expiration = values.require_expiration_time
+        self.clock_skew = values.clock_skew
         self.openid_urls = openid_urls
         self.keys = keys
         self.audiences = audiences
@@ -86,11 +94,10 @@ class ValidateJwt(TokenValidation):
 
     @classmethod
     def load(cls, element: PolicyElement, loader: Loader) -> ValidateJwt:
-        values = loader.attributes(element, cls.attributes)
-        if not values["require-signed-tokens"].constant:  # type: ignore[union-attr]
+        values = loader.settings(element, JwtSettings)
+        if not values.require_signed_tokens:
             raise loader.fail(element, 'Unsigned tokens are never accepted; remove require-signed-tokens="false".')
-        scheme = values["require-scheme"].constant if values["require-scheme"] is not None else None
-        source = TokenSource.load(element, loader, values, default_header=None, scheme=scheme)
+        source = TokenSource.load(element, loader, values, default_header=None, scheme=values.require_scheme)
         openid_urls: list[str] = []
         keys: list[SigningKey] = []
         audiences: tuple[Value, ...] = ()
@@ -100,7 +107,7 @@ class ValidateJwt(TokenValidation):
             if child.tag == "openid-config":
                 openid_urls.append(_load_openid_url(child, loader))
             elif child.tag == "issuer-signing-keys":
-                loader.attributes(child, ())
+                loader.no_attributes(child)
                 keys.extend(_load_key(key, loader) for key in loader.children(child, ("key",)))
             elif child.tag == "audiences":
                 audiences = load_values(child, loader, "audience")
@@ -135,7 +142,7 @@ class ValidateJwt(TokenValidation):
 
 def _load_openid_url(element: PolicyElement, loader: Loader) -> str:
     loader.children(element, ())
-    url: str = loader.attributes(element, (Attr("url", required=True, expressions=False),))["url"].constant  # type: ignore[union-attr]
+    url = loader.settings(element, OpenIdConfigSettings).url
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise loader.fail(element, f"url {url!r} is not an http(s) URL.")
@@ -144,19 +151,18 @@ def _load_openid_url(element: PolicyElement, loader: Loader) -> str:
 
 def _load_key(element: PolicyElement, loader: Loader) -> SigningKey:
     """`<key>base64 secret</key>` or `<key n="…" e="…" />`, with an optional `id` matched against `kid`."""
-    specs = (Attr("id", expressions=False), Attr("n", expressions=False), Attr("e", expressions=False))
-    values = {name: value.constant if value is not None else None for name, value in loader.attributes(element, specs).items()}
+    key = loader.settings(element, KeySettings)
     loader.children(element, ())
     text = loader.text(element)
     if not text.is_constant:
         raise loader.fail(element, "A key must be literal text or a named value, not an expression.")
     secret = str(text.constant)
     try:
-        if values["n"] is None and values["e"] is None:
-            return SigningKey.symmetric(_base64(secret), values["id"])
-        if values["n"] is None or values["e"] is None or secret:
+        if key.n is None and key.e is None:
+            return SigningKey.symmetric(_base64(secret), key.id)
+        if key.n is None or key.e is None or secret:
             raise ValueError("an RSA key needs both 'n' and 'e', and no text")
-        return SigningKey.from_jwk({"kty": "RSA", "n": values["n"], "e": values["e"], "kid": values["id"]})
+        return SigningKey.from_jwk({"kty": "RSA", "n": key.n, "e": key.e, "kid": key.id})
     except ValueError as exc:
         raise loader.fail(element, f"Invalid signing key: {exc}.") from None
 

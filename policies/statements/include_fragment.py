@@ -1,0 +1,68 @@
+"""`<include-fragment fragment-id="auth" />`: the statements of a policy fragment, inlined where it stands.
+
+A fragment is its own document, `<fragment>` holding statements and nothing else (no sections, no
+`<base />`), known to the loader by id (`Loader.fragments`). It is resolved when the including document is
+loaded: its statements are loaded in the section where it is included, as if written there, so an effective
+document shows them and nothing is looked up per request. A problem inside a fragment is reported with the
+including element's line and the fragment's own line. An unknown id and a fragment that includes itself,
+directly or through others, are load errors. (APIM's current docs say fragments cannot include fragments;
+they may here, to a depth of 10.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from policies.errors import PolicyLoadError
+from policies.statement import Loader, Settings, Statement, attr, elements_of, register
+from policies.xml import PolicyElement, parse
+
+MAX_DEPTH = 10
+
+
+class IncludeFragmentSettings(Settings):
+    fragment_id: str = attr()
+
+
+@register
+class IncludeFragment(Statement):
+    element = "include-fragment"
+
+    @classmethod
+    def load(cls, element: PolicyElement, loader: Loader) -> Statement:
+        raise TypeError("include-fragment is expanded into its fragment's statements, never loaded as one statement.")
+
+    @classmethod
+    def expand(cls, element: PolicyElement, loader: Loader) -> list[Statement]:
+        loader.children(element, ())
+        fragment_id = loader.settings(element, IncludeFragmentSettings).fragment_id
+        if fragment_id in loader.including:
+            cycle = " → ".join((*loader.including[loader.including.index(fragment_id) :], fragment_id))
+            raise loader.fail(element, f"Fragment {fragment_id!r} includes itself: {cycle}.")
+        if len(loader.including) >= MAX_DEPTH:
+            raise loader.fail(element, f"Fragments nest deeper than {MAX_DEPTH}: {' → '.join(loader.including)}.")
+        xml = loader.fragments.get(fragment_id)
+        if xml is None:
+            known = ", ".join(sorted(loader.fragments)) or "none defined"
+            raise loader.fail(element, f"Unknown fragment {fragment_id!r}; known fragments: {known}.")
+        inner = dataclasses.replace(loader, including=(*loader.including, fragment_id))
+        try:
+            return inner.statements(fragment_statements(xml))
+        except PolicyLoadError as exc:
+            if exc.element == cls.element:
+                raise  # already names the include-fragment element nested deeper, with the chain
+            raise loader.fail(element, f"In fragment {fragment_id!r}: {exc}") from None
+
+
+def fragment_statements(xml: str) -> list[PolicyElement]:
+    """The statement elements of a `<fragment>` document; PolicyLoadError if it is not one."""
+    root = parse(xml)
+    if root.tag != "fragment":
+        raise PolicyLoadError("The root element of a fragment must be <fragment>.", root.tag, root.line)
+    if root.attrib:
+        raise PolicyLoadError("<fragment> takes no attributes.", root.tag, root.line)
+    statements = elements_of(root)
+    for child in statements:
+        if child.tag in ("base", "inbound", "backend", "outbound", "on-error"):
+            raise PolicyLoadError("A fragment holds statements only: no sections and no <base />.", child.tag, child.line)
+    return statements
