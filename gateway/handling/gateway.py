@@ -15,7 +15,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.handling import operations as routes
+from gateway.handling import names, operations as routes
 from gateway.backends.registry import BackendRegistry
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, ResourceNotFound
 from gateway.backends.health_sync import HealthSync
@@ -162,8 +162,8 @@ class Gateway:
             request.method,
             self._client_ip(request),
             ctx.Headers(header_items),
-            ctx.Url(url.scheme, url.hostname or "", port, url.path, ctx.QueryParameters(query)),
-            ctx.Url(url.scheme, url.hostname or "", port, url.path, ctx.QueryParameters(query)),
+            ctx.Url(url.scheme, url.hostname or "", port, route.path, ctx.QueryParameters(query)),
+            ctx.Url(url.scheme, url.hostname or "", port, route.path, ctx.QueryParameters(query)),
             ctx.ReadOnlyMap(matched),
             ctx.Body(body),
         )
@@ -340,7 +340,4 @@ def _model_from_body(body: bytes) -> str:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise BadRequest("The request body must be a JSON object.") from None
-    model = payload.get("model") if isinstance(payload, dict) else None
-    if not isinstance(model, str) or not model:
-        raise BadRequest("Missing required parameter: 'model'.")
-    return model
+    return names.body_model(payload.get("model") if isinstance(payload, dict) else None)
