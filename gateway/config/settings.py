@@ -20,6 +20,8 @@ from gateway.config.sensitive import Secret
 
 
 DEFAULT_APIS = ("openai", "openai-v1")
+#: More trusted proxies than any real chain: a larger setting is a typo, refused at load.
+MAX_HOPS = 8
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,9 @@ class Settings:
     named_values: Mapping[str, str] = field(default_factory=dict)
     #: JWKS per OpenID configuration URL or tenant id, for validate-jwt without network access.
     openid_keys: Mapping[str, Any] = field(default_factory=dict)
-    #: Take the caller's IP from X-Forwarded-For (true under Azure Functions, whose front end sets it).
-    trust_forwarded_for: bool = False
+    #: Proxies in front of the gateway whose X-Forwarded-* entries are trusted (see gateway/handling/forwarded.py);
+    #: 1 under Azure Functions, whose host sets X-Forwarded-For to the peer it saw; 0 locally.
+    trusted_proxy_hops: int = 0
     #: Deployment name -> model name, to pick the tokenizer (e.g. {"chat": "gpt-4o"}).
     deployment_models: Mapping[str, str] = field(default_factory=dict)
     #: Tokenizer for deployments not in `deployment_models`.
@@ -131,7 +134,7 @@ class Settings:
             policy_poll_seconds=_number(env, "GATEWAY_POLICY_POLL_SECONDS", 5.0),
             named_values=_json_object(env, "GATEWAY_NAMED_VALUES", str),
             openid_keys=_json_object(env, "GATEWAY_OPENID_KEYS", dict),
-            trust_forwarded_for=_flag(env, "GATEWAY_TRUST_FORWARDED_FOR", default="FUNCTIONS_WORKER_RUNTIME" in env),
+            trusted_proxy_hops=_trusted_proxy_hops(env),
             local_queue_worker=_flag(env, "GATEWAY_LOCAL_QUEUE_WORKER", default=True),
             policy_queue=_queue_name(env.get("GATEWAY_POLICY_QUEUE") or "policy-updates"),
             health_sync_seconds=_number(env, "GATEWAY_HEALTH_SYNC_SECONDS", 2.0),
@@ -202,6 +205,17 @@ def _predictive_routing(env: Mapping[str, str]) -> PredictiveRouting | None:
         min_tokens=int(_number(env, "GATEWAY_PREDICTIVE_MIN_TOKENS", 1000)),
         min_requests=int(_number(env, "GATEWAY_PREDICTIVE_MIN_REQUESTS", 1)),
     )
+
+
+def _trusted_proxy_hops(env: Mapping[str, str]) -> int:
+    """`GATEWAY_TRUSTED_PROXY_HOPS`; the older `GATEWAY_TRUST_FORWARDED_FOR=true` means one hop."""
+    raw = env.get("GATEWAY_TRUSTED_PROXY_HOPS", "").strip()
+    if not raw:
+        under_functions = "FUNCTIONS_WORKER_RUNTIME" in env
+        return int(_flag(env, "GATEWAY_TRUST_FORWARDED_FOR", default=under_functions))
+    if not raw.isdigit() or int(raw) > MAX_HOPS:
+        raise ValueError(f"Setting 'GATEWAY_TRUSTED_PROXY_HOPS' has value {raw!r}: use the number of proxies in front of the gateway, 0 to {MAX_HOPS}.")
+    return int(raw)
 
 
 def _admin_key(env: Mapping[str, str]) -> Secret | None:

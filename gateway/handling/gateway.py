@@ -15,7 +15,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.handling import names, operations as routes
+from gateway.handling import forwarded, names, operations as routes
 from gateway.backends.registry import BackendRegistry
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, ResourceNotFound
 from gateway.backends.health_sync import HealthSync
@@ -182,12 +182,8 @@ class Gateway:
         return context
 
     def _client_ip(self, request: Request) -> str:
-        """The caller's IP; behind the Functions front end, the first X-Forwarded-For entry (port removed)."""
-        forwarded = request.headers.get("x-forwarded-for") if self.settings.trust_forwarded_for else None
-        if forwarded:
-            first = forwarded.split(",", 1)[0].strip()
-            return first.rsplit(":", 1)[0] if first.count(":") == 1 else first
-        return request.client.host if request.client else ""
+        """The caller's normalised IP, through the trusted proxies only (gateway/handling/forwarded.py)."""
+        return forwarded.client_address(request.headers, request.client.host if request.client else None, self.settings.trusted_proxy_hops)
 
     async def _respond(self, context: ctx.Context, result: PolicyResponse | None) -> Response:
         state: RequestState = context.gateway_state

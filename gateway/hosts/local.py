@@ -104,4 +104,7 @@ def serve(host: str, port: int) -> None:
         loop="auto",
         http="auto",
         timeout_graceful_shutdown=10,
+        # The client address comes from gateway/handling/forwarded.py, through GATEWAY_TRUSTED_PROXY_HOPS only:
+        # uvicorn's own rewriting would believe any X-Forwarded-For sent from 127.0.0.1.
+        proxy_headers=False,
     )
