@@ -15,14 +15,14 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.handling import forwarded, names, operations as routes
+from gateway.handling import client_credentials, forwarded, names, operations as routes
 from gateway.backends.registry import BackendRegistry
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, ResourceNotFound
 from gateway.backends.health_sync import HealthSync
 from gateway.stores.policies import PolicyManager, PolicyRepository
 from gateway.stores.metrics import ROLLUP_TABLE, AppInsightsExporter, MetricsRecorder
 from gateway.stores.rollups import RollupCompactor
-from gateway.backends.proxy import CLIENT_CREDENTIAL_HEADERS, RelayResponse, UpstreamClient, raw_headers
+from gateway.backends.proxy import RelayResponse, UpstreamClient, raw_headers
 from gateway.stores.semantic_cache import SemanticCacheService
 from gateway.handling.services import GatewayServices, RequestState
 from gateway.stores.counters import SharedCounters
@@ -42,8 +42,6 @@ from policies.usage import Usage
 
 logger = logging.getLogger(__name__)
 
-#: Query parameters that carry a subscription key: consumed here, never visible to policies or the backend.
-_KEY_QUERY_PARAMETERS = frozenset({"subscription-key", "api-key"})
 #: Audio uploads may be 25 MB; leave room for the multipart framing.
 MAX_BODY_BYTES = 26 * 1024 * 1024
 _API_NAMES = {routes.VERSIONED_API: "Azure OpenAI", routes.V1_API: "Azure OpenAI v1"}
@@ -109,7 +107,7 @@ class Gateway:
         if authenticator is None or policies is None:
             authenticator, policies = await self._start()
 
-        key = _subscription_key(request)
+        key = client_credentials.subscription_key(request)
         subscription = await authenticator.authenticate(key, operation.api)
         timing.add("auth", timing.elapsed())
 
@@ -151,8 +149,8 @@ class Gateway:
     ) -> ctx.Context:
         operation = route.operation
         header_items = request.headers.items()
-        credentials = {name: value for name, value in header_items if name in CLIENT_CREDENTIAL_HEADERS}
-        query = [(k, v) for k, v in parse_qsl(request.url.query, keep_blank_values=True) if k not in _KEY_QUERY_PARAMETERS]
+        credentials = client_credentials.ClientCredentials.of(header_items)
+        query = [(k, v) for k, v in parse_qsl(request.url.query, keep_blank_values=True) if k not in client_credentials.KEY_QUERY_PARAMETERS]
         url = request.url
         port = url.port or (443 if url.scheme == "https" else 80)
         matched = dict(route.params)
@@ -302,19 +300,6 @@ async def _tell_body_listeners(context: ctx.Context, status: int, body: bytes) -
             await listener(status, body)
         except Exception:
             logger.exception("A response body listener failed; the response itself was not affected.")
-
-
-def _subscription_key(request: Request) -> str | None:
-    """The key from `api-key`, `Ocp-Apim-Subscription-Key`, `Authorization: Bearer`, or the query, in that order."""
-    headers = request.headers
-    key = headers.get("api-key") or headers.get("ocp-apim-subscription-key")
-    if key:
-        return key
-    authorization = headers.get("authorization", "")
-    if authorization[:7].lower() == "bearer ":
-        return authorization[7:].strip() or None
-    query = request.query_params
-    return query.get("subscription-key") or query.get("api-key")
 
 
 async def _read_body(request: Request) -> bytes:

@@ -10,11 +10,12 @@ from gateway.backends.registry import Backend, BackendRegistry
 from gateway.backends.credentials import TokenProvider, managed_identity_credential
 from gateway.errors import BackendError, BackendTimeout, DeploymentNotFound, GatewayError
 from gateway.backends.health import CONNECTION_FAILURE, TIMEOUT
+from gateway.handling.client_credentials import ClientCredentials
 from gateway.handling.operations import Operation
 from gateway.handling.timing import ServerTiming
 from gateway.handling.tokens import TokenCounter, completion_limit
 from gateway.handling.usage import UsageReporter, request_usage_upstream, stream_usage_supported
-from gateway.backends.proxy import CLIENT_CREDENTIAL_HEADERS, UpstreamClient, forwardable, is_streaming, read_body, upstream_headers
+from gateway.backends.proxy import UpstreamClient, is_streaming, read_body, upstream_headers
 from policies.context import Body, Context, Headers, Response
 from policies.counters import Counters
 from policies.errors import PolicyError, PolicyResponse
@@ -29,7 +30,7 @@ class RequestState:
     __slots__ = ("deployment", "operation", "client_credentials", "timing", "upstream", "usage", "usage_requested", "strip_usage", "tried", "backend")
 
     def __init__(
-        self, deployment: str | None, operation: Operation, client_credentials: dict[str, str], timing: ServerTiming, usage: UsageReporter
+        self, deployment: str | None, operation: Operation, client_credentials: ClientCredentials, timing: ServerTiming, usage: UsageReporter
     ) -> None:
         self.deployment = deployment
         self.operation = operation
@@ -39,7 +40,7 @@ class RequestState:
         #: The request was rewritten to ask for a usage chunk; `strip_usage` if the client had not asked.
         self.usage_requested = False
         self.strip_usage = False
-        #: The credential headers exactly as the client sent them; forwarded only if a policy replaced them.
+        #: The credential headers exactly as the client sent them; never forwarded (gateway/handling/client_credentials.py).
         self.client_credentials = client_credentials
         #: The live backend response while it is being streamed; None once buffered or closed.
         self.upstream: aiohttp.ClientResponse | None = None
@@ -97,7 +98,7 @@ class GatewayServices:
             _ask_for_stream_usage(context, state)
         base_url, backend = self._destination(context, state)
         request = context.Request
-        headers = _outbound_headers(request.Headers, state.client_credentials)
+        headers = state.client_credentials.outbound(request.Headers)
         if backend is not None and not any(name.lower() in ("api-key", "authorization") for name, _ in headers):
             headers.extend(await backend.auth_headers())
         url = base_url + request.Url.Path + request.Url.QueryString
@@ -165,19 +166,6 @@ def _ask_for_stream_usage(context: Context, state: RequestState) -> None:
         body, client_asked = rewritten
         context.Request.Body.replace(body)
         state.strip_usage = not client_asked
-
-
-def _outbound_headers(headers: Headers, client_credentials: dict[str, str]) -> list[tuple[str, str]]:
-    """Request headers for the backend: hop-by-hop ones dropped, client credentials dropped unless a policy set them."""
-    out: list[tuple[str, str]] = []
-    for name, value in headers:
-        if not forwardable(name):
-            continue
-        lower = name.lower()
-        if lower in CLIENT_CREDENTIAL_HEADERS and client_credentials.get(lower) == value:
-            continue
-        out.append((name, value))
-    return out
 
 
 def _error_response(error: GatewayError) -> PolicyResponse:
