@@ -41,6 +41,16 @@ class SemanticCacheSettings:
 
 
 @dataclass(frozen=True)
+class ClientTimeouts:
+    """`GATEWAY_CLIENT_*_TIMEOUT_SECONDS`: the local host's deadlines for slow clients (gateway/hosts/slow_clients.py)."""
+
+    headers: float = 10.0
+    body: float = 120.0
+    #: Keep-alive silence between requests; uvicorn counts it in whole seconds.
+    idle: float = 5.0
+
+
+@dataclass(frozen=True)
 class Settings:
     storage_connection: Secret
     key_pepper: Secret
@@ -95,6 +105,8 @@ class Settings:
     public_url: str | None = None
     #: Semantic-cache scope, bounds and storage (`GATEWAY_SEMANTIC_CACHE_*`).
     semantic_cache: SemanticCacheSettings = field(default_factory=SemanticCacheSettings)
+    #: How long the local host waits for a client's headers, body and next request (gateway/hosts/slow_clients.py).
+    client_timeouts: ClientTimeouts = field(default_factory=ClientTimeouts)
 
     @property
     def upstream_timeouts(self) -> Timeouts:
@@ -142,6 +154,11 @@ class Settings:
             admin_key=_admin_key(env),
             public_url=_public_url(env.get("GATEWAY_PUBLIC_URL")),
             semantic_cache=_semantic_cache(env),
+            client_timeouts=ClientTimeouts(
+                headers=_number(env, "GATEWAY_CLIENT_HEADER_TIMEOUT_SECONDS", ClientTimeouts.headers),
+                body=_number(env, "GATEWAY_CLIENT_BODY_TIMEOUT_SECONDS", ClientTimeouts.body),
+                idle=_number(env, "GATEWAY_CLIENT_IDLE_TIMEOUT_SECONDS", ClientTimeouts.idle),
+            ),
             deployment_models=_json_object(env, "GATEWAY_DEPLOYMENT_MODELS", str),
             default_encoding=_choice(env, "GATEWAY_DEFAULT_ENCODING", ("o200k_base", "cl100k_base"), "o200k_base"),
             default_completion_reservation=int(_number(env, "GATEWAY_DEFAULT_COMPLETION_RESERVATION", 1024)),

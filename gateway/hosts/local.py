@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import __version__
+from gateway.hosts import slow_clients
 from gateway.ops import dashboard
 from gateway.ops import openapi
 from gateway.ops import admin
@@ -95,6 +96,7 @@ def serve(host: str, port: int) -> None:
     logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK logs every storage call at INFO
 
     gateway = current_gateway()
+    timeouts = gateway.settings.client_timeouts
     uvicorn.run(
         create_local_app(gateway),
         host=host,
@@ -102,7 +104,9 @@ def serve(host: str, port: int) -> None:
         log_level="warning",
         access_log=False,
         loop="auto",
-        http="auto",
+        http=slow_clients.protocol(timeouts),
+        timeout_keep_alive=max(1, round(timeouts.idle)),
+        server_header=False,
         timeout_graceful_shutdown=10,
         # The client address comes from gateway/handling/forwarded.py, through GATEWAY_TRUSTED_PROXY_HOPS only:
         # uvicorn's own rewriting would believe any X-Forwarded-For sent from 127.0.0.1.

@@ -35,6 +35,9 @@
 // optional: GATEWAY_SEMANTIC_CACHE_TIMEOUT_SECONDS — semantic cache lookup time budget
 // optional: GATEWAY_SEMANTIC_CACHE_CLEANUP_SECONDS — how often expired cache entries are removed
 // optional: GATEWAY_LOCAL_QUEUE_WORKER — the local host's queue poller (under Functions the queue trigger applies updates)
+// optional: GATEWAY_CLIENT_HEADER_TIMEOUT_SECONDS — local host only: time for a request's headers (default 10)
+// optional: GATEWAY_CLIENT_BODY_TIMEOUT_SECONDS — local host only: time for a request's body after its headers (default 120)
+// optional: GATEWAY_CLIENT_IDLE_TIMEOUT_SECONDS — local host only: keep-alive silence between requests, whole seconds (default 5)
 // optional: GATEWAY_LOG_LEVEL — log level of the local host (`python -m gateway serve`); host.json decides under Functions
 // optional: TIKTOKEN_CACHE_DIR — where tokenizer files are unpacked (default: the temp directory)
 // optional: OPENBLAS_NUM_THREADS — numpy's BLAS threads for the semantic cache index (default 1, set by function_app.py)
