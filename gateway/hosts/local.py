@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import __version__
-from gateway.hosts import slow_clients
+from gateway.hosts import log_redaction, slow_clients
 from gateway.ops import dashboard
 from gateway.ops import openapi
 from gateway.ops import admin
@@ -93,7 +93,7 @@ def serve(host: str, port: int) -> None:
     import uvicorn
 
     logging.basicConfig(level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK logs every storage call at INFO
+    log_redaction.install()
 
     gateway = current_gateway()
     timeouts = gateway.settings.client_timeouts
