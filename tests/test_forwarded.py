@@ -7,9 +7,10 @@ from collections.abc import Callable
 import httpx
 import pytest
 from starlette.datastructures import Headers
+from starlette.requests import Request
 
 from gateway.config.settings import Settings
-from gateway.handling.forwarded import client_address, normalise_address, scheme_and_host, trusted_entry
+from gateway.handling.forwarded import client_address, normalise_address, request_origin, trusted_entry
 from tests.conftest import GatewayProcess, Keys
 from tests.stack_helpers import apply, token_env
 
@@ -55,12 +56,17 @@ def test_the_entry_hops_from_the_right_is_the_client() -> None:
     assert client_address(headers(), None, 1) == ""
 
 
+def request_with(*items: tuple[str, str]) -> Request:
+    raw = [(b"host", b"10.0.0.4:8080"), *((k.encode(), v.encode()) for k, v in items)]
+    return Request({"type": "http", "method": "GET", "scheme": "http", "path": "/", "query_string": b"", "headers": raw})
+
+
 def test_forwarded_scheme_and_host_count_only_from_trusted_hops() -> None:
-    forwarded = headers(("x-forwarded-proto", "https"), ("x-forwarded-host", "gw.example.com"))
-    assert scheme_and_host(forwarded, "http", "10.0.0.4:8080", 0) == ("http", "10.0.0.4:8080")
-    assert scheme_and_host(forwarded, "http", "10.0.0.4:8080", 1) == ("https", "gw.example.com")
-    hostile = headers(("x-forwarded-proto", "javascript"), ("x-forwarded-host", "evil.example/<x>"))
-    assert scheme_and_host(hostile, "http", "10.0.0.4:8080", 1) == ("http", "10.0.0.4:8080")
+    forwarded = request_with(("x-forwarded-proto", "https"), ("x-forwarded-host", "gw.example.com"))
+    assert request_origin(forwarded, 0) == ("http", "10.0.0.4:8080")
+    assert request_origin(forwarded, 1) == ("https", "gw.example.com")
+    hostile = request_with(("x-forwarded-proto", "javascript"), ("x-forwarded-host", "evil.example/<x>"))
+    assert request_origin(hostile, 1) == ("http", "10.0.0.4:8080")
 
 
 def test_hops_setting_defaults_to_one_under_functions_and_is_bounded() -> None:

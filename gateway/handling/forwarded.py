@@ -17,6 +17,7 @@ import ipaddress
 import re
 
 from starlette.datastructures import Headers
+from starlette.requests import Request
 
 _HOST = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
@@ -53,9 +54,11 @@ def client_address(headers: Headers, peer: str | None, hops: int) -> str:
     return address or normalise_address(peer or "") or ""
 
 
-def scheme_and_host(headers: Headers, scheme: str, host: str, hops: int) -> tuple[str, str]:
+def request_origin(request: Request, hops: int) -> tuple[str, str]:
     """The scheme and host the client used: the trusted `X-Forwarded-Proto`/`-Host` entries, else the request's own."""
+    headers = request.headers
     proto = (trusted_entry(headers, "x-forwarded-proto", hops) or "").lower()
     forwarded_host = trusted_entry(headers, "x-forwarded-host", hops) or ""
     valid_host = len(forwarded_host) <= 260 and _HOST.fullmatch(forwarded_host) is not None
-    return (proto if proto in ("http", "https") else scheme), (forwarded_host if valid_host else host)
+    scheme = proto if proto in ("http", "https") else request.url.scheme
+    return scheme, forwarded_host if valid_host else (headers.get("host") or request.url.netloc)

@@ -102,8 +102,7 @@ def public_origin(gateway: Gateway, request: Request) -> tuple[str, str]:
     if configured:
         parts = urlsplit(configured)
         return parts.scheme, parts.netloc
-    host = request.headers.get("host") or request.url.netloc
-    return forwarded.scheme_and_host(request.headers, request.url.scheme, host, gateway.settings.trusted_proxy_hops)
+    return forwarded.request_origin(request, gateway.settings.trusted_proxy_hops)
 
 
 def _denied() -> Response:
