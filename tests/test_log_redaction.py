@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import httpx
 import pytest
@@ -39,9 +40,9 @@ WORKER = textwrap.dedent(
 )
 
 
-def test_the_extensions_server_logs_no_key(tmp_path: pytest.TempPathFactory) -> None:
+def test_the_extensions_server_logs_no_key(tmp_path: Path) -> None:
     port = devstack.free_port()
-    log = tmp_path / "worker.log"  # type: ignore[operator]
+    log = tmp_path / "worker.log"
     with open(log, "wb") as out:
         process = subprocess.Popen([sys.executable, "-c", WORKER, str(port)], cwd=devstack.REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
         try:
