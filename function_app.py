@@ -17,7 +17,11 @@ from gateway.ops import dashboard
 from gateway.ops import openapi
 from gateway.ops import admin
 from gateway.stores import policy_updates  # noqa: E402
+from gateway.hosts import log_redaction  # noqa: E402
 from gateway.hosts.local import current_gateway, health_response  # noqa: E402
+
+# Before the worker starts the streaming extension's uvicorn server: no key in its access log, no SDK chatter.
+log_redaction.install()
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.policy_store import compile_policy_set
+from policies.policy_set import compile_policy_set
 from policies.document import Scope, load_document
 from policies.errors import PolicyLoadError
 from policies.expressions import ExpressionError, compile_value

@@ -14,7 +14,7 @@ import asyncio
 import statistics
 import time
 
-from gateway.stores.policies import compile_policy_set
+from policies.policy_set import compile_policy_set
 from policies import context as ctx
 from policies.counters import LocalCounters
 from policies.pipeline import Pipeline

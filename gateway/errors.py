@@ -7,7 +7,7 @@ The tree::
     ├── DeploymentNotFound        404  no backend serves the deployment
     ├── BadRequest                400  a body the gateway must read is not what the operation expects
     ├── PayloadTooLarge           413  request body above the configured limit
-    ├── SubscriptionKeyError      401  missing, invalid, inactive or out-of-scope subscription key
+    ├── SubscriptionKeyError      401  missing, invalid, ambiguous (sent twice), inactive or out-of-scope key
     ├── BackendError              502/504  the backend could not be reached or did not answer in time
     │   └── BackendCredentialError  502  no token for the backend (managed identity endpoint failed)
     ├── BackendUnavailable        503  circuit breaker open (CircuitBreakerOpen), or every pool member
@@ -100,6 +100,15 @@ class InvalidSubscriptionKey(SubscriptionKeyError):
     message = (
         "Access denied due to invalid subscription key. Make sure to provide a valid key for an active "
         "subscription."
+    )
+
+
+class AmbiguousSubscriptionKey(SubscriptionKeyError):
+    """The key was sent more than once (a repeated header or parameter, or two with different values)."""
+
+    message = (
+        "Access denied due to an ambiguous subscription key. Send the subscription key once, in one header or "
+        "query parameter."
     )
 
 

@@ -103,7 +103,7 @@ def make_context(
 
 def pipeline_of(xml: str, loader: Loader | None = None) -> Pipeline:
     """The pipeline of a single document at API scope over the built-in default."""
-    from gateway.stores.policies import compile_policy_set
+    from policies.policy_set import compile_policy_set
 
     loader = loader or Loader(backend_ids=frozenset({"primary", "secondary"}))
     return compile_policy_set({"api:openai": xml}, 1, loader).pipeline("gold", "openai", "ChatCompletions_Create")

@@ -73,20 +73,23 @@ def test_blockers_are_all_found_and_nested_statements_still_load(tmp_path: Path)
             <set-variable name="x" value="@{ return 1; }" />
             <set-header name="a" exists-action="override"><value>@(new JObject())</value></set-header>
         </when></choose>
-        <trace source="s"><message>m</message></trace>
+        <log-to-eventhub logger-id="l">m</log-to-eventhub>
     </inbound></policies>"""
     causes = all_causes(xml, Loader(), "inbound")
     assert causes == (
         "unknown element <cache-lookup-value>",
         "`@{ … }` multi-statement blocks",
         "`new` (object creation / type tests)",
-        "unknown element <trace>",
+        "unknown element <log-to-eventhub>",
     )
 
 
 def test_a_fragment_is_measured_as_the_section_it_is_written_for() -> None:
     xml = "<fragment><forward-request /><include-fragment fragment-id='f' /></fragment>"
-    assert all_causes(xml, Loader(), "backend") == ("<fragment> documents (not <policies>)", "unknown element <include-fragment>")
+    assert all_causes(xml, Loader(), "backend") == (
+        "<fragment> documents (not <policies>)",
+        "<include-fragment>: Unknown fragment 'f'; known fragments: none defined.",
+    )
     assert all_causes(xml, Loader(), "inbound")[1] == "<forward-request> in <inbound>"
 
 

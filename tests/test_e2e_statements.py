@@ -19,8 +19,8 @@ import pytest
 from click.testing import CliRunner
 from openai import AzureOpenAI
 
-from gateway import devstack
-from gateway.cli import main as cli
+from gateway.dev import devstack
+from gateway.cli.main import main as cli
 from tests.conftest import API_VERSION, Keys, Simulator
 
 POLL_SECONDS = 0.3

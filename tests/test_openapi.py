@@ -49,15 +49,16 @@ def test_every_operation_is_one_the_gateway_routes(version: str) -> None:
         assert match is not None and match.operation.id == op["operationId"], (method, path)
 
 
-def test_forwarded_host_and_the_public_url_setting_decide_the_server() -> None:
+def test_trusted_forwarded_host_and_the_public_url_setting_decide_the_server() -> None:
     def request(headers: dict[str, str]) -> Request:
         raw = [(k.encode(), v.encode()) for k, v in {"host": "10.0.0.4:8080", **headers}.items()]
         return Request({"type": "http", "method": "GET", "scheme": "http", "path": "/openapi/2024-10-21.json", "query_string": b"", "headers": raw, "server": ("10.0.0.4", 8080)})
 
-    assert openapi.public_base_url(request({}), None) == "http://10.0.0.4:8080"
-    forwarded = request({"x-forwarded-host": "gw.example.com, proxy", "x-forwarded-proto": "https"})
-    assert openapi.public_base_url(forwarded, None) == "https://gw.example.com"
-    assert openapi.public_base_url(forwarded, "https://api.contoso.com/ai") == "https://api.contoso.com/ai"
+    assert openapi.public_base_url(request({}), None, 1) == "http://10.0.0.4:8080"
+    forwarded = request({"x-forwarded-host": "client-written.example, gw.example.com", "x-forwarded-proto": "https"})
+    assert openapi.public_base_url(forwarded, None, 0) == "http://10.0.0.4:8080"  # no trusted proxy: headers ignored
+    assert openapi.public_base_url(forwarded, None, 1) == "https://gw.example.com"
+    assert openapi.public_base_url(forwarded, "https://api.contoso.com/ai", 1) == "https://api.contoso.com/ai"
 
 
 def test_unknown_version_names_the_documents_there_are(gateway: GatewayProcess) -> None:
@@ -67,8 +68,9 @@ def test_unknown_version_names_the_documents_there_are(gateway: GatewayProcess) 
 
 
 def test_a_client_following_the_document_reaches_the_deployment(gateway: GatewayProcess, keys: Keys) -> None:
-    document = httpx.get(f"{gateway.url}/openapi/2024-10-21.json", headers={"x-forwarded-host": "front-door.example"}).json()
-    assert document["servers"][0]["url"] == "http://front-door.example/openai"
+    # No trusted proxy in front of this gateway: a forwarded host cannot poison the document a CDN would cache.
+    poisoned = httpx.get(f"{gateway.url}/openapi/2024-10-21.json", headers={"x-forwarded-host": "attacker.example"}).json()
+    assert poisoned["servers"][0]["url"] == f"{gateway.url}/openai"
     document = httpx.get(f"{gateway.url}/openapi/2024-10-21.json").json()
     (path,) = [p for p, _, op in operations(document) if op["operationId"] == "ChatCompletions_Create"]
     url = document["servers"][0]["url"] + path.replace("{deployment-id}", "gpt-4o")
@@ -79,9 +81,11 @@ def test_a_client_following_the_document_reaches_the_deployment(gateway: Gateway
         assert answer.status_code == 200, (scheme, answer.text)
 
 
-async def test_the_functions_handler_serves_it_too(functions_env: None) -> None:
+async def test_the_functions_handler_serves_it_too(functions_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     import function_app
     from gateway.hosts import local as hosting
+
+    monkeypatch.setenv("FUNCTIONS_WORKER_RUNTIME", "python")  # one trusted hop: the Functions host
 
     headers = [(b"host", b"my-gateway.azurewebsites.net"), (b"x-forwarded-proto", b"https")]
     request = Request({"type": "http", "method": "GET", "scheme": "http", "path": "/openapi/2024-02-01.json", "query_string": b"", "headers": headers})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.stores.policies import PolicySet, compile_policy_set
+from policies.policy_set import PolicySet, compile_policy_set
 from policies.document import DEFAULT_DOCUMENT, Scope, load_document
 from policies.errors import PolicyLoadError
 from policies.statement import Loader

@@ -33,6 +33,8 @@ _HOP_BY_HOP = frozenset(
 #: Client headers that carry the client's own credentials: never forwarded as the client sent them.
 CLIENT_CREDENTIAL_HEADERS = frozenset({"api-key", "ocp-apim-subscription-key", "authorization", "cookie"})
 _DROPPED_REQUEST_HEADERS = _HOP_BY_HOP | {"accept-encoding", "expect"}
+#: The host writes its own `date`; the backend's `server` would only tell clients what runs behind the gateway.
+_DROPPED_RESPONSE_HEADERS = _HOP_BY_HOP | {"date", "server"}
 _KEEPALIVE = b": keep-alive\n\n"
 
 logger = logging.getLogger(__name__)
@@ -110,8 +112,8 @@ def forwardable(name: str) -> bool:
 
 
 def upstream_headers(upstream: aiohttp.ClientResponse) -> list[tuple[str, str]]:
-    """The backend's response headers minus hop-by-hop ones."""
-    return [(name, value) for name, value in upstream.headers.items() if name.lower() not in _HOP_BY_HOP]
+    """The backend's response headers minus hop-by-hop ones, `date` and `server`."""
+    return [(name, value) for name, value in upstream.headers.items() if name.lower() not in _DROPPED_RESPONSE_HEADERS]
 
 
 def raw_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:

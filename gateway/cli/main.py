@@ -263,7 +263,7 @@ def _parse_scope(scope_text: str) -> Scope:
 @_scope_option("global")
 def check_policy(file: Any, scope_text: str) -> None:
     """Validate a document exactly as `apply` would, without storing it."""
-    from gateway.stores.policies import load_scoped
+    from policies.policy_set import load_scoped
 
     scope = _parse_scope(scope_text)
     try:
@@ -350,7 +350,7 @@ def list_policies() -> None:
 @click.option("--product", default=None, help="Product of the calling subscription, if any.")
 def effective_policy(operation_id: str, product: str | None) -> None:
     """Print the effective document for an operation: every scope merged at its <base />."""
-    from gateway.stores.policies import compile_policy_set
+    from policies.policy_set import compile_policy_set
     from gateway.handling.operations import ALL_OPERATIONS
 
     operation = next((op for op in ALL_OPERATIONS if op.id == operation_id), None)

@@ -20,6 +20,8 @@ from gateway.config.sensitive import Secret
 
 
 DEFAULT_APIS = ("openai", "openai-v1")
+#: More trusted proxies than any real chain: a larger setting is a typo, refused at load.
+MAX_HOPS = 8
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,16 @@ class SemanticCacheSettings:
     cleanup_seconds: float = 600.0
     #: A storage connection of the cache's own; None keeps entries in the gateway's storage account.
     connection: Secret | None = None
+
+
+@dataclass(frozen=True)
+class ClientTimeouts:
+    """`GATEWAY_CLIENT_*_TIMEOUT_SECONDS`: the local host's deadlines for slow clients (gateway/hosts/slow_clients.py)."""
+
+    headers: float = 10.0
+    body: float = 120.0
+    #: Keep-alive silence between requests; uvicorn counts it in whole seconds.
+    idle: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -63,8 +75,9 @@ class Settings:
     named_values: Mapping[str, str] = field(default_factory=dict)
     #: JWKS per OpenID configuration URL or tenant id, for validate-jwt without network access.
     openid_keys: Mapping[str, Any] = field(default_factory=dict)
-    #: Take the caller's IP from X-Forwarded-For (true under Azure Functions, whose front end sets it).
-    trust_forwarded_for: bool = False
+    #: Proxies in front of the gateway whose X-Forwarded-* entries are trusted (see gateway/handling/forwarded.py);
+    #: 1 under Azure Functions, whose host sets X-Forwarded-For to the peer it saw; 0 locally.
+    trusted_proxy_hops: int = 0
     #: Deployment name -> model name, to pick the tokenizer (e.g. {"chat": "gpt-4o"}).
     deployment_models: Mapping[str, str] = field(default_factory=dict)
     #: Tokenizer for deployments not in `deployment_models`.
@@ -100,6 +113,8 @@ class Settings:
     public_url: str | None = None
     #: Semantic-cache scope, bounds and storage (`GATEWAY_SEMANTIC_CACHE_*`).
     semantic_cache: SemanticCacheSettings = field(default_factory=SemanticCacheSettings)
+    #: How long the local host waits for a client's headers, body and next request (gateway/hosts/slow_clients.py).
+    client_timeouts: ClientTimeouts = field(default_factory=ClientTimeouts)
 
     @property
     def upstream_timeouts(self) -> Timeouts:
@@ -140,7 +155,7 @@ class Settings:
             policy_poll_seconds=_number(env, "GATEWAY_POLICY_POLL_SECONDS", 5.0),
             named_values=_json_object(env, "GATEWAY_NAMED_VALUES", str),
             openid_keys=_json_object(env, "GATEWAY_OPENID_KEYS", dict),
-            trust_forwarded_for=_flag(env, "GATEWAY_TRUST_FORWARDED_FOR", default="FUNCTIONS_WORKER_RUNTIME" in env),
+            trusted_proxy_hops=_trusted_proxy_hops(env),
             local_queue_worker=_flag(env, "GATEWAY_LOCAL_QUEUE_WORKER", default=True),
             policy_queue=_queue_name(env.get("GATEWAY_POLICY_QUEUE") or "policy-updates"),
             health_sync_seconds=_number(env, "GATEWAY_HEALTH_SYNC_SECONDS", 2.0),
@@ -148,6 +163,11 @@ class Settings:
             admin_key=_admin_key(env),
             public_url=_public_url(env.get("GATEWAY_PUBLIC_URL")),
             semantic_cache=_semantic_cache(env),
+            client_timeouts=ClientTimeouts(
+                headers=_number(env, "GATEWAY_CLIENT_HEADER_TIMEOUT_SECONDS", ClientTimeouts.headers),
+                body=_number(env, "GATEWAY_CLIENT_BODY_TIMEOUT_SECONDS", ClientTimeouts.body),
+                idle=_number(env, "GATEWAY_CLIENT_IDLE_TIMEOUT_SECONDS", ClientTimeouts.idle),
+            ),
             deployment_models=_json_object(env, "GATEWAY_DEPLOYMENT_MODELS", str),
             default_encoding=_choice(env, "GATEWAY_DEFAULT_ENCODING", ("o200k_base", "cl100k_base"), "o200k_base"),
             default_completion_reservation=int(_number(env, "GATEWAY_DEFAULT_COMPLETION_RESERVATION", 1024)),
@@ -214,6 +234,17 @@ def _predictive_routing(env: Mapping[str, str]) -> PredictiveRouting | None:
         min_tokens=int(_number(env, "GATEWAY_PREDICTIVE_MIN_TOKENS", 1000)),
         min_requests=int(_number(env, "GATEWAY_PREDICTIVE_MIN_REQUESTS", 1)),
     )
+
+
+def _trusted_proxy_hops(env: Mapping[str, str]) -> int:
+    """`GATEWAY_TRUSTED_PROXY_HOPS`; the older `GATEWAY_TRUST_FORWARDED_FOR=true` means one hop."""
+    raw = env.get("GATEWAY_TRUSTED_PROXY_HOPS", "").strip()
+    if not raw:
+        under_functions = "FUNCTIONS_WORKER_RUNTIME" in env
+        return int(_flag(env, "GATEWAY_TRUST_FORWARDED_FOR", default=under_functions))
+    if not raw.isdigit() or int(raw) > MAX_HOPS:
+        raise ValueError(f"Setting 'GATEWAY_TRUSTED_PROXY_HOPS' has value {raw!r}: use the number of proxies in front of the gateway, 0 to {MAX_HOPS}.")
+    return int(raw)
 
 
 def _admin_key(env: Mapping[str, str]) -> Secret | None:

@@ -1,7 +1,6 @@
-"""Inbound authentication: the subscription key a request carries, and the subscription it belongs to.
+"""Inbound authentication: the subscription a key belongs to (which key a request carries: client_credentials.py).
 
-Keys come from `api-key`, `Ocp-Apim-Subscription-Key`, `Authorization: Bearer` or the `subscription-key` /
-`api-key` query parameter, in that order. Lookups are cached in memory so the hot path skips storage:
+Lookups are cached in memory so the hot path skips storage:
 
 * a verified key is trusted for `cache_seconds` (default 5 s): how late a suspension, deletion or rotation
   reaches an instance that has just seen the key;
@@ -23,8 +22,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
-
-from starlette.requests import Request
 
 from gateway.errors import InvalidSubscriptionKey, MissingSubscriptionKey, StorageError
 from gateway.stores.subscriptions import KeyHasher, Subscription, SubscriptionRepository
@@ -130,16 +127,3 @@ def _put(cache: OrderedDict[str, V], key: str, value: V, limit: int) -> None:
     cache.move_to_end(key)
     while len(cache) > limit:
         cache.popitem(last=False)
-
-
-def subscription_key(request: Request) -> str | None:
-    """The key from `api-key`, `Ocp-Apim-Subscription-Key`, `Authorization: Bearer`, or the query, in that order."""
-    headers = request.headers
-    key = headers.get("api-key") or headers.get("ocp-apim-subscription-key")
-    if key:
-        return key
-    authorization = headers.get("authorization", "")
-    if authorization[:7].lower() == "bearer ":
-        return authorization[7:].strip() or None
-    query = request.query_params
-    return query.get("subscription-key") or query.get("api-key")

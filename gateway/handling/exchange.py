@@ -15,9 +15,10 @@ import time
 import aiohttp
 
 from gateway.backends.health import CONNECTION_FAILURE, TIMEOUT
-from gateway.backends.proxy import CLIENT_CREDENTIAL_HEADERS, forwardable, is_streaming, read_body, upstream_headers
+from gateway.backends.proxy import is_streaming, read_body, upstream_headers
 from gateway.backends.registry import Backend
 from gateway.errors import BackendError, BackendTimeout, DeploymentNotFound, GatewayError
+from gateway.handling.client_credentials import ClientCredentials
 from gateway.handling.operations import Operation
 from gateway.handling.services import GatewayServices
 from gateway.handling.timing import ServerTiming
@@ -46,7 +47,7 @@ class Exchange:
         services: GatewayServices,
         deployment: str | None,
         operation: Operation,
-        client_credentials: dict[str, str],
+        client_credentials: ClientCredentials,
         timing: ServerTiming,
         usage: UsageReporter,
     ) -> None:
@@ -59,7 +60,7 @@ class Exchange:
         #: The request was rewritten to ask for a usage chunk; `strip_usage` if the client had not asked.
         self.usage_requested = False
         self.strip_usage = False
-        #: The credential headers exactly as the client sent them; forwarded only if a policy replaced them.
+        #: The credential headers exactly as the client sent them; never forwarded (gateway/handling/client_credentials.py).
         self.client_credentials = client_credentials
         #: The live backend response while it is being streamed; None once buffered or closed.
         self.upstream: aiohttp.ClientResponse | None = None
@@ -111,7 +112,7 @@ class Exchange:
             self._ask_for_stream_usage(context)
         base_url, backend = self._destination(context)
         request = context.Request
-        headers = _outbound_headers(request.Headers, self.client_credentials)
+        headers = self.client_credentials.outbound(request.Headers)
         url = base_url + request.Url.Path + request.Url.QueryString
         started = time.perf_counter()
         try:
@@ -212,16 +213,3 @@ class _RequestCache:
 
     def store(self, ticket: object, answer: CachedAnswer, ttl_seconds: float) -> None:
         self._service.store(ticket, answer, ttl_seconds)
-
-
-def _outbound_headers(headers: Headers, client_credentials: dict[str, str]) -> list[tuple[str, str]]:
-    """Request headers for the backend: hop-by-hop ones dropped, client credentials dropped unless a policy set them."""
-    out: list[tuple[str, str]] = []
-    for name, value in headers:
-        if not forwardable(name):
-            continue
-        lower = name.lower()
-        if lower in CLIENT_CREDENTIAL_HEADERS and client_credentials.get(lower) == value:
-            continue
-        out.append((name, value))
-    return out

@@ -20,12 +20,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.backends.health_sync import HealthSync
-from gateway.backends.proxy import CLIENT_CREDENTIAL_HEADERS, RelayResponse, UpstreamClient, raw_headers
+from gateway.backends.proxy import RelayResponse, UpstreamClient, raw_headers
 from gateway.backends.registry import BackendRegistry
 from gateway.config.settings import Settings
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, ResourceNotFound
-from gateway.handling import operations
-from gateway.handling.auth import SubscriptionAuthenticator, subscription_key
+from gateway.handling import client_credentials, forwarded, names, operations
+from gateway.handling.auth import SubscriptionAuthenticator
 from gateway.handling.exchange import Exchange
 from gateway.handling.services import GatewayServices
 from gateway.handling.timing import ServerTiming
@@ -49,8 +49,6 @@ from policies.usage import Usage, UsageListener
 
 logger = logging.getLogger(__name__)
 
-#: Query parameters that carry a subscription key: consumed here, never visible to policies or the backend.
-_KEY_QUERY_PARAMETERS = frozenset({"subscription-key", "api-key"})
 #: Audio uploads may be 25 MB; leave room for the multipart framing.
 MAX_BODY_BYTES = 26 * 1024 * 1024
 _API_NAMES = {operations.VERSIONED_API: "Azure OpenAI", operations.V1_API: "Azure OpenAI v1"}
@@ -117,7 +115,7 @@ class Gateway:
         if not self._started:
             await self.start()
 
-        key = subscription_key(request)
+        key = client_credentials.subscription_key(request)
         subscription = await self.authenticator.authenticate(key, operation.api)
         timing.add("auth", timing.elapsed())
 
@@ -160,8 +158,8 @@ class Gateway:
     ) -> tuple[ctx.Context, Exchange]:
         operation = route.operation
         header_items = request.headers.items()
-        credentials = {name: value for name, value in header_items if name in CLIENT_CREDENTIAL_HEADERS}
-        query = [(k, v) for k, v in parse_qsl(request.url.query, keep_blank_values=True) if k not in _KEY_QUERY_PARAMETERS]
+        credentials = client_credentials.ClientCredentials.of(header_items)
+        query = [(k, v) for k, v in parse_qsl(request.url.query, keep_blank_values=True) if k not in client_credentials.KEY_QUERY_PARAMETERS]
         url = request.url
         port = url.port or (443 if url.scheme == "https" else 80)
         matched = dict(route.params)
@@ -171,8 +169,8 @@ class Gateway:
             request.method,
             self._client_ip(request),
             ctx.Headers(header_items),
-            ctx.Url(url.scheme, url.hostname or "", port, url.path, ctx.QueryParameters(query)),
-            ctx.Url(url.scheme, url.hostname or "", port, url.path, ctx.QueryParameters(query)),
+            ctx.Url(url.scheme, url.hostname or "", port, route.path, ctx.QueryParameters(query)),
+            ctx.Url(url.scheme, url.hostname or "", port, route.path, ctx.QueryParameters(query)),
             ctx.ReadOnlyMap(matched),
             ctx.Body(body),
         )
@@ -193,12 +191,8 @@ class Gateway:
         return context, exchange
 
     def _client_ip(self, request: Request) -> str:
-        """The caller's IP; behind the Functions front end, the first X-Forwarded-For entry (port removed)."""
-        forwarded = request.headers.get("x-forwarded-for") if self.settings.trust_forwarded_for else None
-        if forwarded:
-            first = forwarded.split(",", 1)[0].strip()
-            return first.rsplit(":", 1)[0] if first.count(":") == 1 else first
-        return request.client.host if request.client else ""
+        """The caller's normalised IP, through the trusted proxies only (gateway/handling/forwarded.py)."""
+        return forwarded.client_address(request.headers, request.client.host if request.client else None, self.settings.trusted_proxy_hops)
 
     async def _respond(self, context: ctx.Context, exchange: Exchange, result: PolicyResponse | None) -> Response:
         if result is not None:
@@ -302,7 +296,4 @@ def _model_from_body(body: bytes) -> str:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise BadRequest("The request body must be a JSON object.") from None
-    model = payload.get("model") if isinstance(payload, dict) else None
-    if not isinstance(model, str) or not model:
-        raise BadRequest("Missing required parameter: 'model'.")
-    return model
+    return names.body_model(payload.get("model") if isinstance(payload, dict) else None)

@@ -8,6 +8,9 @@ They are what policy documents scope to, so they are part of the public surface.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import quote
+
+from gateway.handling.names import valid_path_id
 
 #: The API ids subscriptions and products are scoped to.
 VERSIONED_API = "openai"
@@ -36,6 +39,17 @@ class RouteMatch:
     operation: Operation
     #: `deployment-id` for versioned routes, plus `response-id`/`model-id` where the template has them.
     params: dict[str, str]
+
+    @property
+    def path(self) -> str:
+        """The request path rebuilt from the template and the checked ids: what the backend is sent.
+
+        Never the client's own path, which a URL parser could normalise into another (`responses/%2E%2E`).
+        """
+        path = self.operation.template
+        for name, value in self.params.items():
+            path = path.replace("{" + name + "}", quote(value, safe=":@"))
+        return "/openai/" + path
 
 
 def _versioned(op_id: str, suffix: str, metered: bool = False) -> Operation:
@@ -73,10 +87,13 @@ ALL_OPERATIONS: tuple[Operation, ...] = (*VERSIONED_OPERATIONS.values(), *V1_OPE
 
 
 def match(method: str, path: str) -> RouteMatch | None:
-    """Match `path` (below `/openai/`, no leading slash) and `method` to an operation, or None."""
+    """Match `path` (below `/openai/`, no leading slash, decoded) and `method` to an operation, or None.
+
+    Ids out of their naming rule (`gateway/handling/names.py`), dot segments among them, match nothing.
+    """
     if path.startswith("deployments/"):
         parts = path.split("/", 2)
-        if len(parts) == 3 and parts[1]:
+        if len(parts) == 3 and valid_path_id("deployment-id", parts[1]):
             op = VERSIONED_OPERATIONS.get(parts[2])
             if op is not None and op.method == method:
                 return RouteMatch(op, {"deployment-id": parts[1]})
@@ -85,9 +102,8 @@ def match(method: str, path: str) -> RouteMatch | None:
     if op is not None:
         return RouteMatch(op, {})
     head, _, tail = path.rpartition("/")
-    if tail:  # v1/responses/{response-id}, v1/models/{model-id}
-        for name in ("response-id", "model-id"):
-            op = V1_OPERATIONS.get((method, head + "/{" + name + "}"))
-            if op is not None:
-                return RouteMatch(op, {name: tail})
+    for name in ("response-id", "model-id"):  # v1/responses/{response-id}, v1/models/{model-id}
+        op = V1_OPERATIONS.get((method, head + "/{" + name + "}"))
+        if op is not None:
+            return RouteMatch(op, {name: tail}) if valid_path_id(name, tail) else None
     return None

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import __version__
+from gateway.hosts import log_redaction, slow_clients
 from gateway.ops import dashboard
 from gateway.ops import openapi
 from gateway.ops import admin
@@ -92,9 +93,10 @@ def serve(host: str, port: int) -> None:
     import uvicorn
 
     logging.basicConfig(level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK logs every storage call at INFO
+    log_redaction.install()
 
     gateway = current_gateway()
+    timeouts = gateway.settings.client_timeouts
     uvicorn.run(
         create_local_app(gateway),
         host=host,
@@ -102,7 +104,12 @@ def serve(host: str, port: int) -> None:
         log_level="warning",
         access_log=False,
         loop="auto",
-        http="auto",
+        http=slow_clients.protocol(timeouts),
+        timeout_keep_alive=max(1, round(timeouts.idle)),
+        server_header=False,
         # A stop waits for open streams (up to the platform's own 230 s limit on a response), then gives leases back.
         timeout_graceful_shutdown=gateway.settings.shutdown_drain_seconds,
+        # The client address comes from gateway/handling/forwarded.py, through GATEWAY_TRUSTED_PROXY_HOPS only:
+        # uvicorn's own rewriting would believe any X-Forwarded-For sent from 127.0.0.1.
+        proxy_headers=False,
     )

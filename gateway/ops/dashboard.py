@@ -3,8 +3,10 @@
 One server-rendered HTML page with inline SVG charts: no script, no CDN, nothing fetched after the page, so
 it works from a locked-down network and under a strict Content-Security-Policy. It is an `/ops` route: the
 admin key (`GATEWAY_ADMIN_KEY`) opens it in header `x-admin-key`, query parameter `key`, or through the
-login form it shows a browser without one (`POST /ops/dashboard`, which sets an HttpOnly cookie derived from
-the key). Numbers carry `data-*` attributes so scripts and tests can read them from the DOM.
+login form it shows a browser without one (`POST /ops/dashboard`, which sets an HttpOnly cookie holding a
+signed session token, gateway/ops/sessions.py; the page's Sign out button revokes it). Sign-in and sign-out are
+accepted from this gateway's own page only (`Sec-Fetch-Site`/`Origin`). Numbers carry `data-*` attributes so
+scripts and tests can read them from the DOM.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from gateway.ops import admin
+from gateway.ops.sessions import SESSION_SECONDS
 from gateway.errors import ResourceNotFound, error_response
 from gateway.ops.dashboard_data import DEFAULT_WINDOW, WINDOWS, Breakdown, Summary, refusals, summarize
 from gateway.backends.health_sync import backend_status
@@ -35,7 +38,8 @@ PATH = "/ops/dashboard"
 TOP_SERIES = 6
 #: Rows in the subscriptions and deployments tables.
 TOP_ROWS = 25
-SESSION_SECONDS = 8 * 3600
+#: A sign-in form holds a key and a window name: anything longer is not one.
+MAX_FORM_BYTES = 4096
 _COLORS = ("#2563eb", "#f97316", "#16a34a", "#9333ea", "#dc2626", "#0891b2", "#94a3b8")
 _TIME_FORMATS = {"1h": "%H:%M", "24h": "%H:00", "30d": "%m-%d"}
 _HEADERS = {
@@ -47,13 +51,15 @@ _HEADERS = {
 
 
 async def dashboard_response(gateway: Gateway, request: Request) -> Response:
-    """The page for an admin; the login form for a browser without the key; 404 when no admin key is set."""
+    """The page for an admin; the login form for a browser without a session; 404 when no admin key is set."""
     if request.method == "POST":
-        return await _login(gateway, request)
-    refused = admin.refuse(gateway, request)
+        return await _post(gateway, request)
+    window_name = request.query_params.get("window", DEFAULT_WINDOW)
+    refused = await admin.refuse(gateway, request)
     if refused is not None:
-        return refused if refused.status_code == 404 else _login_page(request.query_params.get("window", DEFAULT_WINDOW), 401, "")
-    window = WINDOWS.get(request.query_params.get("window", DEFAULT_WINDOW))
+        tried = request.headers.get(admin.ADMIN_KEY_HEADER) or request.query_params.get(admin.ADMIN_KEY_QUERY)
+        return refused if refused.status_code == 404 else _refused_page(window_name, refused, bool(tried))
+    window = WINDOWS.get(window_name)
     if window is None:
         return error_response(400, "400", f"Unknown window: use window={', window='.join(WINDOWS)}.")
     started = time.perf_counter()
@@ -70,19 +76,78 @@ async def dashboard_response(gateway: Gateway, request: Request) -> Response:
     return response
 
 
-async def _login(gateway: Gateway, request: Request) -> Response:
+async def _post(gateway: Gateway, request: Request) -> Response:
+    """The sign-in form (`key`) or the sign-out button (`action=logout`), from this gateway's own pages only."""
     if gateway.settings.admin_key is None:
         return ResourceNotFound().to_response()
-    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    if _cross_site(gateway, request):
+        return error_response(403, "403", "Sign-in and sign-out are accepted from this gateway's own dashboard page only.")
+    form = await _form(request)
+    if form is None:
+        return error_response(413, "413", f"The form is larger than {MAX_FORM_BYTES} bytes.")
     window = form.get("window", [DEFAULT_WINDOW])[0]
-    if not admin.is_admin_key(gateway, form.get("key", [""])[0]):
-        return _login_page(window, 401, "That is not the admin key. It is the GATEWAY_ADMIN_KEY setting of this gateway.")
-    response = RedirectResponse(f"{PATH}?{urlencode({'window': window if window in WINDOWS else DEFAULT_WINDOW})}", status_code=303)
+    back = f"{PATH}?{urlencode({'window': window if window in WINDOWS else DEFAULT_WINDOW})}"
+    secure = admin.public_origin(gateway, request)[0] == "https"
+    if form.get("action") == ["logout"]:
+        return await _logout(gateway, request, back, secure)
+    refused = admin.check_key(gateway, request, form.get("key", [""])[0])
+    if refused is not None:
+        return _refused_page(window, refused, tried=True)
+    tokens = admin.session_tokens(gateway)
+    assert tokens is not None
+    response = RedirectResponse(back, status_code=303)
     response.set_cookie(
-        admin.ADMIN_COOKIE, admin.admin_session(gateway), max_age=SESSION_SECONDS, path="/ops",
-        secure=request.url.scheme == "https", httponly=True, samesite="strict",
+        admin.ADMIN_COOKIE, tokens.issue(time.time()), max_age=SESSION_SECONDS, path="/ops",
+        secure=secure, httponly=True, samesite="strict",
     )  # fmt: skip
     return response
+
+
+async def _logout(gateway: Gateway, request: Request, back: str, secure: bool) -> Response:
+    """Revoke the request's session on every instance and clear the cookie."""
+    found = await admin.session(gateway, request)
+    if found is not None:
+        try:
+            await admin.denylist(gateway).revoke(found)
+        except Exception:
+            return error_response(503, "503", "The sign-out could not be recorded. Try again.", {"Retry-After": "5"})
+    response = RedirectResponse(back, status_code=303)
+    response.delete_cookie(admin.ADMIN_COOKIE, path="/ops", secure=secure, httponly=True, samesite="strict")
+    return response
+
+
+def _cross_site(gateway: Gateway, request: Request) -> bool:
+    """True for a form posted from another site (login CSRF): `Sec-Fetch-Site`, else `Origin`, must say same origin.
+
+    A request with neither header (curl, scripts) is no browser acting for someone else, and is accepted.
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return True
+    origin = request.headers.get("origin")
+    if origin is None:
+        return False
+    scheme, host = admin.public_origin(gateway, request)
+    return origin.lower() != f"{scheme}://{host}".lower()
+
+
+async def _form(request: Request) -> dict[str, list[str]] | None:
+    """The urlencoded form, read up to `MAX_FORM_BYTES` (None beyond)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            return None
+    return parse_qs(body.decode("utf-8", "replace"))
+
+
+def _refused_page(window: str, refused: Response, tried: bool) -> Response:
+    """The login form (again), with why: a wrong key (401) or too many of them from this address (429)."""
+    if refused.status_code == 429:
+        message = "Too many wrong admin keys from this address. Try again later."
+        return _login_page(window, 429, message, {"Retry-After": refused.headers["retry-after"]})
+    message = "That is not the admin key. It is the GATEWAY_ADMIN_KEY setting of this gateway." if tried else ""
+    return _login_page(window, refused.status_code, message)
 
 
 async def _subscription_names(gateway: Gateway) -> dict[str, str]:
@@ -111,7 +176,7 @@ def _page(title: str, body: str, refresh: bool = False) -> str:
     )
 
 
-def _login_page(window: str, status: int, message: str) -> Response:
+def _login_page(window: str, status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
     note = f'<p class="error" id="login-error">{_e(message)}</p>' if message else ""
     body = (
         '<main class="login"><h1>Gateway dashboard</h1>'
@@ -120,7 +185,7 @@ def _login_page(window: str, status: int, message: str) -> Response:
         '<label>Admin key <input type="password" name="key" autocomplete="current-password" required autofocus></label>'
         "<button type=submit>Sign in</button></form></main>"
     )
-    return HTMLResponse(_page("Gateway dashboard: sign in", body), status_code=status, headers=_HEADERS)
+    return HTMLResponse(_page("Gateway dashboard: sign in", body), status_code=status, headers={**_HEADERS, **(headers or {})})
 
 
 def render(summary: Summary, backends: Sequence[Mapping[str, Any]], names: Mapping[str, str], key_query: Mapping[str, str]) -> str:
@@ -132,7 +197,9 @@ def render(summary: Summary, backends: Sequence[Mapping[str, Any]], names: Mappi
     )
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     body = (
-        f'<header><h1>GenAI gateway</h1><nav>{nav}</nav><span class="muted">{_e(generated)}; refreshes every minute</span></header>'
+        f'<header><h1>GenAI gateway</h1><nav>{nav}</nav><span class="muted">{_e(generated)}; refreshes every minute</span>'
+        f'<form method="post" action="{PATH}" id="sign-out"><input type="hidden" name="action" value="logout">'
+        f'<input type="hidden" name="window" value="{_e(window.name)}"><button type="submit">Sign out</button></form></header>'
         f"{_totals(summary)}"
         f"<section><h2>Tokens per minute by subscription, {_e(window.label)}</h2>{_chart('chart-subscriptions', summary, summary.subscriptions, names)}</section>"
         f"<section><h2>Tokens per minute by deployment, {_e(window.label)}</h2>{_chart('chart-deployments', summary, summary.deployments, {})}</section>"

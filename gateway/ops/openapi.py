@@ -4,7 +4,8 @@ What APIM's import does, done at request time so clients and tools (SDK generato
 APIM) can import the gateway itself:
 
 * `servers` is the gateway's own public URL plus `/openai`: the `GATEWAY_PUBLIC_URL` setting when set, else
-  what the request says (`X-Forwarded-Proto`/`-Host` from a front end, then the Host it arrived on);
+  what the request says (`X-Forwarded-Proto`/`-Host` from trusted proxies only, `GATEWAY_TRUSTED_PROXY_HOPS`,
+  then the Host it arrived on);
 * the security schemes are the subscription key (`api-key` and `Ocp-Apim-Subscription-Key` headers, the
   `subscription-key` query parameter) instead of Entra ID and the resource key;
 * only operations `gateway/routes.py` routes are kept, so the document never promises a path the gateway
@@ -28,6 +29,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.handling import forwarded
 from gateway.handling import operations as routes
 from gateway.errors import error_response
 
@@ -117,13 +119,14 @@ def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
     return _resolve(target, root)
 
 
-def public_base_url(request: Request, configured: str | None) -> str:
-    """Where clients reach this gateway: the setting, else the front end's forwarded host, else the request's."""
+def public_base_url(request: Request, configured: str | None, hops: int) -> str:
+    """Where clients reach this gateway: the setting, else what the trusted proxies forwarded, else the request's.
+
+    A forwarded host from anyone else would let one request write its own server URL into a document a CDN caches.
+    """
     if configured:
         return configured
-    headers = request.headers
-    host = headers.get("x-forwarded-host", "").split(",")[0].strip() or request.url.netloc
-    scheme = headers.get("x-forwarded-proto", "").split(",")[0].strip() or request.url.scheme
+    scheme, host = forwarded.request_origin(request, hops)
     return f"{scheme}://{host}"
 
 
@@ -133,5 +136,5 @@ async def document_response(gateway: Gateway, request: Request) -> Response:
     if version not in available_versions() or not name.endswith(".json"):
         offered = ", ".join(f"/openapi/{v}.json" for v in available_versions())
         return error_response(404, "404", f"No OpenAPI document at {request.url.path}; this gateway serves {offered}.")
-    body = orjson.dumps(document(version, public_base_url(request, gateway.settings.public_url)))
+    body = orjson.dumps(document(version, public_base_url(request, gateway.settings.public_url, gateway.settings.trusted_proxy_hops)))
     return Response(body, media_type="application/json", headers={"vary": "Host, X-Forwarded-Host, X-Forwarded-Proto"})

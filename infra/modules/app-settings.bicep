@@ -39,12 +39,16 @@
 // optional: GATEWAY_SEMANTIC_CACHE_TIMEOUT_SECONDS — semantic cache lookup time budget
 // optional: GATEWAY_SEMANTIC_CACHE_CLEANUP_SECONDS — how often expired cache entries are removed
 // optional: GATEWAY_LOCAL_QUEUE_WORKER — the local host's queue poller (under Functions the queue trigger applies updates)
+// optional: GATEWAY_CLIENT_HEADER_TIMEOUT_SECONDS — local host only: time for a request's headers (default 10)
+// optional: GATEWAY_CLIENT_BODY_TIMEOUT_SECONDS — local host only: time for a request's body after its headers (default 120)
+// optional: GATEWAY_CLIENT_IDLE_TIMEOUT_SECONDS — local host only: keep-alive silence between requests, whole seconds (default 5)
 // optional: GATEWAY_LOG_LEVEL — log level of the local host (`python -m gateway serve`); host.json decides under Functions
 // optional: TIKTOKEN_CACHE_DIR — where tokenizer files are unpacked (default: the temp directory)
 // optional: OPENBLAS_NUM_THREADS — numpy's BLAS threads for the semantic cache index (default 1, set by function_app.py)
 // platform: WEBSITE_INSTANCE_ID — set by App Service; the default GATEWAY_ID
 // platform: REGION_NAME — set by App Service; context.Deployment.Region in policies
-// platform: FUNCTIONS_WORKER_RUNTIME — set by the Functions host; GATEWAY_TRUST_FORWARDED_FOR's default
+// platform: FUNCTIONS_WORKER_RUNTIME — set by the Functions host; makes GATEWAY_TRUSTED_PROXY_HOPS default to 1
+// optional: GATEWAY_TRUST_FORWARDED_FOR — the former setting: true reads as GATEWAY_TRUSTED_PROXY_HOPS=1 when that is unset
 // local: SIMULATOR_API_KEY — the simulated backend's key, local runs only
 // local: GATEWAY_TRY_KEY — the subscription key `python -m gateway try` sends
 // host: PYTHON_ENABLE_INIT_INDEXING — read by the Functions Python worker (the HTTP streaming extension needs it)
@@ -98,8 +102,9 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     GATEWAY_TABLE_PREFIX: tablePrefix
     GATEWAY_POLICY_QUEUE: policyQueue
     GATEWAY_BACKENDS: empty(backendsJson) ? string(generatedBackends) : backendsJson
-    // The Functions front end sets X-Forwarded-For; say so explicitly (Flex Consumption has no FUNCTIONS_WORKER_RUNTIME setting).
-    GATEWAY_TRUST_FORWARDED_FOR: 'true'
+    // The Functions host sets X-Forwarded-For to the peer it saw (one trusted hop); say so explicitly (Flex
+    // Consumption has no FUNCTIONS_WORKER_RUNTIME setting). Add one per proxy of yours in front (Front Door, ...).
+    GATEWAY_TRUSTED_PROXY_HOPS: '1'
   }, empty(adminKey) ? {} : {
     GATEWAY_ADMIN_KEY: adminKey
   }, empty(publicUrl) ? {} : {
