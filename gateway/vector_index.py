@@ -1,30 +1,62 @@
-"""The semantic cache's in-memory index of one partition: nearest entry by cosine distance (1 - dot product of
-normalised float32 vectors), skipping expired entries.
+"""The semantic cache's in-memory index of one partition: nearest entry by cosine distance, skipping expired
+entries, in about a quarter of the memory float32 vectors take; and eviction across partitions under a cap.
 
-Up to `EXACT_LIMIT` entries the search is one matrix-vector product. Beyond, that product is memory-bound: a
-1536-dimension entry is 6 KiB, so 100k entries are 600 MiB to stream per lookup (about 40 ms on a 2-core
-VM). The index therefore also keeps each entry's sign bits (192 bytes at 1536 dimensions), stored as bit
-planes (one uint64 word of every entry per row, so each XOR runs over all entries at once). A lookup counts
-differing sign bits (Hamming distance, which grows with the angle between two vectors), keeps the `RERANK`
-closest live entries, and computes their exact cosine distances from the float32 rows. The answer is always
-an exact distance: the coarse pass can only make a lookup miss the true nearest entry when more than `RERANK`
-others differ from the query in fewer sign bits — `bench/semantic_cache.py` measures how often (recall).
+**Codes.** Each vector is normalised and scaled so that its largest component is ±63, then rounded: a 7-bit
+code per component (int8 values, last bit zero) and the code vector's inverse norm. The codes are stored as
+`BITS` bit planes, entry-major per 64-component word, so the sign bits of every entry are one contiguous
+array: 1,344 bytes per 1536-dimension entry instead of 6,144 for float32, and nothing else is kept of it.
+With its expiry, last use, size and key, an entry of 1536 dimensions holds about 1.5 KB (14-15 MiB per 10k
+entries; `bench/semantic_cache.py` measures it), plus its payload.
 
-The products are small and run on the event loop, so the entry points limit OpenBLAS to one thread
-(`OPENBLAS_NUM_THREADS=1` unless set): its thread pool only adds millisecond stalls on a busy 2-core instance.
+**Search** is two passes. The coarse pass counts, over all live entries, the sign bits that differ from the
+query's (Hamming distance, which grows with the angle between two vectors); the `RERANK` closest are decoded
+from their bit planes and scored by their cosine with the float32 query. The distance returned is that
+score's, which differs from the float32 distance by the rounding of the stored vector: at most about 0.001
+for 1536 dimensions, typically 0.0004. A lookup can therefore disagree with an exact float32 scan only when
+more than `RERANK` entries share more sign bits with the query than its true nearest entry, or when that
+entry's distance lies within the rounding of the threshold. `bench/semantic_cache.py` measures both (the
+hit/miss decision at a threshold against an exact float32 scan, over the simulator's embeddings and over
+random vectors with near-duplicates). The products are small and run on the event loop, so the entry points
+limit OpenBLAS to one thread (`OPENBLAS_NUM_THREADS=1` unless set).
+
+**Memory cap.** `nbytes` is what an index holds: its arrays (capacity included), its keys and, through
+`payload_bytes`, its payloads. `evict` keeps a set of indexes under a byte cap: when they exceed it, it drops
+the entries least recently hit (an entry that was never hit counts from when it was stored; ties go
+oldest first) until they hold `LOW_WATER` of the cap, so that the cost of a round (a copy of each index it
+touches) is paid once per tenth of the cap.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-EXACT_LIMIT = 2048
+#: Bits per stored component: a code in -63..63, as the top 7 bits of an int8.
+BITS = 7
+_SHIFT = 8 - BITS
+_LEVELS = 2 ** (BITS - 1) - 1
+#: Entries the coarse pass hands to the exact rerank.
 RERANK = 64
-_GROWTH = 1.5
+#: Arrays grow by this factor; eviction and expiry compact them to their entries.
+GROWTH = 1.1
+#: What `evict` brings a set of indexes down to, as a share of the cap.
+LOW_WATER = 0.9
+#: Per entry, besides its key and payload: a slot in the key set (amortised) and in the key and payload lists.
+_CONTAINER_BYTES = 64
+_MAX_SECONDS = 2**32 - 1
+#: For plane p, each byte value spread to 8 bytes (a uint64) holding its bits in bit `_SHIFT + p`.
+_SPREAD = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little").view(np.uint64)[:, 0] << np.arange(
+    _SHIFT, 8, dtype=np.uint64
+)[:, None]
+#: Rows quantised at a time: bounds the temporary arrays of a large `extend`.
+_CHUNK = 1024
+#: Hamming distances are uint16.
+MAX_DIMS = 2**16 - 1
 
 
 @dataclass(frozen=True)
@@ -35,120 +67,213 @@ class Match:
 
 
 class VectorIndex:
-    """Vectors with a key, an expiry (epoch seconds) and a payload each; dimensions fixed by the first vector."""
+    """Vectors with a key, an expiry (epoch seconds) and a payload each; dimensions fixed by the first vector.
 
-    def __init__(self) -> None:
+    `payload_bytes` says what a payload holds in memory (for the cap); by default its shallow size."""
+
+    def __init__(self, payload_bytes: Callable[[Any], int] = sys.getsizeof) -> None:
+        self._payload_bytes = payload_bytes
         self.dims = 0
+        self._words = 0
         self._count = 0
-        self._vectors = np.empty((0, 0), np.float32)
-        self._planes = np.empty((0, 0), np.uint64)
-        self._expires = np.empty(0, np.float64)
+        #: (words, capacity): each code's sign bit, 64 components a word, one row per word (what a scan reads).
+        self._signs = np.empty((0, 0), np.uint64)
+        #: (capacity, BITS - 1, words): bit `_SHIFT + p` of each code in plane p, an entry's planes together.
+        self._magnitudes = np.empty((0, BITS - 1, 0), np.uint64)
+        self._inverse_norms = np.empty(0, np.float32)
+        self._expires = np.empty(0, np.uint32)
+        #: When each entry was last hit or, never hit, stored (epoch seconds).
+        self._used = np.empty(0, np.uint32)
+        #: What each entry holds outside the arrays: key, payload, container slots.
+        self._outside = np.empty(0, np.uint32)
+        self._outside_total = 0
         self._keys: list[str] = []
         self._payloads: list[Any] = []
-        self._slots: dict[str, int] = {}
+        self._key_set: set[str] = set()
 
     def __len__(self) -> int:
         return self._count
 
     def __contains__(self, key: str) -> bool:
-        return key in self._slots
+        return key in self._key_set
 
     @property
     def nbytes(self) -> int:
-        """Memory held by the arrays (capacity included), payloads not counted."""
-        return self._vectors.nbytes + self._planes.nbytes + self._expires.nbytes
+        """Memory held: the arrays (capacity included), keys and payloads."""
+        arrays = (self._signs, self._magnitudes, self._inverse_norms, self._expires, self._used, self._outside)
+        return sum(array.nbytes for array in arrays) + self._outside_total
+
+    @property
+    def row_bytes(self) -> int:
+        """Array bytes per entry."""
+        return BITS * self._words * 8 + 4 * 4
 
     def add(self, key: str, vector: np.ndarray, expires: float, payload: Any) -> None:
         self.extend([key], vector.reshape(1, -1), np.array([expires]), [payload])
 
-    def extend(self, keys: Sequence[str], vectors: np.ndarray, expires: np.ndarray, payloads: Sequence[Any]) -> None:
-        """Add entries (rows of `vectors`); keys already present are skipped. Raises ValueError for vectors of
-        other dimensions than the index's, or of length zero."""
-        fresh = [i for i, key in enumerate(keys) if key not in self._slots]
+    def extend(
+        self, keys: Sequence[str], vectors: np.ndarray, expires: np.ndarray, payloads: Sequence[Any], stored: np.ndarray | None = None
+    ) -> None:
+        """Add entries (rows of `vectors`), stored at `stored` (epoch seconds; default now); keys already present
+        are skipped. Raises ValueError for vectors of other dimensions than the index's, or of length zero."""
+        fresh = _unseen(keys, self._key_set)
         if len(fresh) != len(keys):
             vectors, expires = vectors[fresh], expires[fresh]
+            stored = None if stored is None else stored[fresh]
             keys, payloads = [keys[i] for i in fresh], [payloads[i] for i in fresh]
         if not keys:
             return
-        if self.dims == 0:
-            self.dims = vectors.shape[1]
-        if vectors.ndim != 2 or vectors.shape[1] != self.dims:
-            raise ValueError(f"Vectors of {vectors.shape[-1]} dimensions cannot join an index of {self.dims}.")
-        normalised = _normalised(vectors)
+        dims = vectors.shape[-1]
+        if vectors.ndim != 2 or not 0 < dims <= MAX_DIMS or dims != (self.dims or dims):
+            raise ValueError(f"Vectors of {dims} dimensions cannot join an index of {self.dims or f'at most {MAX_DIMS}'}.")
+        if not self.dims:
+            self.dims, self._words = dims, -(-dims // 64)
+            self._signs = np.empty((self._words, 0), np.uint64)
+            self._magnitudes = np.empty((0, BITS - 1, self._words), np.uint64)
         start, end = self._count, self._count + len(keys)
         self._reserve(end)
-        self._vectors[start:end] = normalised
-        self._planes[:, start:end] = _sign_words(normalised).T
-        self._expires[start:end] = expires
-        for offset, key in enumerate(keys):
-            self._slots[key] = start + offset
+        for offset in range(0, len(keys), _CHUNK):
+            self._encode(start + offset, vectors[offset : offset + _CHUNK])
+        self._expires[start:end] = _seconds(expires)
+        self._used[start:end] = _seconds(time.time() if stored is None else stored)
+        outside = [sys.getsizeof(key) + self._payload_bytes(payload) + _CONTAINER_BYTES for key, payload in zip(keys, payloads)]
+        self._outside[start:end] = outside
+        self._outside_total += sum(outside)
         self._keys.extend(keys)
         self._payloads.extend(payloads)
+        self._key_set.update(keys)
         self._count = end
 
-    def search(self, query: np.ndarray, now: float) -> Match | None:
-        """The live entry nearest to `query`, or None when there is none (or `query` has other dimensions)."""
+    def search(self, query: np.ndarray, now: float, threshold: float | None = None) -> Match | None:
+        """The live entry nearest to `query`, or None when there is none (or `query` has other dimensions).
+        A match within `threshold` counts as a hit for eviction."""
         count = self._count
         if count == 0 or query.shape != (self.dims,):
             return None
         q = _normalised(query.reshape(1, -1))[0]
         live = self._expires[:count] > now
-        if count <= EXACT_LIMIT:
-            scores = self._vectors[:count] @ q
-            scores[~live] = -np.inf
-            slot = int(np.argmax(scores))
-            score = float(scores[slot])
-            if score == -np.inf:
-                return None
+        if count <= RERANK:
+            candidates = np.flatnonzero(live)
         else:
-            hamming = self._hamming(q, count)
-            hamming[~live] = np.iinfo(np.uint16).max
-            closest = np.argpartition(hamming, RERANK)[:RERANK]
-            candidates = closest[live[closest]]
-            if candidates.size == 0:
-                return None
-            scores = self._vectors[candidates] @ q
-            best = int(np.argmax(scores))
-            slot, score = int(candidates[best]), float(scores[best])
-        return Match(self._keys[slot], max(0.0, 1.0 - score), self._payloads[slot])
+            candidates = self._closest(q, count, live)
+        if candidates.size == 0:
+            return None
+        scores = (self._decode(candidates).astype(np.float32) @ q) * self._inverse_norms[candidates]
+        best = int(np.argmax(scores))
+        slot, distance = int(candidates[best]), max(0.0, 1.0 - float(scores[best]))
+        if threshold is not None and distance <= threshold:
+            self._used[slot] = _seconds(now)
+        return Match(self._keys[slot], distance, self._payloads[slot])
 
     def remove_expired(self, now: float) -> int:
         """Drop expired entries, compacting the arrays; returns how many."""
-        count = self._count
-        keep = np.flatnonzero(self._expires[:count] > now)
-        removed = count - keep.size
-        if removed:
-            self._vectors, self._planes, self._expires = self._vectors[keep], self._planes[:, keep], self._expires[keep]
-            self._keys = [self._keys[i] for i in keep]
-            self._payloads = [self._payloads[i] for i in keep]
-            self._slots = {key: slot for slot, key in enumerate(self._keys)}
-            self._count = keep.size
-        return removed
+        return self._keep(self._expires[: self._count] > now)
 
     def expired_count(self, now: float) -> int:
         return int(np.count_nonzero(self._expires[: self._count] <= now))
 
+    def _keep(self, keep: np.ndarray) -> int:
+        """Keep the entries `keep` marks, in arrays of exactly their size; returns how many were dropped."""
+        dropped = np.flatnonzero(~keep)
+        if dropped.size == 0:
+            return 0
+        slots = np.flatnonzero(keep)
+        self._signs, self._magnitudes = self._signs[:, slots], self._magnitudes[slots]
+        self._inverse_norms, self._expires, self._used = self._inverse_norms[slots], self._expires[slots], self._used[slots]
+        self._outside_total -= int(self._outside[dropped].sum(dtype=np.int64))
+        self._outside = self._outside[slots]
+        self._key_set.difference_update(self._keys[i] for i in dropped.tolist())
+        kept = slots.tolist()
+        self._keys = [self._keys[i] for i in kept]
+        self._payloads = [self._payloads[i] for i in kept]
+        self._count = slots.size
+        return int(dropped.size)
+
+    def _encode(self, start: int, vectors: np.ndarray) -> None:
+        """Quantise `vectors` into the rows from `start` (capacity reserved; keys and count are the caller's)."""
+        codes = _codes(_normalised(vectors))
+        end = start + len(codes)
+        planes = _bit_planes(codes, self._words)
+        self._signs[:, start:end] = planes[:, -1].T
+        self._magnitudes[start:end] = planes[:, :-1]
+        self._inverse_norms[start:end] = 1.0 / np.linalg.norm(codes.astype(np.float32), axis=1)
+
+    def _closest(self, q: np.ndarray, count: int, live: np.ndarray) -> np.ndarray:
+        """The `RERANK` live entries whose signs differ least from `q`'s; more when several tie at the last
+        distance (up to twice as many). A histogram of the distances finds the cut in one pass."""
+        hamming = self._hamming(q, count)
+        dead = self._words * 64 + 1
+        hamming[~live] = dead
+        cut = int(np.searchsorted(np.cumsum(np.bincount(hamming, minlength=dead + 1)), RERANK))
+        closest = np.flatnonzero(hamming <= min(cut, dead - 1))
+        if closest.size > 2 * RERANK:
+            closest = closest[np.argpartition(hamming[closest], RERANK)[:RERANK]]
+        return closest
+
     def _hamming(self, q: np.ndarray, count: int) -> np.ndarray:
-        words = _sign_words(q.reshape(1, -1))[0]
+        """Differing sign bits between `q` and each entry: the sign plane holds bit 7 of each code, set when negative."""
+        words = _packed(q.reshape(1, -1) < 0, self._words)[0]
         distances = np.zeros(count, np.uint16)
-        for plane, word in zip(self._planes, words):
+        for plane, word in zip(self._signs, words):
             distances += np.bitwise_count(plane[:count] ^ word)
         return distances
 
+    def _decode(self, slots: np.ndarray) -> np.ndarray:
+        """The int8 codes of the entries at `slots`, rebuilt from their bit planes: each plane's bytes (8
+        components' bit each) spread through a table to 8 bytes with that bit in place."""
+        planes = np.concatenate((self._magnitudes[slots], self._signs[:, slots].T[:, None, :]), axis=1)
+        plane_bytes = planes.view(np.uint8)
+        codes = _SPREAD[0][plane_bytes[:, 0]]
+        for plane in range(1, BITS):
+            codes |= _SPREAD[plane][plane_bytes[:, plane]]
+        return codes.view(np.int8)[:, : self.dims]
+
     def _reserve(self, needed: int) -> None:
-        capacity = self._vectors.shape[0]
+        capacity = self._expires.shape[0]
         if needed <= capacity:
             return
-        capacity = max(needed, int(capacity * _GROWTH), 64)
-        vectors = np.empty((capacity, self.dims), np.float32)
-        planes = np.empty((-(-self.dims // 64), capacity), np.uint64)
-        expires = np.empty(capacity, np.float64)
+        capacity = max(needed, int(capacity * GROWTH), 16)
         count = self._count
-        if count:
-            vectors[:count] = self._vectors[:count]
-            planes[:, :count] = self._planes[:, :count]
-            expires[:count] = self._expires[:count]
-        self._vectors, self._planes, self._expires = vectors, planes, expires
+        signs = np.empty((self._words, capacity), np.uint64)
+        signs[:, :count] = self._signs[:, :count]
+        self._signs = signs
+        self._magnitudes = _grown(self._magnitudes, count, capacity)
+        self._inverse_norms = _grown(self._inverse_norms, count, capacity)
+        self._expires = _grown(self._expires, count, capacity)
+        self._used = _grown(self._used, count, capacity)
+        self._outside = _grown(self._outside, count, capacity)
+
+
+def evict(indexes: Sequence[VectorIndex], max_bytes: int) -> int:
+    """Keep `indexes` within `max_bytes` together: when they hold more, drop their least recently used entries
+    (ties: the earlier index, the earlier slot) until they hold at most `LOW_WATER` of it; returns how many."""
+    total = sum(index.nbytes for index in indexes)
+    if total <= max_bytes:
+        return 0
+    used = np.concatenate([index._used[: len(index)] for index in indexes])
+    entry_bytes = np.concatenate([index._outside[: len(index)].astype(np.int64) + index.row_bytes for index in indexes])
+    order = np.argsort(used, kind="stable")
+    freed = np.cumsum(entry_bytes[order])
+    victims = order[: int(np.searchsorted(freed, total - max_bytes * LOW_WATER)) + 1]
+    keep = np.ones(used.size, bool)
+    keep[victims] = False
+    dropped, start = 0, 0
+    for index in indexes:
+        count = len(index)
+        dropped += index._keep(keep[start : start + count])
+        start += count
+    return dropped
+
+
+def _unseen(keys: Sequence[str], present: set[str]) -> list[int]:
+    """Positions of the keys neither in `present` nor earlier in `keys`."""
+    seen: set[str] = set()
+    fresh = []
+    for position, key in enumerate(keys):
+        if key not in present and key not in seen:
+            seen.add(key)
+            fresh.append(position)
+    return fresh
 
 
 def _normalised(vectors: np.ndarray) -> np.ndarray:
@@ -159,10 +284,32 @@ def _normalised(vectors: np.ndarray) -> np.ndarray:
     return vectors / norms
 
 
-def _sign_words(vectors: np.ndarray) -> np.ndarray:
-    """Each row's sign bits, packed into uint64 words (rows padded with zero bits to a multiple of 64)."""
-    rows, dims = vectors.shape
-    words = -(-dims // 64)
-    bits = np.zeros((rows, words * 64), dtype=bool)
-    bits[:, :dims] = vectors > 0
-    return np.packbits(bits, axis=1).view(np.uint64)
+def _codes(normalised: np.ndarray) -> np.ndarray:
+    """Each row scaled to ±`_LEVELS` at its largest component and rounded, in the top `BITS` bits of an int8."""
+    peaks = np.abs(normalised).max(axis=1, keepdims=True)
+    levels = np.rint(normalised * (_LEVELS / peaks)).astype(np.int8)
+    return levels << _SHIFT
+
+
+def _bit_planes(codes: np.ndarray, words: int) -> np.ndarray:
+    """(rows, BITS, words): plane p holds bit `_SHIFT + p` of each code (the last plane its sign)."""
+    unsigned = codes.view(np.uint8)
+    return np.stack([_packed((unsigned >> (_SHIFT + plane)) & 1, words) for plane in range(BITS)], axis=1)
+
+
+def _packed(bits: np.ndarray, words: int) -> np.ndarray:
+    """(rows, words) uint64: each row's bits (0/1 or bool per component), 64 a word, zero-padded."""
+    padded = np.zeros((bits.shape[0], words * 64), np.uint8)
+    padded[:, : bits.shape[1]] = bits
+    return np.packbits(padded, axis=1, bitorder="little").view(np.uint64)
+
+
+def _seconds(values: np.ndarray | float) -> np.ndarray:
+    """Epoch seconds as uint32, rounded down (so an entry expires up to a second early, never late)."""
+    return np.clip(np.floor(values), 0, _MAX_SECONDS).astype(np.uint32)
+
+
+def _grown(array: np.ndarray, count: int, capacity: int) -> np.ndarray:
+    grown = np.empty((capacity, *array.shape[1:]), array.dtype)
+    grown[:count] = array[:count]
+    return grown
