@@ -34,6 +34,10 @@ class SemanticCacheSettings:
     timeout_seconds: float = 1.0
     #: How often the local host deletes expired entries (under Azure Functions, a timer trigger does).
     cleanup_seconds: float = 600.0
+    #: Memory all cache partitions of an instance may hold (entries past it leave memory, not the table). Of a
+    #: 512 MB Flex Consumption instance, the Functions host and the worker with the gateway loaded take about
+    #: 250 MB and requests in flight need headroom: 128 MiB is about 60-90k entries of 1536 dimensions.
+    max_mib: float = 128.0
     #: A storage connection of the cache's own; None keeps entries in the gateway's storage account.
     connection: Secret | None = None
 
@@ -229,6 +233,7 @@ def _semantic_cache(env: Mapping[str, str]) -> SemanticCacheSettings:
         staleness_seconds=_number(env, "GATEWAY_SEMANTIC_CACHE_STALENESS_SECONDS", 2.0),
         timeout_seconds=_number(env, "GATEWAY_SEMANTIC_CACHE_TIMEOUT_SECONDS", 1.0),
         cleanup_seconds=_number(env, "GATEWAY_SEMANTIC_CACHE_CLEANUP_SECONDS", 600.0),
+        max_mib=_number(env, "GATEWAY_SEMANTIC_CACHE_MAX_MIB", 128.0),
         connection=Secret(connection) if connection else None,
     )
 

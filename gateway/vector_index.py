@@ -54,7 +54,7 @@ _SPREAD = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorde
     _SHIFT, 8, dtype=np.uint64
 )[:, None]
 #: Rows quantised at a time: bounds the temporary arrays of a large `extend`.
-_CHUNK = 1024
+_CHUNK = 256
 #: Hamming distances are uint16.
 MAX_DIMS = 2**16 - 1
 
@@ -76,14 +76,14 @@ class VectorIndex:
         self.dims = 0
         self._words = 0
         self._count = 0
-        #: (words, capacity): each code's sign bit, 64 components a word, one row per word (what a scan reads).
-        self._signs = np.empty((0, 0), np.uint64)
+        #: Per 64-component word, (capacity,): each entry's sign bits of those components (what a scan reads).
+        self._signs: list[np.ndarray] = []
         #: (capacity, BITS - 1, words): bit `_SHIFT + p` of each code in plane p, an entry's planes together.
         self._magnitudes = np.empty((0, BITS - 1, 0), np.uint64)
         self._inverse_norms = np.empty(0, np.float32)
         self._expires = np.empty(0, np.uint32)
         #: When each entry was last hit or, never hit, stored (epoch seconds).
-        self._used = np.empty(0, np.uint32)
+        self._used = np.empty(0, np.float64)
         #: What each entry holds outside the arrays: key, payload, container slots.
         self._outside = np.empty(0, np.uint32)
         self._outside_total = 0
@@ -100,13 +100,12 @@ class VectorIndex:
     @property
     def nbytes(self) -> int:
         """Memory held: the arrays (capacity included), keys and payloads."""
-        arrays = (self._signs, self._magnitudes, self._inverse_norms, self._expires, self._used, self._outside)
-        return sum(array.nbytes for array in arrays) + self._outside_total
+        return sum(array.nbytes for array in self._arrays()) + self._outside_total
 
     @property
     def row_bytes(self) -> int:
         """Array bytes per entry."""
-        return BITS * self._words * 8 + 4 * 4
+        return sum(array.itemsize * int(np.prod(array.shape[1:])) for array in self._arrays())
 
     def add(self, key: str, vector: np.ndarray, expires: float, payload: Any) -> None:
         self.extend([key], vector.reshape(1, -1), np.array([expires]), [payload])
@@ -128,14 +127,14 @@ class VectorIndex:
             raise ValueError(f"Vectors of {dims} dimensions cannot join an index of {self.dims or f'at most {MAX_DIMS}'}.")
         if not self.dims:
             self.dims, self._words = dims, -(-dims // 64)
-            self._signs = np.empty((self._words, 0), np.uint64)
+            self._signs = [np.empty(0, np.uint64) for _ in range(self._words)]
             self._magnitudes = np.empty((0, BITS - 1, self._words), np.uint64)
         start, end = self._count, self._count + len(keys)
         self._reserve(end)
         for offset in range(0, len(keys), _CHUNK):
             self._encode(start + offset, vectors[offset : offset + _CHUNK])
         self._expires[start:end] = _seconds(expires)
-        self._used[start:end] = _seconds(time.time() if stored is None else stored)
+        self._used[start:end] = time.time() if stored is None else stored
         outside = [sys.getsizeof(key) + self._payload_bytes(payload) + _CONTAINER_BYTES for key, payload in zip(keys, payloads)]
         self._outside[start:end] = outside
         self._outside_total += sum(outside)
@@ -162,39 +161,42 @@ class VectorIndex:
         best = int(np.argmax(scores))
         slot, distance = int(candidates[best]), max(0.0, 1.0 - float(scores[best]))
         if threshold is not None and distance <= threshold:
-            self._used[slot] = _seconds(now)
+            self._used[slot] = now
         return Match(self._keys[slot], distance, self._payloads[slot])
 
     def remove_expired(self, now: float) -> int:
         """Drop expired entries, compacting the arrays; returns how many."""
-        return self._keep(self._expires[: self._count] > now)
+        return self._drop(np.flatnonzero(self._expires[: self._count] <= now))
 
     def expired_count(self, now: float) -> int:
         return int(np.count_nonzero(self._expires[: self._count] <= now))
 
-    def _keep(self, keep: np.ndarray) -> int:
-        """Keep the entries `keep` marks, in arrays of exactly their size; returns how many were dropped."""
-        dropped = np.flatnonzero(~keep)
-        if dropped.size == 0:
+    def _drop(self, slots: np.ndarray) -> int:
+        """Remove the entries at `slots` (ascending): the last entries move into their places and the arrays
+        shrink in place, so the work is in proportion to what is removed. Returns how many were removed."""
+        if slots.size == 0:
             return 0
-        slots = np.flatnonzero(keep)
-        self._signs, self._magnitudes = self._signs[:, slots], self._magnitudes[slots]
-        self._inverse_norms, self._expires, self._used = self._inverse_norms[slots], self._expires[slots], self._used[slots]
-        self._outside_total -= int(self._outside[dropped].sum(dtype=np.int64))
-        self._outside = self._outside[slots]
-        self._key_set.difference_update(self._keys[i] for i in dropped.tolist())
-        kept = slots.tolist()
-        self._keys = [self._keys[i] for i in kept]
-        self._payloads = [self._payloads[i] for i in kept]
-        self._count = slots.size
-        return int(dropped.size)
+        count = self._count - slots.size
+        holes = slots[slots < count]
+        movers = np.setdiff1d(np.arange(count, self._count), slots, assume_unique=True)
+        self._outside_total -= int(self._outside[slots].sum(dtype=np.int64))
+        self._key_set.difference_update(self._keys[slot] for slot in slots.tolist())
+        for hole, mover in zip(holes.tolist(), movers.tolist()):
+            self._keys[hole], self._payloads[hole] = self._keys[mover], self._payloads[mover]
+        del self._keys[count:], self._payloads[count:]
+        for array in self._arrays():
+            array[holes] = array[movers]
+            array.resize((count, *array.shape[1:]), refcheck=False)
+        self._count = count
+        return int(slots.size)
 
     def _encode(self, start: int, vectors: np.ndarray) -> None:
         """Quantise `vectors` into the rows from `start` (capacity reserved; keys and count are the caller's)."""
         codes = _codes(_normalised(vectors))
         end = start + len(codes)
         planes = _bit_planes(codes, self._words)
-        self._signs[:, start:end] = planes[:, -1].T
+        for word, signs in enumerate(self._signs):
+            signs[start:end] = planes[:, -1, word]
         self._magnitudes[start:end] = planes[:, :-1]
         self._inverse_norms[start:end] = 1.0 / np.linalg.norm(codes.astype(np.float32), axis=1)
 
@@ -221,7 +223,8 @@ class VectorIndex:
     def _decode(self, slots: np.ndarray) -> np.ndarray:
         """The int8 codes of the entries at `slots`, rebuilt from their bit planes: each plane's bytes (8
         components' bit each) spread through a table to 8 bytes with that bit in place."""
-        planes = np.concatenate((self._magnitudes[slots], self._signs[:, slots].T[:, None, :]), axis=1)
+        signs = np.stack([word[slots] for word in self._signs], axis=1)
+        planes = np.concatenate((self._magnitudes[slots], signs[:, None, :]), axis=1)
         plane_bytes = planes.view(np.uint8)
         codes = _SPREAD[0][plane_bytes[:, 0]]
         for plane in range(1, BITS):
@@ -229,41 +232,35 @@ class VectorIndex:
         return codes.view(np.int8)[:, : self.dims]
 
     def _reserve(self, needed: int) -> None:
+        """Capacity for `needed` entries. Arrays grow in place (realloc, which moves pages rather than copying
+        them), so growing a large index does not hold it twice; no view of them outlives a method."""
         capacity = self._expires.shape[0]
         if needed <= capacity:
             return
-        capacity = max(needed, int(capacity * GROWTH), 16)
-        count = self._count
-        signs = np.empty((self._words, capacity), np.uint64)
-        signs[:, :count] = self._signs[:, :count]
-        self._signs = signs
-        self._magnitudes = _grown(self._magnitudes, count, capacity)
-        self._inverse_norms = _grown(self._inverse_norms, count, capacity)
-        self._expires = _grown(self._expires, count, capacity)
-        self._used = _grown(self._used, count, capacity)
-        self._outside = _grown(self._outside, count, capacity)
+        capacity = max(needed, int(capacity * GROWTH))
+        for array in self._arrays():
+            array.resize((capacity, *array.shape[1:]), refcheck=False)
 
+    def _arrays(self) -> list[np.ndarray]:
+        return [*self._signs, self._magnitudes, self._inverse_norms, self._expires, self._used, self._outside]
 
 def evict(indexes: Sequence[VectorIndex], max_bytes: int) -> int:
     """Keep `indexes` within `max_bytes` together: when they hold more, drop their least recently used entries
-    (ties: the earlier index, the earlier slot) until they hold at most `LOW_WATER` of it; returns how many."""
+    (ties in no particular order) until they hold at most `LOW_WATER` of it; returns how many."""
     total = sum(index.nbytes for index in indexes)
     if total <= max_bytes:
         return 0
     used = np.concatenate([index._used[: len(index)] for index in indexes])
     entry_bytes = np.concatenate([index._outside[: len(index)].astype(np.int64) + index.row_bytes for index in indexes])
     order = np.argsort(used, kind="stable")
-    freed = np.cumsum(entry_bytes[order])
-    victims = order[: int(np.searchsorted(freed, total - max_bytes * LOW_WATER)) + 1]
-    keep = np.ones(used.size, bool)
-    keep[victims] = False
+    victims = np.zeros(used.size, bool)
+    victims[order[: int(np.searchsorted(np.cumsum(entry_bytes[order]), total - max_bytes * LOW_WATER)) + 1]] = True
     dropped, start = 0, 0
     for index in indexes:
         count = len(index)
-        dropped += index._keep(keep[start : start + count])
+        dropped += index._drop(np.flatnonzero(victims[start : start + count]))
         start += count
     return dropped
-
 
 def _unseen(keys: Sequence[str], present: set[str]) -> list[int]:
     """Positions of the keys neither in `present` nor earlier in `keys`."""
@@ -304,12 +301,6 @@ def _packed(bits: np.ndarray, words: int) -> np.ndarray:
     return np.packbits(padded, axis=1, bitorder="little").view(np.uint64)
 
 
-def _seconds(values: np.ndarray | float) -> np.ndarray:
+def _seconds(values: np.ndarray) -> np.ndarray:
     """Epoch seconds as uint32, rounded down (so an entry expires up to a second early, never late)."""
     return np.clip(np.floor(values), 0, _MAX_SECONDS).astype(np.uint32)
-
-
-def _grown(array: np.ndarray, count: int, capacity: int) -> np.ndarray:
-    grown = np.empty((capacity, *array.shape[1:]), array.dtype)
-    grown[:count] = array[:count]
-    return grown
