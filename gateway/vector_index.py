@@ -99,13 +99,13 @@ class VectorIndex:
 
     @property
     def nbytes(self) -> int:
-        """Memory held: the arrays (capacity included), keys and payloads."""
-        return sum(array.nbytes for array in self._arrays()) + self._outside_total
+        """Memory held: the arrays (capacity included), keys and payloads. O(1): the cap checks it often."""
+        return self._expires.shape[0] * self.row_bytes + self._outside_total
 
     @property
     def row_bytes(self) -> int:
         """Array bytes per entry."""
-        return sum(array.itemsize * int(np.prod(array.shape[1:])) for array in self._arrays())
+        return self._words * 8 * BITS + 4 + 4 + 8 + 4
 
     def add(self, key: str, vector: np.ndarray, expires: float, payload: Any) -> None:
         self.extend([key], vector.reshape(1, -1), np.array([expires]), [payload])
