@@ -53,7 +53,7 @@ from policies.usage import Usage
 
 DIMS = 1536
 SIZES = (10_000, 100_000)
-THRESHOLDS = (0.02, 0.05, 0.1, 0.2)
+THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3)
 FOREVER = 4e9
 POLICY = """<policies><inbound><base />
   <azure-openai-semantic-cache-lookup score-threshold="0.05" embeddings-backend-id="sim" embeddings-backend-auth="system-assigned" />
