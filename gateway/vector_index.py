@@ -18,17 +18,20 @@ entries, keeping a `SHORTLIST` of the closest, then over all words for those, ke
 scores each by its cosine with the float32 query: the distance returned is that score's, which differs from
 the float32 distance only by the rounding of the stored vector (measured at 1536 dimensions: at most 0.0025,
 on average 0.0002). So a lookup's decision can differ from an exact float32 scan's in two ways: more than
-`RERANK` entries (or `SHORTLIST` in the first step) share more sign bits with the query than its true
-nearest entry does, or that entry's
-distance lies within the rounding of the threshold. `bench/semantic_cache.py` measures the decision (hit on
-the same entry, or miss) against an exact float32 scan at thresholds 0.02-0.2, over the simulator's
-embeddings, random unit vectors and a narrow cone (as older embedding models produce), each with
-near-duplicate queries: at least 99.7 % agree at 10k and 100k entries, and every disagreement seen was a
-distance within 0.002 of the threshold. Sign bits say little about vectors whose components are mostly zero
-or of one sign, which no embedding model produces; the coarse pass then keeps an arbitrary share of the ties.
-Lookups take ~0.5 ms at 10k entries and ~3 ms at 100k (one thread) against ~3 ms and ~35-55 ms for the
-exact float32 scan. The products are small and run on the event loop, so the entry points limit OpenBLAS to
-one thread (`OPENBLAS_NUM_THREADS=1` unless set).
+`SHORTLIST` (first step) or `RERANK` (second) entries share more sign bits with the query than its true
+nearest entry does, or that entry's distance lies within the rounding of the threshold.
+
+`bench/semantic_cache.py` measures the decision (a hit on the same entry, or a miss) against an exact float32
+scan at 10k and 100k entries, over the simulator's embeddings, random unit vectors and a narrow cone (as older
+embedding models produce), each with near-duplicate queries: at thresholds 0.02-0.2, at least 99.7 % agree,
+and every disagreement seen was a distance within 0.002 of the threshold. A threshold above the distance of
+unrelated entries (~0.26 in the cone) makes nearly every lookup a hit on one of many almost equidistant
+entries, and which one the index returns is then arbitrary (76-80 % the exact scan's at 0.3 in the cone).
+Sign bits say little about vectors whose components are mostly zero or of one sign, which no embedding model
+produces: the coarse pass keeps an arbitrary share of the ties. Lookups take ~0.5 ms at 10k entries and
+~2-2.5 ms at 100k on one thread, where the exact float32 scan took ~3.5 ms and ~35-55 ms. The products are
+small and run on the event loop, so the entry points limit OpenBLAS to one thread (`OPENBLAS_NUM_THREADS=1`
+unless set).
 
 **Memory cap.** `nbytes` is what an index holds: its arrays (capacity included), its keys and, through
 `payload_bytes`, its payloads (within 1 % of what tracemalloc sees). `evict` keeps a set of indexes under a
