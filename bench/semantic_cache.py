@@ -15,9 +15,10 @@
    that of an exact float32 scan; a hit on an entry at the very same exact distance as the nearest counts as
    the same. Top-1: the index returns an entry at the exact nearest distance, whatever the threshold.
 3. Lookup time: `VectorIndex.search` over all queries, and the exact float32 scan (a matrix-vector product over
-   normalised vectors, expired ones masked: what the index did before) over `--exact-lookups` of them.
-4. Memory: what the index holds per 10k entries (tracemalloc: arrays, keys, containers), as `nbytes` counts it
-   (the number the memory cap uses), and float32 vectors alone; answers (the payloads) separately.
+   normalised float32 vectors, expired ones masked: the reference for agreement) over `--exact-lookups` of them.
+4. Memory: what the index holds per 10k entries (tracemalloc: arrays, keys, containers), how `nbytes` (the
+   number the memory cap uses) compares, float32 vectors alone, the answers (the payloads) separately, and how
+   long one eviction round takes.
 5. End to end: Azurite, the simulator and a gateway process with a lookup/store policy; a cached answer is
    asked for repeatedly. The gateway's `Server-Timing` gives its total and the embedding call's share; the
    process's resident memory afterwards is what an instance needs before any cache entries.
