@@ -119,7 +119,7 @@ class VectorIndex:
 
     @property
     def row_bytes(self) -> int:
-        """Array bytes per entry."""
+        """Array bytes per entry: the bit planes, inverse norm, expiry, last use and outside size."""
         return self._words * 8 * BITS + 4 + 4 + 8 + 4
 
     def add(self, key: str, vector: np.ndarray, expires: float, payload: Any) -> None:
