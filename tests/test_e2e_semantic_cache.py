@@ -356,3 +356,21 @@ def test_unreachable_cache_storage_fails_open_and_is_logged_once(
         assert time.monotonic() - started < 1.0
     assert wait_until(lambda: "reading the semantic cache table failed" in log.read_text())
     assert log.read_text().count("Semantic cache:") == 1
+
+
+def test_memory_cap_evicts_from_an_instances_memory_while_the_table_keeps_the_entries(
+    start_logged: Callable[[dict[str, str]], tuple[GatewayProcess, Path]], gateways: list[tuple[GatewayProcess, Path]], cache_env: dict[str, str], team: Keys
+) -> None:
+    capped, _ = start_logged({**cache_env, "GATEWAY_SEMANTIC_CACHE_MAX_MIB": "0.01"})
+    _, (other, _) = gateways
+    w = word()
+    own = {"x-end-user": w}  # a partition of its own
+    for thing in ("capital", "population", "currency", "climate", "anthem", "flag", "cuisine", "language"):
+        assert outcome(ask(capped, team.primary, user(f"What is the {thing} of {w}?"), headers=own)[0])[0] == "MISS"
+    # Eight entries of about 2 KB against a cap of 10 KiB: the first ones left this instance's memory ...
+    first, last = user(f"Tell me the capital of {w}"), user(f"Tell me the language of {w}")
+    status, distance = outcome(ask(capped, team.primary, first, headers={**own, "x-no-store": "1"})[0])
+    assert status == "MISS" and distance is not None and distance > 0.05  # the nearest is another question now
+    assert outcome(ask(capped, team.primary, last, headers={**own, "x-no-store": "1"})[0]) == ("HIT", 0.0)
+    # ... but not the table: an instance that loads the partition has them all.
+    assert wait_until(lambda: outcome(ask(other, team.primary, first, headers={**own, "x-no-store": "1"})[0])[0] == "HIT")

@@ -1,5 +1,5 @@
-"""The semantic cache without processes: what is embedded, partitions, what may be stored, SSE replay, the vector
-index, the table entity format, the configuration, and the two statements against a fake cache."""
+"""The semantic cache without processes: what is embedded, partitions, what may be stored, SSE replay, the table
+entity format, the configuration, and the two statements against a fake cache."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import datetime
 import json
 import logging
+import re
 import time
 import zlib
 
@@ -23,7 +24,6 @@ from gateway.handling.timing import ServerTiming
 from gateway.errors import StorageUnavailable
 from gateway.handling.usage import StreamTap
 from gateway.stores.tables import Query, Row
-from gateway.stores.vector_index import EXACT_LIMIT, RERANK, VectorIndex
 from policies.errors import PolicyLoadError
 from policies.semantic_cache import (
     CachedAnswer,
@@ -246,60 +246,6 @@ def test_completion_replay_and_buffered_replay() -> None:
     assert error.status == 400 and error.body == b'{"error": {}}'
 
 
-# --- the index ----------------------------------------------------------------------------------------------
-
-
-def unit(*values: float) -> np.ndarray:
-    vector = np.array(values, dtype=np.float32)
-    return vector / np.linalg.norm(vector)
-
-
-def test_index_finds_the_nearest_live_entry_with_its_cosine_distance() -> None:
-    index = VectorIndex()
-    index.add("a", np.array([1, 0, 0], np.float32), 100.0, "A")
-    index.add("b", np.array([0, 2, 0], np.float32), 100.0, "B")  # normalised on the way in
-    index.add("a", np.array([0, 0, 1], np.float32), 100.0, "duplicate key: ignored")
-    match = index.search(np.array([1, 1, 0], np.float32) * 3, now=50.0)
-    assert match is not None and match.key in ("a", "b") and match.distance == pytest.approx(1 - np.sqrt(0.5), abs=1e-6)
-    match = index.search(unit(0.1, 1, 0), now=50.0)
-    assert match is not None and (match.key, match.payload) == ("b", "B")
-    assert match.distance == pytest.approx(1 - float(unit(0.1, 1, 0) @ unit(0, 1, 0)), abs=1e-6)
-    assert index.search(unit(0.1, 1, 0), now=100.0) is None  # both expired
-    assert index.search(unit(1, 0), now=0.0) is None  # other dimensions: nothing to compare
-    assert len(index) == 2
-
-
-def test_index_refuses_other_dimensions_and_zero_vectors() -> None:
-    index = VectorIndex()
-    index.add("a", unit(1, 0, 0), 1.0, None)
-    with pytest.raises(ValueError, match="3"):
-        index.add("b", unit(1, 0), 1.0, None)
-    with pytest.raises(ValueError, match="length zero"):
-        index.add("c", np.zeros(3, np.float32), 1.0, None)
-
-
-def test_large_index_reranks_exactly_and_skips_expired_near_duplicates() -> None:
-    rng = np.random.default_rng(7)
-    count, dims = EXACT_LIMIT + 2000, 256
-    vectors = rng.standard_normal((count, dims)).astype(np.float32)
-    index = VectorIndex()
-    expires = np.full(count, 1000.0)
-    target = vectors[123] / np.linalg.norm(vectors[123])
-    # More expired near-copies of the target than the coarse pass keeps: they must not hide the live one.
-    for i in range(RERANK * 2):
-        vectors[i + 1000] = target + rng.standard_normal(dims).astype(np.float32) * 0.001
-        expires[i + 1000] = 10.0
-    index.extend([f"k{i}" for i in range(count)], vectors, expires, list(range(count)))
-    query = target + rng.standard_normal(dims).astype(np.float32) * 0.02
-    match = index.search(query, now=20.0)
-    exact = 1 - float(target @ (query / np.linalg.norm(query)))
-    assert match is not None and match.key == "k123" and match.distance == pytest.approx(exact, abs=1e-5)
-    assert index.remove_expired(now=20.0) == RERANK * 2 and len(index) == count - RERANK * 2
-    assert index.search(query, now=20.0).key == "k123"  # type: ignore[union-attr]
-    index.add("new", target, 1000.0, "new")  # still growable after compaction
-    assert index.search(target, now=20.0).key == "new"  # type: ignore[union-attr]
-
-
 # --- table entities -----------------------------------------------------------------------------------------
 
 
@@ -380,6 +326,7 @@ def test_semantic_cache_settings() -> None:
     base = {"GATEWAY_STORAGE_CONNECTION": "UseDevelopmentStorage=true", "GATEWAY_KEY_PEPPER": "p" * 20}
     defaults = Settings.from_env(base).semantic_cache
     assert (defaults.scope, defaults.staleness_seconds, defaults.timeout_seconds, defaults.cleanup_seconds, defaults.connection) == ("subscription", 2.0, 1.0, 600.0, None)
+    assert defaults.max_mib == 128.0
     custom = Settings.from_env(
         {
             **base,
@@ -387,12 +334,15 @@ def test_semantic_cache_settings() -> None:
             "GATEWAY_SEMANTIC_CACHE_STALENESS_SECONDS": "0.5",
             "GATEWAY_SEMANTIC_CACHE_TIMEOUT_SECONDS": "0.2",
             "GATEWAY_SEMANTIC_CACHE_CONNECTION": "UseDevelopmentStorage=true",
+            "GATEWAY_SEMANTIC_CACHE_MAX_MIB": "0.5",
         }
     ).semantic_cache
-    assert (custom.scope, custom.staleness_seconds, custom.timeout_seconds) == ("product", 0.5, 0.2)
+    assert (custom.scope, custom.staleness_seconds, custom.timeout_seconds, custom.max_mib) == ("product", 0.5, 0.2, 0.5)
     assert custom.connection is not None and "Secret" in repr(custom.connection)
     with pytest.raises(ValueError, match="GATEWAY_SEMANTIC_CACHE_SCOPE"):
         Settings.from_env({**base, "GATEWAY_SEMANTIC_CACHE_SCOPE": "everyone"})
+    with pytest.raises(ValueError, match="GATEWAY_SEMANTIC_CACHE_MAX_MIB"):
+        Settings.from_env({**base, "GATEWAY_SEMANTIC_CACHE_MAX_MIB": "0"})
 
 
 # --- the statements -----------------------------------------------------------------------------------------
@@ -539,7 +489,9 @@ class FakeTable:
         if self.mode == "fail":
             raise StorageUnavailable("Table Storage refused the connection.")
         for row in self.rows:
-            yield Row(row, "etag", datetime.datetime.now(datetime.timezone.utc))
+            # A row's "Timestamp" (default now) is its last-modified time, as Table Storage reports it.
+            values = {k: v for k, v in row.items() if k != "Timestamp"}
+            yield Row(values, "etag", row.get("Timestamp") or datetime.datetime.now(datetime.timezone.utc))
 
 
 class FakeStore:
@@ -550,16 +502,24 @@ class FakeStore:
         return self._table
 
 
+def topic(n: int) -> np.ndarray:
+    """A random direction of its own per topic (64 dimensions: unrelated topics are at distance 1 ± 0.15)."""
+    return np.random.default_rng(n).standard_normal(64).astype(np.float32)
+
+
 class InstantEmbeddings(service.SemanticCacheService):
-    """The real service with embeddings that arrive at once: what is timed is the table side."""
+    """The real service with embeddings that arrive at once ("paris" and anything else on two axes, "topic <n>"
+    a direction of its own): what is tested is the table and memory side."""
 
     async def _embed(self, backend: object, deployment: str, source: str, text: str, deadline: float) -> np.ndarray:
-        return unit(1, 0, 0) if "paris" in text else unit(0, 1, 0)
+        if match := re.search(r"topic (\d+)", text):
+            return topic(int(match[1]))
+        return np.eye(64, dtype=np.float32)[0 if "paris" in text else 1]
 
 
-def cache_service(table: FakeTable, timeout: float = 0.2, staleness: float = 60.0) -> InstantEmbeddings:
+def cache_service(table: FakeTable, timeout: float = 0.2, staleness: float = 60.0, max_mib: float = 128.0) -> InstantEmbeddings:
     backends = BackendRegistry(parse_backends({"GATEWAY_BACKENDS": json.dumps([{"id": "emb", "url": "https://e.example", "embeddings_deployment": "e"}])}))
-    settings = SemanticCacheSettings(timeout_seconds=timeout, staleness_seconds=staleness)
+    settings = SemanticCacheSettings(timeout_seconds=timeout, staleness_seconds=staleness, max_mib=max_mib)
     return InstantEmbeddings(FakeStore(table), backends, None, settings)  # type: ignore[arg-type]
 
 
@@ -608,3 +568,53 @@ async def test_a_loaded_index_keeps_serving_while_the_table_fails(caplog: pytest
 def test_cleanup_runs_every_ten_minutes_under_functions() -> None:
     (binding,) = function_bindings()["semantic_cache_cleanup"]["bindings"]
     assert (binding["type"], binding["schedule"]) == ("timerTrigger", "0 */10 * * * *")
+
+
+def held(cache: service.SemanticCacheService) -> int:
+    return sum(p.index.nbytes for p in cache._partitions.values() if p.index is not None)
+
+
+async def test_memory_cap_evicts_the_least_recently_hit_from_memory_never_from_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1_800_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    table = FakeTable()
+    cache = cache_service(table, max_mib=0.01)
+
+    async def ask(partition: str, text: str) -> CacheLookup:
+        clock[0] += 1
+        return await cache.lookup(CacheQuery(partition, text, "emb", 0.1), lookup_context())
+
+    paris = await ask("p1", "user: paris")
+    cache.store(paris.ticket, CACHED, 3600)
+    for n in range(40):
+        if n % 5 == 0:
+            assert (await ask("p1", "user: paris")).outcome == "HIT"  # hit again and again: stays
+        miss = await ask("p2", f"user: topic {n}")
+        assert miss.outcome == "MISS"
+        cache.store(miss.ticket, CACHED, 3600)
+        assert held(cache) <= 0.01 * 2**20
+    assert (await ask("p1", "user: paris")).outcome == "HIT"
+    assert (await ask("p2", "user: topic 39")).outcome == "HIT"  # the newest stay
+    oldest = await ask("p2", "user: topic 0")
+    assert oldest.outcome == "MISS" and oldest.distance > 0.5  # left memory: unrelated ones are the nearest now
+    await cache.close()
+    assert len(table.written) == 41  # all of them are in the table, for as long as they live
+
+
+async def test_a_partition_larger_than_the_cap_loads_page_by_page_and_keeps_its_newest_entries() -> None:
+    table = FakeTable()
+    entry = service.Entry(200, zlib.compress(orjson.dumps(STORED)), CACHED.usage)
+    start, expires = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1), time.time() + 3600
+    rows = 2500
+    for i in range(rows):
+        row = service.encode_entity("p", f"{i:05d}", topic(i % 50), entry, expires)
+        # Rows come in key order; here the first keys were written last (their Timestamp is what counts).
+        table.rows.append({**row, "Timestamp": start + datetime.timedelta(seconds=rows - i)})  # type: ignore[dict-item]
+    cache = cache_service(table, max_mib=0.3)
+    assert (await cache.lookup(CacheQuery("p", "user: topic 3", "emb", 0.1), lookup_context())).outcome == "HIT"
+    (partition,) = cache._partitions.values()
+    index = partition.index
+    assert index is not None and 100 < len(index) < rows and held(cache) <= 0.3 * 2**20
+    assert all(f"{i:05d}" in index for i in range(len(index)))  # the newest, by their table Timestamp
+    await cache.close()
+

@@ -36,6 +36,12 @@ class SemanticCacheSettings:
     timeout_seconds: float = 1.0
     #: How often the local host deletes expired entries (under Azure Functions, a timer trigger does).
     cleanup_seconds: float = 600.0
+    #: Memory all semantic-cache partitions of an instance may hold; past it, the least recently hit entries leave
+    #: memory (not the table). A 512 MB Flex Consumption instance also holds the Functions host and the worker,
+    #: which alone is ~150 MiB with the gateway loaded (bench/semantic_cache.py prints it), and requests in flight
+    #: (~2 MiB per open stream): 128 MiB leaves them the rest. That is ~50k entries of 1536 dimensions with
+    #: answers of ~0.5 KB compressed; raise it on 2 GB instances.
+    max_mib: float = 128.0
     #: A storage connection of the cache's own; None keeps entries in the gateway's storage account.
     connection: Secret | None = None
 
@@ -272,6 +278,7 @@ def _semantic_cache(env: Mapping[str, str]) -> SemanticCacheSettings:
         staleness_seconds=_number(env, "GATEWAY_SEMANTIC_CACHE_STALENESS_SECONDS", 2.0),
         timeout_seconds=_number(env, "GATEWAY_SEMANTIC_CACHE_TIMEOUT_SECONDS", 1.0),
         cleanup_seconds=_number(env, "GATEWAY_SEMANTIC_CACHE_CLEANUP_SECONDS", 600.0),
+        max_mib=_number(env, "GATEWAY_SEMANTIC_CACHE_MAX_MIB", 128.0),
         connection=Secret(connection) if connection else None,
     )
 

@@ -25,7 +25,8 @@ and bound waits for a table query, the others read memory only. An instance's ow
 at once; the write to the table happens in the background. Expired entries are skipped by lookups, dropped
 from an index when a quarter of it expired, and deleted from the table by `cleanup` (a timer trigger under
 Azure Functions, a periodic task in the local host). Partitions unused for `IDLE_PARTITION_SECONDS` are
-dropped from memory.
+dropped from memory. All indexes of an instance together stay within `GATEWAY_SEMANTIC_CACHE_MAX_MIB`: past it,
+the entries least recently hit (or stored) leave memory, not the table (gateway/vector_index.py).
 
 **Failing open.** A lookup never holds a request longer than `GATEWAY_SEMANTIC_CACHE_TIMEOUT_SECONDS`
 (embedding plus, for a partition not yet loaded, its first load): past it, or when the embeddings backend or
@@ -58,7 +59,7 @@ from gateway.backends.proxy import UpstreamClient, read_body
 from gateway.config.settings import SemanticCacheSettings
 from gateway.errors import BackendError, Conflict, GatewayError, StorageError
 from gateway.stores.tables import Query, Table, Tables
-from gateway.stores.vector_index import VectorIndex
+from gateway.stores.vector_index import VectorIndex, evict
 from policies.semantic_cache import CachedAnswer, CacheLookup, CacheQuery
 from policies.usage import Usage
 
@@ -73,6 +74,8 @@ SYNC_OVERLAP = timedelta(seconds=5)
 RETRY_AFTER_FAILURE = 5.0
 IDLE_PARTITION_SECONDS = 900.0
 MAX_PENDING_WRITES = 256
+#: What an `Entry` holds besides its answer's bytes (itself, its usage, the bytes object's header), as measured.
+ENTRY_OBJECT_BYTES = 370
 _STORAGE = "the semantic cache table"
 _LOOKUP = "the semantic cache lookup"
 
@@ -87,6 +90,9 @@ class Entry:
 
     def cached_answer(self) -> CachedAnswer:
         return CachedAnswer(self.status, zlib.decompress(self.answer), self.usage)
+
+    def nbytes(self) -> int:
+        return len(self.answer) + ENTRY_OBJECT_BYTES
 
 
 def split_binary(name: str, data: bytes) -> dict[str, bytes]:
@@ -198,6 +204,7 @@ class SemanticCacheService:
         self.scope = settings.scope
         self._staleness = settings.staleness_seconds
         self._timeout = settings.timeout_seconds
+        self._max_bytes = int(settings.max_mib * 2**20)
         self._partitions: dict[str, _Partition] = {}
         self._outages = _Outages()
         self._writes: set[asyncio.Task[None]] = set()
@@ -247,7 +254,7 @@ class SemanticCacheService:
         index = partition.index
         if index is None:
             raise _Bypass(None, "the partition is still loading")
-        match = index.search(vector, time.time())
+        match = index.search(vector, time.time(), query.threshold)
         ticket = _Ticket(partition, vector)
         if match is None:
             return CacheLookup("MISS", ticket=ticket)
@@ -270,6 +277,7 @@ class SemanticCacheService:
             return
         if ticket.partition.index is not None:
             ticket.partition.index.add(row_key, ticket.vector, expires, entry)
+            self._cap_memory()
         task = asyncio.get_running_loop().create_task(self._write(entity))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
@@ -393,13 +401,22 @@ class SemanticCacheService:
             query = Query(partition=partition.key, where=(("ExpiresAt", "gt", datetime.now(timezone.utc)),))
         else:
             query = Query(partition=partition.key, where=(("Timestamp", "ge", partition.since - SYNC_OVERLAP),))
-        index = partition.index if partition.index is not None else VectorIndex()
+        index = partition.index if partition.index is not None else VectorIndex(Entry.nbytes)
         now = time.time()
         newest = partition.since
         keys: list[str] = []
         vectors: list[np.ndarray] = []
         expiries: list[float] = []
         entries: list[Entry] = []
+        stored: list[float] = []
+
+        def add() -> None:  # page by page: a large partition never waits in memory as float32
+            if keys:
+                index.extend(keys, np.stack(vectors), np.array(expiries), entries, np.array(stored))
+                self._cap_memory(index)
+            for values in (keys, vectors, expiries, entries, stored):
+                values.clear()
+
         async for entity in table.query(query):
             stamp = entity.timestamp
             if isinstance(stamp, datetime) and (newest is None or stamp > newest):
@@ -412,11 +429,18 @@ class SemanticCacheService:
                 vectors.append(vector)
                 expiries.append(expires)
                 entries.append(entry)
-        if keys:
-            index.extend(keys, np.stack(vectors), np.array(expiries), entries)
+                stored.append(stamp.timestamp() if isinstance(stamp, datetime) else now)
+                if len(keys) == 1000:
+                    add()
+        add()
         if index.expired_count(now) * 4 > len(index):
             index.remove_expired(now)
         partition.index, partition.synced, partition.since = index, started, newest
+
+    def _cap_memory(self, loading: VectorIndex | None = None) -> None:
+        """Keep this instance's indexes (and one being loaded) within `GATEWAY_SEMANTIC_CACHE_MAX_MIB`."""
+        indexes = [p.index for p in self._partitions.values() if p.index is not None and p.index is not loading]
+        evict([*indexes, loading] if loading is not None else indexes, self._max_bytes)
 
     async def _write(self, entity: dict[str, Any]) -> None:
         try:
