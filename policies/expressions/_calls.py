@@ -1,0 +1,459 @@
+"""Members, calls and indexers: how `x.Name`, `x.Name(…)`, `Type.Name(…)` and `x[k]` bind at load and run.
+
+A member of a known static type must exist in the library (builtin values) or be declared by the class; a
+member of a dynamic value (JToken, object) must exist somewhere in the library and is picked by the value's
+run-time type. Library failures arrive as DotNetError and leave as ExpressionRuntimeError naming the member.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from policies.expressions._base import NOT_CONSTANT, _Base, _Evaluator, _Local, _Node, type_hint
+from policies.expressions._errors import DotNetError, ExpressionRuntimeError, _runtime_error, excerpt
+from policies.expressions._lib_json import convert_to
+from policies.expressions._lib_text import CULTURE
+from policies.expressions._library import INSTANCE, STATIC, Builtin, LambdaRule
+from policies.expressions._operators import implicit
+from policies.expressions._runtime import _FAMILIES, _NullChain, family_of, type_name
+from policies.expressions._types import BOOL, DYNAMIC, TYPE_NAMES, VOID, CType, accepts, members
+
+#: Python exceptions a library member or context method may raise on bad input, and the .NET type they mean.
+_KINDS: dict[type, str] = {
+    KeyError: "KeyNotFoundException", IndexError: "ArgumentOutOfRangeException", TypeError: "ArgumentException",
+    ValueError: "FormatException", OverflowError: "OverflowException", ZeroDivisionError: "DivideByZeroException",
+    AttributeError: "NullReferenceException", UnicodeError: "ArgumentException",
+}  # fmt: skip
+CALL_ERRORS = tuple(_KINDS)
+#: Families of C# value types, whose nullable forms (`int?`, `DateTime?`) have HasValue and Value.
+_NULLABLE = frozenset({"number", "bool", "char", "datetime", "timespan", "guid"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Arguments:
+    """The `( … )` of a call: positional arguments, named ones (`preserveContent: true`), an `out` target."""
+
+    positional: list[_Node]
+    named: dict[str, _Node]
+    out: tuple[_Local, Callable[[Any], Any]] | None
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class IndexTarget:
+    """`x[k] = v`: the receiver and key evaluators and how to read and write an item."""
+
+    receiver: _Evaluator
+    key: _Evaluator
+    get: Callable[[Any, Any], Any]
+    put: Callable[[Any, Any, Any], None]
+    type: CType
+
+
+def failure(source: str, start: int, problem: str, exc: BaseException) -> ExpressionRuntimeError:
+    """A library or context failure as a run-time error carrying the .NET exception type."""
+    if isinstance(exc, DotNetError):
+        return _runtime_error(source, f"{problem}: {exc.message}", exc.kind, start)
+    kind = next((k for t, k in _KINDS.items() if isinstance(exc, t)), "Exception")
+    return _runtime_error(source, f"{problem} ({type(exc).__name__})", kind, start)
+
+
+class _Members(_Base):
+    """Binding of members, calls and indexers; the expression grammar itself comes from the subclass."""
+
+    def expression(self) -> _Node:
+        raise NotImplementedError
+
+    def lambda_(self, types: tuple[CType, ...]) -> _Node:
+        raise NotImplementedError
+
+    # Arguments
+
+    def arguments(self, lambdas: LambdaRule | None = None, receiver: CType = VOID, out: CType | None = None) -> _Arguments:
+        opener = self.expect("(")
+        positional: list[_Node] = []
+        named: dict[str, _Node] = {}
+        out_target = None
+        with self.nested():
+            while not self.at(")"):
+                if self.token.kind == "end":
+                    raise self.fail(f"Unbalanced parentheses: '(' at character {opener.start + 1} is not closed")
+                if out_target is not None:
+                    raise self.fail("The 'out' argument must be the last one")
+                if self.at_word("out") and self.peek(1).kind == "name":
+                    if out is None:
+                        raise self.fail("'out' is not accepted by this method")
+                    self.advance()
+                    out_target = self.out_target(out)
+                elif self.token.kind == "name" and self.at(":", 1):
+                    name = self.advance().value
+                    self.advance()
+                    if name in named:
+                        raise self.fail(f"Named argument '{name}' is given twice")
+                    named[name] = self.expression()
+                elif named:
+                    raise self.fail("Positional arguments must come before named arguments")
+                elif self.is_lambda():
+                    if lambdas is None:
+                        raise self.fail("A lambda ('=>') is not accepted here")
+                    positional.append(self.lambda_(lambdas(receiver, [a.type for a in positional])))
+                else:
+                    positional.append(self.expression())
+                if not self.accept(","):
+                    break
+            if not self.at(")"):
+                if self.token.kind == "end":
+                    raise self.fail(f"Unbalanced parentheses: '(' at character {opener.start + 1} is not closed")
+                raise self.unexpected()
+        end = self.advance().end
+        return _Arguments(positional, named, out_target, end)
+
+    def out_target(self, out: CType) -> tuple[_Local, Callable[[Any], Any]]:
+        """`out var x`, `out T x` or `out x`: the local the call's second result goes to."""
+        if self.at_word("var"):
+            self.advance()
+            return self.declare(self.expect_name("a variable name"), out), _same
+        if self.peek(1).kind == "name":
+            declared = self.parse_type()
+            convert = implicit(declared, out)
+            if convert is None:
+                raise self.fail(f"An 'out' {out.name} cannot be stored in a {declared.name}")
+            return self.declare(self.expect_name("a variable name"), declared), convert
+        token = self.expect_name("a variable name")
+        local = self.lookup(token.value)
+        if local is None:
+            raise self.fail(f"Unknown variable '{token.value}'", start=token.start)
+        convert = implicit(local.type, out)
+        if convert is None:
+            raise self.fail(f"An 'out' {out.name} cannot be stored in '{local.name}' ({local.type.name})")
+        return local, convert
+
+    def is_lambda(self) -> bool:
+        """`x =>`, `() =>`, `(a, b) =>` or `(string a) =>` starts here."""
+        if self.token.kind == "name" and self.at("=>", 1):
+            return True
+        if not self.at("("):
+            return False
+        index = self.position + 1
+        while index < len(self.tokens) and self.tokens[index].kind in ("name", "op") and not self._is(index, ")"):
+            if self.tokens[index].kind == "op" and self.tokens[index].value not in (",", "<", ">", "[", "]", "."):
+                return False
+            index += 1
+        return self._is(index, ")") and self._is(index + 1, "=>")
+
+    def type_argument(self) -> CType | None:
+        """The `T` of a generic call `Name<T>(…)`, told apart from `<` by the `>(` that follows."""
+        if not self.at("<"):
+            return None
+        ctype, length = self.read_type(1, nullable=False)
+        if ctype is None and self.peek(1).kind == "name" and self.at(">", 2) and self.at("(", 3):
+            raise self.fail(f"Unsupported type argument '{self.peek(1).value}'", f": {type_hint()}.")
+        if ctype is None or not self.at(">", 1 + length) or not self.at("(", 2 + length):
+            return None
+        self.position += length + 2
+        return ctype
+
+    # Receivers
+
+    def receiver(self, node: _Node, action: str, safe: bool) -> _Evaluator:
+        """The evaluator of a member's target, which stops on null: with `?.` the chain yields null, else it fails."""
+        fn = node.fn
+        if fn is self.root:
+            return fn
+        if safe:
+
+            def conditional(frame: Any) -> Any:
+                value = fn(frame)
+                if value is None:
+                    raise _NullChain
+                return value
+
+            return conditional
+        source, start, end = self.source, node.start, node.end
+
+        def required(frame: Any) -> Any:
+            value = fn(frame)
+            if value is None:
+                text = excerpt(source, start, end)
+                raise _runtime_error(source, f"Cannot {action}: '{text}' is null (use '?.' or '?[' to get null instead)", "NullReferenceException", start)
+            return value
+
+        return required
+
+    # Members
+
+    def member(self, node: _Node, safe: bool) -> _Node:
+        name_token = self.expect_name("a member name after '.'")
+        name = name_token.value
+        type_arg = self.type_argument()
+        family = node.type.family
+        if family in ("null", "void", "lambda"):
+            raise self.fail(f"Cannot use '{name}' on {'null' if family == 'null' else 'a value-less call' if family == 'void' else 'a lambda'}")
+        if family in _NULLABLE and name in ("HasValue", "Value") and type_arg is None and not self.at("("):
+            return self.nullable(node, name)
+        if family == "class":
+            return self.class_member(node, name_token.value, type_arg, safe)
+        if family == "dynamic":
+            return self.dynamic_member(node, name, type_arg, safe)
+        builtins = INSTANCE.get(family, {})
+        builtin = builtins.get(name)
+        if builtin is None:
+            raise self.fail(f"Unsupported member '{name}' on {node.type.name}", f": use one of {', '.join(sorted(builtins)) or 'none'}.")
+        return self.builtin_member(node, name, builtin, type_arg, safe)
+
+    def nullable(self, node: _Node, name: str) -> _Node:
+        """`x.HasValue` and `x.Value` on a value that may be null (C#'s `DateTime?`, `int?`)."""
+        fn, end = node.fn, self.tokens[self.position - 1].end
+        if name == "HasValue":
+            return _Node(lambda frame: fn(frame) is not None, BOOL, node.start, end)
+        receiver = self.receiver(node, "read 'Value' (the nullable has no value)", False)
+        return _Node(receiver, node.type, node.start, end)
+
+    def builtin_member(self, node: _Node, name: str, builtin: Builtin, type_arg: CType | None, safe: bool) -> _Node:
+        call = self.call_of(builtin, name, node.type, type_arg)
+        arguments = self.library_arguments(call, builtin, name)
+        returns = builtin.result(node.type, [a.type for a in arguments], type_arg)
+        receiver = self.receiver(node, f"{'call' if call else 'read'} '{name}'", safe)
+        fn = self.invoke(builtin, receiver, arguments, call, type_arg, f"'{name}' on '{self.text(node)}'", node.start)
+        return _Node(fn, returns, node.start, call.end if call else self.tokens[self.position - 1].end, effect=call is not None)
+
+    def call_of(self, builtin: Builtin, name: str, receiver: CType, type_arg: CType | None) -> _Arguments | None:
+        """The call's arguments, checking that a property is read and a method called."""
+        if type_arg is not None and not builtin.generic:
+            raise self.fail(f"'{name}' takes no type argument")
+        if not self.at("("):
+            if builtin.arity is not None and not builtin.prop:
+                raise self.fail(f"'{name}' is a method: call it as {name}(…)")
+            return None
+        if builtin.arity is None:
+            raise self.fail(f"'{name}' is a property, not a method")
+        return self.arguments(builtin.lambdas, receiver, builtin.out)
+
+    def library_arguments(self, call: _Arguments | None, builtin: Builtin, name: str) -> list[_Node]:
+        """Positional arguments without culture ones (every formatting here is invariant), arity checked."""
+        if call is None:
+            return []
+        if call.named:
+            raise self.fail(f"'{name}' takes no named arguments")
+        arguments = [a for a in call.positional if a.type != CULTURE]
+        assert builtin.arity is not None
+        fewest, most = builtin.arity
+        if len(arguments) < fewest or (most is not None and len(arguments) > most):
+            expected = f"{fewest}" if fewest == most else f"{fewest} to {most}" if most is not None else f"at least {fewest}"
+            raise self.fail(f"Wrong number of arguments ({len(arguments)}) for '{name}'", f": it takes {expected}.")
+        if builtin.out is not None and call.out is None:
+            raise self.fail(f"'{name}' needs an 'out' argument, as in {name}(…, out var result)")
+        return arguments
+
+    def invoke(
+        self, builtin: Builtin, receiver: _Evaluator | None, arguments: list[_Node], call: _Arguments | None,
+        type_arg: CType | None, what: str, start: int,
+    ) -> _Evaluator:  # fmt: skip
+        """The evaluator calling a library member: `impl(receiver, *arguments)` (or without receiver if static)."""
+        impl, source = builtin.impl, self.source
+        evaluators = tuple(a.fn for a in arguments)
+        options: dict[str, Any] = {"T": type_arg or DYNAMIC} if builtin.generic else {}
+        out = call.out if call else None
+        costly = builtin.costly and self.frame_mode
+
+        def run(frame: Any) -> Any:
+            values = [receiver(frame)] if receiver is not None else []
+            values.extend(evaluate(frame) for evaluate in evaluators)
+            if costly and values and hasattr(values[0], "__len__"):
+                frame.tick(len(values[0]) + 1)
+            try:
+                result = impl(*values, **options)
+            except DotNetError as exc:
+                raise failure(source, start, f"{what} failed", exc) from None
+            except CALL_ERRORS as exc:
+                given = ", ".join(type_name(v) for v in values[1 if receiver else 0 :])
+                raise failure(source, start, f"{what} cannot take ({given})", exc) from None
+            if costly:
+                frame.checkpoint()
+            if out is not None:
+                local, convert = out
+                result, frame.slots[local.slot] = result[0], convert(result[1])
+            return result
+
+        if receiver is not None and not evaluators and not options and not costly and out is None:
+
+            def simple(frame: Any) -> Any:
+                value = receiver(frame)
+                try:
+                    return impl(value)
+                except DotNetError as exc:
+                    raise failure(source, start, f"{what} failed", exc) from None
+                except CALL_ERRORS as exc:
+                    raise failure(source, start, f"{what} cannot take its receiver", exc) from None
+
+            return simple
+        return run
+
+    def static_member(self, key: str, owner: str, start: int) -> _Node:
+        """`Type.Member` or `Type.Member(…)` on a static class (`String.Join`, `DateTime.UtcNow`)."""
+        members_ = STATIC[key]
+        name_token = self.expect_name(f"a member of {owner}")
+        name = name_token.value
+        builtin = members_.get(name)
+        if builtin is None:
+            raise self.fail(f"Unsupported member '{name}' on {owner}", f": use one of {', '.join(sorted(members_))}.", start=name_token.start)
+        type_arg = self.type_argument()
+        call = self.call_of(builtin, f"{owner}.{name}", VOID, type_arg)
+        arguments = self.library_arguments(call, builtin, f"{owner}.{name}")
+        returns = builtin.result(VOID, [a.type for a in arguments], type_arg)
+        end = call.end if call else name_token.end
+        if builtin.fixed:
+            value = builtin.impl()
+            return _Node(lambda _: value, returns, start, end, value)
+        fn = self.invoke(builtin, None, arguments, call, type_arg, f"{owner}.{name}", start)
+        return _Node(fn, returns, start, end, effect=call is not None)
+
+    def dynamic_member(self, node: _Node, name: str, type_arg: CType | None, safe: bool) -> _Node:
+        """A member of a value whose type is known only at run time: picked by that type."""
+        candidates = {family: table[name] for family, table in INSTANCE.items() if name in table}
+        kinds = _class_member_kinds(name)
+        if not candidates and not kinds:
+            raise self.fail(f"Unsupported member '{name}' on {node.type.name}", ": cast the value to its type first, e.g. ((string)x).Length.")
+        called = self.at("(")
+        if not any(b.prop or b.arity is None for b in candidates.values()) and not called and "property" not in kinds:
+            raise self.fail(f"'{name}' is a method: call it as {name}(…)")
+        if not any(b.arity is not None for b in candidates.values()) and called and "method" not in kinds:
+            raise self.fail(f"'{name}' is a property, not a method")
+        lambdas = next((b.lambdas for b in candidates.values() if b.lambdas), None)
+        call = self.arguments(lambdas, DYNAMIC) if called else None
+        if call is not None and call.named:
+            raise self.fail(f"'{name}' takes no named arguments here")
+        arguments = [a for a in call.positional if a.type != CULTURE] if call else []
+        if not kinds and not any(_fits(b, called, len(arguments)) for b in candidates.values()):
+            raise self.fail(f"Wrong number of arguments ({len(arguments)}) for '{name}'")
+        receiver = self.receiver(node, f"{'call' if call else 'read'} '{name}'", safe)
+        evaluators = tuple(a.fn for a in arguments)
+        source, start, text = self.source, node.start, self.text(node)
+
+        def dynamic(frame: Any) -> Any:
+            value = receiver(frame)
+            values = [evaluate(frame) for evaluate in evaluators]
+            family = _FAMILIES.get(type(value)) or family_of(value)
+            builtin = candidates.get(family)
+            try:
+                if builtin is not None and _fits(builtin, called, len(values)):
+                    options = {"T": type_arg or DYNAMIC} if builtin.generic else {}
+                    return builtin.impl(value, *values, **options)
+                member = members(type(value)).get(name) if family == "class" else None
+                if member is not None and (member.parameters is not None) == called:
+                    attribute = getattr(value, name)
+                    return attribute(*values) if called else attribute
+            except DotNetError as exc:
+                raise failure(source, start, f"'{name}' on '{text}' failed", exc) from None
+            except CALL_ERRORS as exc:
+                given = ", ".join(type_name(v) for v in values)
+                raise failure(source, start, f"'{name}' on '{text}' cannot take ({given})", exc) from None
+            raise _runtime_error(source, f"'{name}' is not available on {type_name(value)} '{text}'", "InvalidOperationException", start)
+
+        end = call.end if call else self.tokens[self.position - 1].end
+        returns = next(iter(candidates.values())).result(DYNAMIC, [a.type for a in arguments], type_arg) if len(candidates) == 1 and not kinds else DYNAMIC
+        return _Node(dynamic, returns if returns.family not in ("void",) else DYNAMIC, node.start, end, effect=called)
+
+    def class_member(self, node: _Node, name: str, type_arg: CType | None, safe: bool) -> _Node:
+        cls = node.type.cls
+        assert cls is not None
+        declared = members(cls)
+        member = declared.get(name)
+        if member is None:
+            raise self.fail(f"Unsupported member '{name}' on {node.type.name}", f": use one of {', '.join(sorted(declared)) or 'none'}.")
+        if member.parameters is None:
+            if self.at("(") or type_arg is not None:
+                raise self.fail(f"'{name}' on {node.type.name} is a property, not a method")
+            receiver = self.receiver(node, f"read '{name}'", safe)
+            return _Node(lambda frame: getattr(receiver(frame), name), member.type, node.start, self.tokens[self.position - 1].end)
+        if not self.at("("):
+            raise self.fail(f"'{name}' on {node.type.name} is a method: call it as {member.usage(name)}")
+        if type_arg is not None and not member.generic:
+            raise self.fail(f"'{name}' on {node.type.name} is not generic", f": call it as {member.usage(name)}.")
+        call = self.arguments(out=member.out)
+        if member.out is not None and call.out is None:
+            raise self.fail(f"'{name}' needs an 'out' argument: call it as {member.usage(name)}")
+        bound = self.bind(member.parameters or (), member.hints, name, member.usage(name), call)
+        if type_arg is not None:
+            bound["T"] = _Node(lambda _: type_arg.name, DYNAMIC, node.start, node.end, type_arg.name)
+        receiver = self.receiver(node, f"call '{name}'", safe)
+        fn = self.invoke_method(receiver, name, bound, call.out, node)
+        returns = member.type
+        if member.generic and member.returns_dynamic and type_arg is not None:
+            returns, fn = type_arg, _converted(fn, type_arg, self.source, node.start)
+        return _Node(fn, returns, node.start, call.end, effect=True)
+
+    def bind(self, parameters: tuple[Any, ...], hints: Any, name: str, usage: str, call: _Arguments) -> dict[str, _Node]:
+        """C# argument binding: positional arguments fill parameters in order, named ones by name."""
+        hint = f": use {usage}."
+        if len(call.positional) > len(parameters):
+            raise self.fail(f"Too many arguments ({len(call.positional)}) for '{name}'", hint)
+        bound = {parameter.name: argument for parameter, argument in zip(parameters, call.positional)}
+        names = [parameter.name for parameter in parameters]
+        for key, argument in call.named.items():
+            if key not in names:
+                raise self.fail(f"Unknown named argument '{key}' for '{name}'", hint)
+            if key in bound:
+                raise self.fail(f"Argument '{key}' of '{name}' is given twice", hint)
+            bound[key] = argument
+        for parameter in parameters:
+            if parameter.name not in bound and parameter.default is parameter.empty:
+                raise self.fail(f"Missing argument '{parameter.name}' for '{name}'", hint)
+        for key, argument in bound.items():
+            if not accepts(hints.get(key, DYNAMIC), argument.type):
+                raise self.fail(f"Argument '{key}' of '{name}' must be {hints[key].name}, not {argument.type.name}")
+        return bound
+
+    def invoke_method(self, receiver: _Evaluator, name: str, bound: dict[str, _Node], out: Any, node: _Node) -> _Evaluator:
+        source, start, text = self.source, node.start, self.text(node)
+        evaluators = tuple((key, argument.fn) for key, argument in bound.items())
+        constants = {key: a.constant for key, a in bound.items()} if all(a.constant is not NOT_CONSTANT for a in bound.values()) else None
+
+        def invoke(frame: Any) -> Any:
+            method = getattr(receiver(frame), name)
+            values = constants if constants is not None else {key: evaluate(frame) for key, evaluate in evaluators}
+            try:
+                result = method(**values)
+            except CALL_ERRORS as exc:
+                detail = f": {exc}" if isinstance(exc, ValueError) and str(exc) else ""
+                raise failure(source, start, f"Calling '{name}' on '{text}' failed{detail}", exc) from None
+            if out is not None:
+                local, convert = out
+                result, frame.slots[local.slot] = result[0], convert(result[1])
+            return result
+
+        return invoke
+
+
+def _fits(builtin: Builtin, called: bool, count: int) -> bool:
+    if not called:
+        return builtin.arity is None or builtin.prop
+    if builtin.arity is None:
+        return False
+    fewest, most = builtin.arity
+    return fewest <= count and (most is None or count <= most)
+
+
+def _converted(fn: _Evaluator, ctype: CType, source: str, start: int) -> _Evaluator:
+    """A generic context method's result converted to its type argument (`GetValueOrDefault<int>`)."""
+
+    def convert(frame: Any) -> Any:
+        value = fn(frame)
+        try:
+            return convert_to(value, ctype)
+        except DotNetError as exc:
+            raise _runtime_error(source, f"Cannot convert {type_name(value)} to {ctype.name}: {exc.message}", exc.kind, start) from None
+
+    return convert
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _class_member_kinds(name: str) -> set[str]:
+    """Whether registered classes declare `name` as a "property" or a "method": what a dynamic value may have."""
+    found = (members(ctype.cls).get(name) for ctype in TYPE_NAMES.values() if ctype.family == "class" and ctype.cls)
+    return {"property" if member.parameters is None else "method" for member in found if member is not None}
