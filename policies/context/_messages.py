@@ -26,6 +26,8 @@ class KeyValuePair:
 class _MultiMap:
     """Ordered, multi-valued name/value pairs; subclasses decide whether names ignore case."""
 
+    _ignore_case = False
+
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = list(items)
 
@@ -64,12 +66,14 @@ class _MultiMap:
         return list(grouped.values())
 
     def _key(self, name: str) -> str:
-        """The form names are compared in; headers ignore case."""
-        return name
+        """The form names are compared in."""
+        return name.lower() if self._ignore_case else name
 
     def get_all(self, name: str) -> list[str]:
-        key = self._key(name)
-        return [v for k, v in self._items if self._key(k) == key]
+        if self._ignore_case:
+            lower = name.lower()
+            return [v for k, v in self._items if k.lower() == lower]
+        return [v for k, v in self._items if k == name]
 
     def set(self, name: str, values: Iterable[str]) -> None:
         self.remove(name)
@@ -79,8 +83,11 @@ class _MultiMap:
         self._items.append((name, value))
 
     def remove(self, name: str) -> None:
-        key = self._key(name)
-        self._items = [(k, v) for k, v in self._items if self._key(k) != key]
+        if self._ignore_case:
+            lower = name.lower()
+            self._items = [(k, v) for k, v in self._items if k.lower() != lower]
+        else:
+            self._items = [(k, v) for k, v in self._items if k != name]
 
     def items(self) -> list[tuple[str, str]]:
         return list(self._items)
@@ -92,8 +99,7 @@ class _MultiMap:
 class Headers(_MultiMap):
     """HTTP headers (request or response): names ignore case."""
 
-    def _key(self, name: str) -> str:
-        return name.lower()
+    _ignore_case = True
 
 
 class QueryParameters(_MultiMap):

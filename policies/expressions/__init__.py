@@ -66,13 +66,13 @@ class Value:
     `source` is the text as written, before named values are substituted, so it never shows their contents.
     """
 
-    __slots__ = ("source", "is_constant", "constant", "_expression")
+    __slots__ = ("source", "is_constant", "constant", "_evaluate")
 
     def __init__(self, source: str, *, constant: Any = None, expression: Expression | None = None) -> None:
         self.source = source
         self.is_constant = expression is None
         self.constant = constant
-        self._expression = expression
+        self._evaluate = expression.evaluate if expression is not None else None
 
     @classmethod
     def of(cls, constant: Any) -> Value:
@@ -80,9 +80,8 @@ class Value:
         return cls(text(constant), constant=constant)
 
     def evaluate(self, context: Context) -> Any:
-        if self._expression is None:
-            return self.constant
-        return self._expression.evaluate(context)
+        evaluate = self._evaluate
+        return self.constant if evaluate is None else evaluate(context)
 
     def __repr__(self) -> str:
         return f"Value({self.source!r})"

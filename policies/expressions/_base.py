@@ -42,6 +42,8 @@ class _Node:
     target: Any = None
     #: Allowed as a statement on its own (a call, `new`, an increment, an assignment).
     effect: bool = False
+    #: For `context.A.B`: the attribute names read from the context, each with where its text ends.
+    path: tuple[tuple[str, int], ...] | None = None
 
 
 def _context_root(frame: Any) -> Any:

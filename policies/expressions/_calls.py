@@ -7,11 +7,12 @@ run-time type. Library failures arrive as DotNetError and leave as ExpressionRun
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from policies.expressions._base import NOT_CONSTANT, _Base, _Evaluator, _Local, _Node, type_hint
+from policies.expressions._base import NOT_CONSTANT, _Base, _context_root, _Evaluator, _Local, _Node, type_hint
 from policies.expressions._errors import DotNetError, ExpressionRuntimeError, _runtime_error, excerpt
 from policies.expressions._lib_json import convert_to
 from policies.expressions._lib_text import CULTURE
@@ -366,8 +367,12 @@ class _Members(_Base):
         if member.parameters is None:
             if self.at("(") or type_arg is not None:
                 raise self.fail(f"'{name}' on {node.type.name} is a property, not a method")
+            end = self.tokens[self.position - 1].end
+            if node.path is not None and not safe:
+                path = (*node.path, (name, end))
+                return _Node(self.path_reader(path, node.start), member.type, node.start, end, path=path)
             receiver = self.receiver(node, f"read '{name}'", safe)
-            return _Node(lambda frame: getattr(receiver(frame), name), member.type, node.start, self.tokens[self.position - 1].end)
+            return _Node(lambda frame: getattr(receiver(frame), name), member.type, node.start, end)
         if not self.at("("):
             raise self.fail(f"'{name}' on {node.type.name} is a method: call it as {member.usage(name)}")
         if type_arg is not None and not member.generic:
@@ -379,11 +384,44 @@ class _Members(_Base):
         if type_arg is not None:
             bound["T"] = _Node(lambda _: type_arg.name, DYNAMIC, node.start, node.end, type_arg.name)
         receiver = self.receiver(node, f"call '{name}'", safe)
-        fn = self.invoke_method(receiver, name, bound, call.out, node)
+        keyword_only = {p.name for p in member.parameters or () if p.kind is p.KEYWORD_ONLY}
+        fn = self.invoke_method(receiver, name, bound, keyword_only, call.out, node)
         returns = member.type
         if member.generic and member.returns_dynamic and type_arg is not None:
             returns, fn = type_arg, _converted(fn, type_arg, self.source, node.start)
         return _Node(fn, returns, node.start, call.end, effect=True)
+
+    def path_reader(self, path: tuple[tuple[str, int], ...], start: int) -> _Evaluator:
+        """`context.A.B.C` read by one C-level attrgetter; a null on the way gets the usual message."""
+        read = operator.attrgetter(".".join(name for name, _ in path))
+        root, source = self.root, self.source
+
+        def null_on_the_way(context: Any) -> ExpressionRuntimeError:
+            value = context
+            for (name, end), (following, _) in zip(path, path[1:]):
+                value = getattr(value, name)
+                if value is None:
+                    text = excerpt(source, start, end)
+                    return _runtime_error(source, f"Cannot read '{following}': '{text}' is null (use '?.' to get null instead)", "NullReferenceException", start)
+            return _runtime_error(source, "A context member could not be read", "NullReferenceException", start)
+
+        if root is _context_root:
+
+            def read_context(frame: Any) -> Any:
+                try:
+                    return read(frame)
+                except AttributeError:
+                    raise null_on_the_way(frame) from None
+
+            return read_context
+
+        def read_frame(frame: Any) -> Any:
+            try:
+                return read(frame.context)
+            except AttributeError:
+                raise null_on_the_way(frame.context) from None
+
+        return read_frame
 
     def bind(self, parameters: tuple[Any, ...], hints: Any, name: str, usage: str, call: _Arguments) -> dict[str, _Node]:
         """C# argument binding: positional arguments fill parameters in order, named ones by name."""
@@ -404,18 +442,30 @@ class _Members(_Base):
         for key, argument in bound.items():
             if not accepts(hints.get(key, DYNAMIC), argument.type):
                 raise self.fail(f"Argument '{key}' of '{name}' must be {hints[key].name}, not {argument.type.name}")
+        positional = [p.name for p in parameters if p.kind is not p.KEYWORD_ONLY]
+        given = [key for key in positional if key in bound]
+        if given != positional[: len(given)]:
+            raise self.fail(f"'{name}' needs its arguments in order here", hint)
         return bound
 
-    def invoke_method(self, receiver: _Evaluator, name: str, bound: dict[str, _Node], out: Any, node: _Node) -> _Evaluator:
+    def invoke_method(
+        self, receiver: _Evaluator, name: str, bound: dict[str, _Node], keyword_only: set[str], out: Any, node: _Node
+    ) -> _Evaluator:
+        """Calls a context or library class method: arguments positionally, keyword-only ones (`T`) by name."""
         source, start, text = self.source, node.start, self.text(node)
-        evaluators = tuple((key, argument.fn) for key, argument in bound.items())
-        constants = {key: a.constant for key, a in bound.items()} if all(a.constant is not NOT_CONSTANT for a in bound.values()) else None
+        order = [key for key in bound if key not in keyword_only and key != "T"]
+        named = [key for key in bound if key in keyword_only or key == "T"]
+        positional = tuple(bound[key].fn for key in order)
+        keyword_fns = tuple((key, bound[key].fn) for key in named)
+        constants = tuple(bound[key].constant for key in order)
+        fixed = all(value is not NOT_CONSTANT for value in constants)
 
         def invoke(frame: Any) -> Any:
             method = getattr(receiver(frame), name)
-            values = constants if constants is not None else {key: evaluate(frame) for key, evaluate in evaluators}
+            arguments = constants if fixed else [evaluate(frame) for evaluate in positional]
+            keywords = {key: evaluate(frame) for key, evaluate in keyword_fns} if keyword_fns else {}
             try:
-                result = method(**values)
+                result = method(*arguments, **keywords)
             except CALL_ERRORS as exc:
                 detail = f": {exc}" if isinstance(exc, ValueError) and str(exc) else ""
                 raise failure(source, start, f"Calling '{name}' on '{text}' failed{detail}", exc) from None

@@ -336,7 +336,7 @@ class _Expressions(_Members):
                     raise self.fail(f"Unbalanced parentheses: '(' at character {opener.start + 1} is not closed")
                 raise self.unexpected()
             closer = self.advance()
-            return replace(node, start=opener.start, end=closer.end, target=None)
+            return replace(node, start=opener.start, end=closer.end, target=None, path=None)
         if token.kind != "name":
             raise self.unexpected()
         return self.name()
@@ -348,7 +348,7 @@ class _Expressions(_Members):
             value = {"true": True, "false": False, "null": None}[name]
             return _Node(lambda _: value, BOOL if name != "null" else NULL, token.start, token.end, value)
         if name == "context":
-            return _Node(self.root, TYPE_NAMES["IContext"], token.start, token.end)
+            return _Node(self.root, TYPE_NAMES["IContext"], token.start, token.end, path=())
         local = self.lookup(name)
         if local is not None:
             slot = local.slot
@@ -763,6 +763,19 @@ def _fold(first: _Evaluator, steps: list[tuple[Any, Any, _Evaluator, int]], sour
 
 def _prefixed(fn: _Evaluator, steps: list[Callable[[Any], Any]], source: str, start: int, end: int) -> _Evaluator:
     """Prefix operators and casts applied innermost first, in one closure."""
+    if len(steps) == 1:
+        (only,) = steps
+
+        def apply_one(frame: Any) -> Any:
+            value = fn(frame)
+            try:
+                return only(value)
+            except DotNetError as exc:
+                raise _runtime_error(source, f"{exc.message.rstrip('.')}{part(source, start, end)}", exc.kind, start) from None
+            except TypeError:
+                raise _runtime_error(source, f"Cannot apply the operator to {type_name(value)}{part(source, start, end)}", "InvalidOperationException", start) from None
+
+        return apply_one
 
     def apply(frame: Any) -> Any:
         value = fn(frame)
@@ -788,7 +801,7 @@ def _short_circuit(node: _Node) -> _Node:
         except _NullChain:
             return None
 
-    return replace(node, fn=chain, target=None)
+    return replace(node, fn=chain, target=None, path=None)
 
 
 def _get_item(strict: bool, source: str, start: int, end: int) -> Callable[[Any, Any], Any]:

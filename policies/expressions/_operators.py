@@ -12,7 +12,7 @@ from typing import Any
 
 from policies.expressions._errors import DotNetError
 from policies.expressions._lib_time import shift
-from policies.expressions._limits import sized
+from policies.expressions._limits import MAX_TEXT_CHARS, sized
 from policies.expressions._runtime import converter, divide, equals, remainder, text, type_name, wrap32, wrap64
 from policies.expressions._types import (
     BOOL, BYTE, CHAR, DATETIME, DATETIMEOFFSET, DOUBLE, DYNAMIC, INT, INTEGERS, LONG, NULL, NUMBERS, STRING, TIMESPAN, CType,
@@ -65,7 +65,7 @@ def dynamic(op: str) -> Apply:
                 return compare(a, b)
             raise DotNetError("InvalidOperationException", f"Cannot compare {type_name(a)} and {type_name(b)}")
         if op == "+" and (ta is str or tb is str):
-            return sized(text(a) + text(b))
+            return concat(text(a), text(b))
         if ta is bool and tb is bool and op in "&|^":
             return _INTEGER_OPS[op](a, b)
         if a is None or b is None:
@@ -76,6 +76,14 @@ def dynamic(op: str) -> Apply:
         return result
 
     return apply
+
+
+def concat(a: str, b: str) -> str:
+    """String `+`, bounded like every string an expression builds."""
+    result = a + b
+    if len(result) > MAX_TEXT_CHARS:
+        sized(result)
+    return result
 
 
 def _number_kind(ctype: CType) -> CType | None:
@@ -119,8 +127,12 @@ def binary(op: str, left: CType, right: CType) -> tuple[CType, Apply, Apply]:
         if left == right and left in (*_DATES, TIMESPAN) or {left, right} <= set(_DATES):
             return BOOL, _COMPARE[op], slow
         raise ValueError(f"Operator '{op}' cannot compare {left.name} and {right.name}")
-    if op == "+" and (STRING in (left, right) or (CHAR in (left, right) and STRING in (left, right))):
-        return STRING, lambda a, b: sized(text(a) + text(b)), slow
+    if op == "+" and STRING in (left, right):
+        if left in (STRING, CHAR) and right in (STRING, CHAR):
+            return STRING, concat, slow
+        if left in (STRING, CHAR):
+            return STRING, lambda a, b: concat(a, text(b)), slow
+        return STRING, lambda a, b: concat(text(a), b), slow
     if op in "&|^" and left is BOOL and right is BOOL:
         return BOOL, _INTEGER_OPS[op], slow
     if op in "&|^" and left == right and left.family == "enum":
