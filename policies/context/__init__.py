@@ -10,6 +10,7 @@ method returning `tuple[bool, T]` is C#'s `TryX(…, out T value)`; `_enumerate(
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Optional
@@ -65,6 +66,12 @@ class Api(Named):
         super().__init__(id, name)
         self.Path, self.Revision, self.Version, self.ServiceUrl = path, revision, version, service_url
         self.IsCurrentRevision = True
+
+
+@functools.lru_cache(maxsize=64)
+def _default_api(id: str, name: str) -> Api:  # noqa: A002
+    """The Api for a plain Named, shared between requests (nothing changes it), so no request builds one."""
+    return Api(id, name)
 
 
 class Group:
@@ -200,7 +207,7 @@ class Context:
     ) -> None:
         """`api` may be a plain Named (an Api with the default path and revision, and no service URL)."""
         self.Request, self.Operation, self.Deployment = request, operation, deployment
-        self.Api = api if isinstance(api, Api) else Api(api.Id, api.Name)
+        self.Api = api if isinstance(api, Api) else _default_api(api.Id, api.Name)
         self.Subscription, self.Product, self.User = subscription, product, user
         self.Response = None
         self.Variables = Variables()

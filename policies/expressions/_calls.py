@@ -18,7 +18,7 @@ from policies.expressions._lib_json import convert_to
 from policies.expressions._lib_text import CULTURE
 from policies.expressions._library import INSTANCE, STATIC, Builtin, LambdaRule
 from policies.expressions._operators import implicit
-from policies.expressions._runtime import _FAMILIES, _NullChain, family_of, type_name
+from policies.expressions._runtime import _FAMILIES, _NullChain, converter, default_of, family_of, type_name
 from policies.expressions._types import BOOL, DYNAMIC, TYPE_NAMES, VOID, CType, accepts, members
 
 #: Python exceptions a library member or context method may raise on bad input, and the .NET type they mean.
@@ -258,19 +258,44 @@ class _Members(_Base):
         options: dict[str, Any] = {"T": type_arg or DYNAMIC} if builtin.generic else {}
         out = call.out if call else None
         costly = builtin.costly and self.frame_mode
+        skip = 1 if receiver is not None else 0
+
+        def failed(exc: Exception, values: list[Any]) -> ExpressionRuntimeError:
+            if isinstance(exc, DotNetError):
+                return failure(source, start, f"{what} failed", exc)
+            return failure(source, start, f"{what} cannot take ({', '.join(type_name(v) for v in values[skip:])})", exc)
+
+        if not options and not costly and out is None and receiver is not None and len(evaluators) <= 1:
+            if evaluators:
+                (argument,) = evaluators
+
+                def call_one(frame: Any) -> Any:
+                    value, given = receiver(frame), argument(frame)
+                    try:
+                        return impl(value, given)
+                    except (DotNetError, *CALL_ERRORS) as exc:
+                        raise failed(exc, [value, given]) from None
+
+                return call_one
+
+            def call_none(frame: Any) -> Any:
+                value = receiver(frame)
+                try:
+                    return impl(value)
+                except (DotNetError, *CALL_ERRORS) as exc:
+                    raise failed(exc, [value]) from None
+
+            return call_none
 
         def run(frame: Any) -> Any:
             values = [receiver(frame)] if receiver is not None else []
-            values.extend(evaluate(frame) for evaluate in evaluators)
+            values.extend([evaluate(frame) for evaluate in evaluators])
             if costly and values and hasattr(values[0], "__len__"):
                 frame.tick(len(values[0]) + 1)
             try:
                 result = impl(*values, **options)
-            except DotNetError as exc:
-                raise failure(source, start, f"{what} failed", exc) from None
-            except CALL_ERRORS as exc:
-                given = ", ".join(type_name(v) for v in values[1 if receiver else 0 :])
-                raise failure(source, start, f"{what} cannot take ({given})", exc) from None
+            except (DotNetError, *CALL_ERRORS) as exc:
+                raise failed(exc, values) from None
             if costly:
                 frame.checkpoint()
             if out is not None:
@@ -278,18 +303,6 @@ class _Members(_Base):
                 result, frame.slots[local.slot] = result[0], convert(result[1])
             return result
 
-        if receiver is not None and not evaluators and not options and not costly and out is None:
-
-            def simple(frame: Any) -> Any:
-                value = receiver(frame)
-                try:
-                    return impl(value)
-                except DotNetError as exc:
-                    raise failure(source, start, f"{what} failed", exc) from None
-                except CALL_ERRORS as exc:
-                    raise failure(source, start, f"{what} cannot take its receiver", exc) from None
-
-            return simple
         return run
 
     def static_member(self, key: str, owner: str, start: int) -> _Node:
@@ -383,9 +396,8 @@ class _Members(_Base):
         bound = self.bind(member.parameters or (), member.hints, name, member.usage(name), call)
         if type_arg is not None:
             bound["T"] = _Node(lambda _: type_arg.name, DYNAMIC, node.start, node.end, type_arg.name)
-        receiver = self.receiver(node, f"call '{name}'", safe)
         keyword_only = {p.name for p in member.parameters or () if p.kind is p.KEYWORD_ONLY}
-        fn = self.invoke_method(receiver, name, bound, keyword_only, call.out, node)
+        fn = self.invoke_method(node, safe, name, bound, keyword_only, call.out)
         returns = member.type
         if member.generic and member.returns_dynamic and type_arg is not None:
             returns, fn = type_arg, _converted(fn, type_arg, self.source, node.start)
@@ -449,23 +461,30 @@ class _Members(_Base):
         return bound
 
     def invoke_method(
-        self, receiver: _Evaluator, name: str, bound: dict[str, _Node], keyword_only: set[str], out: Any, node: _Node
+        self, node: _Node, safe: bool, name: str, bound: dict[str, _Node], keyword_only: set[str], out: Any
     ) -> _Evaluator:
-        """Calls a context or library class method: arguments positionally, keyword-only ones (`T`) by name."""
-        source, start, text = self.source, node.start, self.text(node)
+        """Calls a context or library class method: arguments positionally, keyword-only ones (`T`) by name.
+        The receiver's null check is done here rather than by a wrapper: these calls are the hot path."""
+        source, start, end, text = self.source, node.start, node.end, self.text(node)
+        receiver = node.fn
         order = [key for key in bound if key not in keyword_only and key != "T"]
         named = [key for key in bound if key in keyword_only or key == "T"]
         positional = tuple(bound[key].fn for key in order)
         keyword_fns = tuple((key, bound[key].fn) for key in named)
         constants = tuple(bound[key].constant for key in order)
         fixed = all(value is not NOT_CONSTANT for value in constants)
+        fixed_keywords = {key: bound[key].constant for key in named} if all(bound[k].constant is not NOT_CONSTANT for k in named) else None
 
         def invoke(frame: Any) -> Any:
-            method = getattr(receiver(frame), name)
+            target = receiver(frame)
+            if target is None:
+                if safe:
+                    raise _NullChain
+                raise _runtime_error(source, f"Cannot call '{name}': '{excerpt(source, start, end)}' is null (use '?.' or '?[' to get null instead)", "NullReferenceException", start)
             arguments = constants if fixed else [evaluate(frame) for evaluate in positional]
-            keywords = {key: evaluate(frame) for key, evaluate in keyword_fns} if keyword_fns else {}
+            keywords = fixed_keywords if fixed_keywords is not None else {key: evaluate(frame) for key, evaluate in keyword_fns}
             try:
-                result = method(*arguments, **keywords)
+                result = getattr(target, name)(*arguments, **keywords)
             except CALL_ERRORS as exc:
                 detail = f": {exc}" if isinstance(exc, ValueError) and str(exc) else ""
                 raise failure(source, start, f"Calling '{name}' on '{text}' failed{detail}", exc) from None
@@ -487,12 +506,20 @@ def _fits(builtin: Builtin, called: bool, count: int) -> bool:
 
 
 def _converted(fn: _Evaluator, ctype: CType, source: str, start: int) -> _Evaluator:
-    """A generic context method's result converted to its type argument (`GetValueOrDefault<int>`)."""
+    """A generic context method's result converted to its type argument (`GetValueOrDefault<int>`); null
+    becomes the type's default."""
+    if ctype.family == "list" and ctype.element not in (None, DYNAMIC):
+        change: Callable[[Any], Any] = lambda value: convert_to(value, ctype)  # noqa: E731
+    else:
+        change = converter(ctype)
+    default = default_of(ctype)
 
     def convert(frame: Any) -> Any:
         value = fn(frame)
+        if value is None:
+            return default
         try:
-            return convert_to(value, ctype)
+            return change(value)
         except DotNetError as exc:
             raise _runtime_error(source, f"Cannot convert {type_name(value)} to {ctype.name}: {exc.message}", exc.kind, start) from None
 

@@ -22,7 +22,7 @@ from policies.expressions._library import CONSTRUCTORS, STATIC, STATIC_NAMES
 from policies.expressions._limits import MAX_ITEMS, sized
 from policies.expressions._linq import elements
 from policies.expressions._operators import binary, implicit, unary
-from policies.expressions._runtime import _NullChain, converter, default_of, instance_of, text, type_name
+from policies.expressions._runtime import _NullChain, converter, default_of, instance_test, text, type_name
 from policies.expressions._types import (
     BOOL, CHAR, DYNAMIC, INT, NAMESPACES, NULL, NUMBERS, STRING, TYPE_NAMES, CType, accepts, array_of, dictionary, indexer, join,
     lambda_type,
@@ -153,6 +153,9 @@ class _Expressions(_Members):
             return item
         if item.rest[0][0].value in ("&&", "||"):
             return self.logical(item)
+        joined = self.joined(item)
+        if joined is not None:
+            return joined
         node = item.first
         steps = []
         for token, right in item.rest:
@@ -163,6 +166,25 @@ class _Expressions(_Members):
             steps.append((fast, slow, right.fn, right.end))
             node = _Node(node.fn, result, item.first.start, right.end)
         return _Node(_fold(item.first.fn, steps, self.source, item.first.start), node.type, item.first.start, node.end)
+
+    def joined(self, chain: _Chain) -> _Node | None:
+        """`a + b + c …` that is string concatenation from its first `+` on: one join instead of a fold."""
+        operands = [chain.first, *(right for _, right in chain.rest)]
+        if len(operands) < 3 or any(token.value != "+" for token, _ in chain.rest):
+            return None
+        first, second = operands[0].type, operands[1].type
+        if not (first is STRING or second is STRING) or DYNAMIC in (first, second) or NULL in (first, second):
+            return None
+        parts = tuple((node.fn, node.type in (STRING, CHAR)) for node in operands)
+
+        def join_text(frame: Any) -> str:
+            pieces = []
+            for fn, is_text in parts:
+                value = fn(frame)
+                pieces.append((value or "") if is_text else text(value))
+            return sized("".join(pieces))
+
+        return _Node(join_text, STRING, chain.first.start, operands[-1].end)
 
     def logical(self, chain: _Chain) -> _Node:
         op = chain.rest[0][0].value
@@ -207,17 +229,17 @@ class _Expressions(_Members):
             return _Node((lambda f: fn(f) is not None) if negate else (lambda f: fn(f) is None), BOOL, operand.start, end)
         ctype = self.parse_type()
         end = self.tokens[self.position - 1].end
-        fn = operand.fn
+        fn, test = operand.fn, instance_test(ctype)
         if word.value == "as":
-            return _Node(lambda f: value if instance_of(value := fn(f), ctype) else None, ctype, operand.start, end)
+            return _Node(lambda f: value if test(value := fn(f)) else None, ctype, operand.start, end)
         local = self.declare(self.advance(), ctype) if self.token.kind == "name" and not negate else None
         if local is None:
-            return _Node((lambda f: not instance_of(fn(f), ctype)) if negate else (lambda f: instance_of(fn(f), ctype)), BOOL, operand.start, end)
+            return _Node((lambda f: not test(fn(f))) if negate else (lambda f: test(fn(f))), BOOL, operand.start, end)
         slot = local.slot
 
         def pattern(frame: Any) -> bool:
             value = fn(frame)
-            if instance_of(value, ctype):
+            if test(value):
                 frame.slots[slot] = value
                 return True
             return False

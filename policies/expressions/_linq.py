@@ -19,7 +19,7 @@ from policies.expressions._errors import DotNetError
 from policies.expressions._lib_json import convert_to, token
 from policies.expressions._library import INSTANCE, element, instance, items, method, prop, same, static
 from policies.expressions._limits import MAX_ITEMS, sized
-from policies.expressions._runtime import equals, in_range, instance_of
+from policies.expressions._runtime import equals, in_range, instance_test
 from policies.expressions._types import BOOL, DOUBLE, DYNAMIC, INT, LONG, VOID, CType, class_type, dictionary, sequence
 
 PAIR = class_type(KeyValuePair)
@@ -223,7 +223,8 @@ def _cast(receiver: Any, *, T: CType) -> list[Any]:  # noqa: N803 - the type arg
 
 
 def _of_type(receiver: Any, *, T: CType) -> list[Any]:  # noqa: N803
-    return [v for v in elements(receiver) if instance_of(v, T)]
+    test = instance_test(T)
+    return [v for v in elements(receiver) if test(v)]
 
 
 def _typed(receiver: CType, arguments: list[CType], type_arg: CType | None) -> CType:

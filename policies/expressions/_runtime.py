@@ -358,19 +358,18 @@ def default_of(ctype: CType) -> Any:
             TIMESPAN: _dt.timedelta(0), GUID: uuid.UUID(int=0)}.get(ctype)  # fmt: skip
 
 
-def instance_of(value: Any, ctype: CType) -> bool:
-    """`value is T`: a run-time type test (numbers match by kind; a dynamic target matches anything not null)."""
-    if value is None:
-        return False
-    kind = type(value)
+def instance_test(ctype: CType) -> Callable[[Any], bool]:
+    """`value is T` as a function: a run-time type test (integers match any integer type; a dynamic target
+    matches anything not null)."""
     if ctype in (INT, LONG, BYTE):
-        return kind is int
-    tests: dict[CType, Any] = {STRING: str, DOUBLE: float, BOOL: bool, CHAR: str, DATETIME: _dt.datetime,
-                               DATETIMEOFFSET: _dt.datetime, TIMESPAN: _dt.timedelta, GUID: uuid.UUID}  # fmt: skip
-    if ctype in tests:
-        return kind is tests[ctype] and (ctype is not CHAR or len(value) == 1)
-    if ctype.family in _PYTHON_TYPES:
-        return kind is _PYTHON_TYPES[ctype.family]
-    if ctype.cls is not None:
-        return isinstance(value, ctype.cls)
-    return True
+        return lambda value: type(value) is int
+    if ctype is CHAR:
+        return lambda value: type(value) is str and len(value) == 1
+    python = {STRING: str, DOUBLE: float, BOOL: bool, DATETIME: _dt.datetime, DATETIMEOFFSET: _dt.datetime,
+              TIMESPAN: _dt.timedelta, GUID: uuid.UUID}.get(ctype) or _PYTHON_TYPES.get(ctype.family)  # fmt: skip
+    if python is not None:
+        return lambda value: type(value) is python
+    cls = ctype.cls
+    if cls is not None:
+        return lambda value: isinstance(value, cls)
+    return lambda value: value is not None
