@@ -33,12 +33,27 @@ _NULLABLE = frozenset({"number", "bool", "char", "datetime", "timespan", "guid"}
 
 
 @dataclass(frozen=True, slots=True)
+class OutTarget:
+    """Where an `out` argument goes; a failed TryX leaves the type's default there, as C# does."""
+
+    slot: int
+    convert: Callable[[Any], Any]
+    default: Any
+
+    def store(self, frame: Any, result: tuple[Any, Any]) -> Any:
+        """Keep the out value, give back the call's own result."""
+        value = result[1]
+        frame.slots[self.slot] = self.default if value is None else self.convert(value)
+        return result[0]
+
+
+@dataclass(frozen=True, slots=True)
 class _Arguments:
     """The `( … )` of a call: positional arguments, named ones (`preserveContent: true`), an `out` target."""
 
     positional: list[_Node]
     named: dict[str, _Node]
-    out: tuple[_Local, Callable[[Any], Any]] | None
+    out: OutTarget | None
     end: int
 
 
@@ -56,7 +71,7 @@ class IndexTarget:
 def failure(source: str, start: int, problem: str, exc: BaseException) -> ExpressionRuntimeError:
     """A library or context failure as a run-time error carrying the .NET exception type."""
     if isinstance(exc, DotNetError):
-        return _runtime_error(source, f"{problem}: {exc.message}", exc.kind, start)
+        return _runtime_error(source, f"{problem}: {exc.message}", exc.kind, start, exc.message)
     kind = next((k for t, k in _KINDS.items() if isinstance(exc, t)), "Exception")
     return _runtime_error(source, f"{problem} ({type(exc).__name__})", kind, start)
 
@@ -111,25 +126,24 @@ class _Members(_Base):
         end = self.advance().end
         return _Arguments(positional, named, out_target, end)
 
-    def out_target(self, out: CType) -> tuple[_Local, Callable[[Any], Any]]:
+    def out_target(self, out: CType) -> OutTarget:
         """`out var x`, `out T x` or `out x`: the local the call's second result goes to."""
         if self.at_word("var"):
             self.advance()
-            return self.declare(self.expect_name("a variable name"), out), _same
-        if self.peek(1).kind == "name":
+            local = self.declare(self.expect_name("a variable name"), out)
+        elif self.peek(1).kind == "name":
             declared = self.parse_type()
-            convert = implicit(declared, out)
-            if convert is None:
-                raise self.fail(f"An 'out' {out.name} cannot be stored in a {declared.name}")
-            return self.declare(self.expect_name("a variable name"), declared), convert
-        token = self.expect_name("a variable name")
-        local = self.lookup(token.value)
-        if local is None:
-            raise self.fail(f"Unknown variable '{token.value}'", start=token.start)
+            local = self.declare(self.expect_name("a variable name"), declared)
+        else:
+            token = self.expect_name("a variable name")
+            found = self.lookup(token.value)
+            if found is None:
+                raise self.fail(f"Unknown variable '{token.value}'", start=token.start)
+            local = found
         convert = implicit(local.type, out)
         if convert is None:
             raise self.fail(f"An 'out' {out.name} cannot be stored in '{local.name}' ({local.type.name})")
-        return local, convert
+        return OutTarget(local.slot, convert, default_of(local.type))
 
     def is_lambda(self) -> bool:
         """`x =>`, `() =>`, `(a, b) =>` or `(string a) =>` starts here."""
@@ -298,10 +312,7 @@ class _Members(_Base):
                 raise failed(exc, values) from None
             if costly:
                 frame.checkpoint()
-            if out is not None:
-                local, convert = out
-                result, frame.slots[local.slot] = result[0], convert(result[1])
-            return result
+            return result if out is None else out.store(frame, result)
 
         return run
 
@@ -488,10 +499,7 @@ class _Members(_Base):
             except CALL_ERRORS as exc:
                 detail = f": {exc}" if isinstance(exc, ValueError) and str(exc) else ""
                 raise failure(source, start, f"Calling '{name}' on '{text}' failed{detail}", exc) from None
-            if out is not None:
-                local, convert = out
-                result, frame.slots[local.slot] = result[0], convert(result[1])
-            return result
+            return result if out is None else out.store(frame, result)
 
         return invoke
 
@@ -524,10 +532,6 @@ def _converted(fn: _Evaluator, ctype: CType, source: str, start: int) -> _Evalua
             raise _runtime_error(source, f"Cannot convert {type_name(value)} to {ctype.name}: {exc.message}", exc.kind, start) from None
 
     return convert
-
-
-def _same(value: Any) -> Any:
-    return value
 
 
 def _class_member_kinds(name: str) -> set[str]:

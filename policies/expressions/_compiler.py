@@ -17,6 +17,7 @@ from policies.expressions._calls import IndexTarget, _Members, failure
 from policies.expressions._errors import DotNetError, _runtime_error, excerpt, part
 from policies.expressions._format import align, format_value
 from policies.expressions._lexer import _Hole, _Token
+from policies.expressions._lib_json import add_property
 from policies.expressions._lib_json import token as json_token
 from policies.expressions._library import CONSTRUCTORS, STATIC, STATIC_NAMES
 from policies.expressions._limits import MAX_ITEMS, sized
@@ -24,7 +25,7 @@ from policies.expressions._linq import elements
 from policies.expressions._operators import binary, implicit, unary
 from policies.expressions._runtime import _NullChain, converter, default_of, instance_test, text, type_name
 from policies.expressions._types import (
-    BOOL, CHAR, DYNAMIC, INT, NAMESPACES, NULL, NUMBERS, STRING, TYPE_NAMES, CType, accepts, array_of, dictionary, indexer, join,
+    BOOL, CHAR, DYNAMIC, INT, JOBJECT, NAMESPACES, NULL, NUMBERS, STRING, TYPE_NAMES, CType, accepts, array_of, dictionary, indexer, join,
     lambda_type,
 )  # fmt: skip
 
@@ -579,7 +580,7 @@ class _Expressions(_Members):
         steps: list[Callable[[Any, Any], None]] = []
         with self.nested():
             while not self.at("}"):
-                steps.append(self.initializer_item(family))
+                steps.append(self.initializer_item(node.type))
                 if not self.accept(","):
                     break
             end = self.expect("}", f"closing the initializer opened at character {opener.start + 1}").end
@@ -596,7 +597,8 @@ class _Expressions(_Members):
 
         return _Node(initialize, node.type, node.start, end, effect=True)
 
-    def initializer_item(self, family: str) -> Callable[[Any, Any], None]:
+    def initializer_item(self, ctype: CType) -> Callable[[Any, Any], None]:
+        family = ctype.family
         if family == "dict" and self.at("["):
             self.advance()
             key = self.expression().fn
@@ -610,6 +612,9 @@ class _Expressions(_Members):
             self.expect(",")
             value = self.expression().fn
             self.expect("}")
+
+            if ctype == JOBJECT:
+                return lambda frame, target: add_property(target, key(frame), value(frame))
 
             def add(frame: Any, target: Any) -> None:
                 name = key(frame)
@@ -750,7 +755,7 @@ def _fold(first: _Evaluator, steps: list[tuple[Any, Any, _Evaluator, int]], sour
     """Evaluate `a op b op c …` left to right in one closure; a failure names the part evaluated so far."""
 
     def failed(exc: DotNetError, end: int) -> Exception:
-        return _runtime_error(source, f"{exc.message.rstrip('.')}{part(source, start, end)}", exc.kind, start)
+        return _runtime_error(source, f"{exc.message.rstrip('.')}{part(source, start, end)}", exc.kind, start, exc.message)
 
     if len(steps) == 1:
         ((fast, slow, right, end),) = steps
@@ -793,7 +798,7 @@ def _prefixed(fn: _Evaluator, steps: list[Callable[[Any], Any]], source: str, st
             try:
                 return only(value)
             except DotNetError as exc:
-                raise _runtime_error(source, f"{exc.message.rstrip('.')}{part(source, start, end)}", exc.kind, start) from None
+                raise _runtime_error(source, f"{exc.message.rstrip('.')}{part(source, start, end)}", exc.kind, start, exc.message) from None
             except TypeError:
                 raise _runtime_error(source, f"Cannot apply the operator to {type_name(value)}{part(source, start, end)}", "InvalidOperationException", start) from None
 
@@ -805,7 +810,7 @@ def _prefixed(fn: _Evaluator, steps: list[Callable[[Any], Any]], source: str, st
             for step in steps:
                 value = step(value)
         except DotNetError as exc:
-            raise _runtime_error(source, f"{exc.message.rstrip('.')}{part(source, start, end)}", exc.kind, start) from None
+            raise _runtime_error(source, f"{exc.message.rstrip('.')}{part(source, start, end)}", exc.kind, start, exc.message) from None
         except TypeError:
             raise _runtime_error(source, f"Cannot apply the operator to {type_name(value)}{part(source, start, end)}", "InvalidOperationException", start) from None
         return value

@@ -18,12 +18,14 @@ class ExpressionError(ValueError):
 class ExpressionRuntimeError(Exception):
     """A compiled expression failed on a request: null dereference, missing key, bad cast, division by zero."""
 
-    def __init__(self, message: str, kind: str = "Exception", problem: str | None = None) -> None:
+    def __init__(self, message: str, kind: str = "Exception", problem: str | None = None, detail: str | None = None) -> None:
         super().__init__(message)
         #: The .NET exception type APIM would throw, for `catch (T ex)`.
         self.kind = kind
-        #: The message without the expression quoted, as `ex.Message` shows it.
+        #: The message without the expression quoted.
         self.problem = problem if problem is not None else message
+        #: The exception's own message, as `ex.Message` shows it in a `catch`.
+        self.detail = detail if detail is not None else self.problem
 
 
 class ExpressionLimitError(ExpressionRuntimeError):
@@ -45,7 +47,8 @@ def describe(source: str, start: int = 0) -> str:
         return f"expression '{source}'"
     line = source.count("\n", 0, start) + 1
     line_start = source.rfind("\n", 0, start) + 1
-    excerpt = source[line_start : line_start + 80].strip()
+    line_end = source.find("\n", start)
+    excerpt = source[line_start : line_end if line_end >= 0 else len(source)].strip()[:80]
     return f"expression at its line {line} ('{excerpt}')"
 
 
@@ -66,8 +69,8 @@ def _load_error(source: str, problem: str, hint: str = "", start: int = 0) -> Ex
     return ExpressionError(f"{problem} in {describe(source, start)}{hint}")
 
 
-def _runtime_error(source: str, problem: str, kind: str = "Exception", start: int = 0) -> ExpressionRuntimeError:
-    return ExpressionRuntimeError(f"{problem} in {describe(source, start)}", kind, problem)
+def _runtime_error(source: str, problem: str, kind: str = "Exception", start: int = 0, detail: str | None = None) -> ExpressionRuntimeError:
+    return ExpressionRuntimeError(f"{problem} in {describe(source, start)}", kind, problem, detail)
 
 
 def _limit_error(source: str, problem: str, start: int = 0) -> ExpressionLimitError:

@@ -63,6 +63,57 @@ def _date_part(token: str, value: _dt.datetime) -> str:
     return token
 
 
+_PARSE_PARTS = {
+    "yyyy": r"(?P<year>\d{4})", "yy": r"(?P<year2>\d{2})", "MM": r"(?P<month>\d{2})", "M": r"(?P<month>\d{1,2})",
+    "MMM": r"(?P<mon>[A-Za-z]{3})", "MMMM": r"(?P<monthname>[A-Za-z]+)", "dd": r"(?P<day>\d{2})", "d": r"(?P<day>\d{1,2})",
+    "ddd": r"[A-Za-z]{3}", "dddd": r"[A-Za-z]+", "HH": r"(?P<hour>\d{2})", "H": r"(?P<hour>\d{1,2})",
+    "hh": r"(?P<hour12>\d{2})", "h": r"(?P<hour12>\d{1,2})", "mm": r"(?P<minute>\d{2})", "m": r"(?P<minute>\d{1,2})",
+    "ss": r"(?P<second>\d{2})", "s": r"(?P<second>\d{1,2})", "tt": r"(?P<ampm>AM|PM)", "K": r"(?P<zone>Z|[+-]\d{2}:\d{2})?",
+    "zzz": r"(?P<zone>[+-]\d{2}:\d{2})",
+}  # fmt: skip
+
+
+def parse_exact(value: str, form: str) -> _dt.datetime:
+    """`DateTime.ParseExact` with a custom format (or a one-letter standard one); the result is UTC."""
+    pattern = _STANDARD_DATES.get(form, form) if len(form) == 1 else form
+    regex = []
+    for token in _DATE_TOKEN.findall(pattern):
+        if token[0] in "fF" and set(token) == {token[0]}:
+            regex.append(rf"(?P<fraction>\d{{{len(token)}}})" if token[0] == "f" else rf"(?P<fraction>\d{{0,{len(token)}}})")
+        elif token in _PARSE_PARTS and f"?P<{_PARSE_PARTS[token][4:].split('>')[0]}>" not in "".join(regex):
+            regex.append(_PARSE_PARTS[token])
+        else:
+            regex.append(re.escape(_date_part(token, _dt.datetime(2000, 1, 1, tzinfo=UTC)) if token[0] in "'\"\\%" else token))
+    match = re.fullmatch("".join(regex), value.strip())
+    if match is None:
+        raise DotNetError("FormatException", f"String '{value[:40]}' was not recognized as a valid DateTime.")
+    parts = match.groupdict()
+    month = int(parts["month"]) if parts.get("month") else _month(parts.get("mon") or parts.get("monthname"))
+    hour = int(parts.get("hour") or 0)
+    if parts.get("hour12"):
+        hour = int(parts["hour12"]) % 12 + (12 if parts.get("ampm") == "PM" else 0)
+    year = int(parts["year"]) if parts.get("year") else 2000 + int(parts.get("year2") or 0) if parts.get("year2") else 1
+    try:
+        result = _dt.datetime(year, month, int(parts.get("day") or 1), hour, int(parts.get("minute") or 0), int(parts.get("second") or 0),
+                              int((parts.get("fraction") or "0").ljust(6, "0")[:6]), tzinfo=UTC)  # fmt: skip
+    except ValueError:
+        raise DotNetError("FormatException", f"String '{value[:40]}' was not recognized as a valid DateTime.") from None
+    zone = parts.get("zone")
+    if zone and zone != "Z":
+        sign = 1 if zone[0] == "+" else -1
+        result -= sign * _dt.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+    return result
+
+
+def _month(name: str | None) -> int:
+    if not name:
+        return 1
+    for index, month in enumerate(_MONTHS, 1):
+        if month.lower().startswith(name.lower()):
+            return index
+    raise DotNetError("FormatException", f"'{name}' is not a month name.")
+
+
 def format_timespan(value: _dt.timedelta, form: str | None = None) -> str:
     """`TimeSpan.ToString(format)`: `c`/`g`/`G`, or a custom pattern such as `hh\\:mm\\:ss`."""
     if not form or form in ("c", "t", "T", "g"):

@@ -86,7 +86,7 @@ def token(value: Any) -> Any:
     return value
 
 
-def _add(receiver: dict[str, Any], name: Any, value: Any = None) -> None:
+def add_property(receiver: dict[str, Any], name: Any, value: Any = None) -> None:
     if isinstance(name, JProperty):
         name, value = name.Name, name.Value
     if type(name) is not str:
@@ -104,9 +104,9 @@ def _new_object(*contents: Any) -> dict[str, Any]:
         for item in content if type(content) is list else [content]:
             if type(item) is dict:
                 for name, value in item.items():
-                    _add(result, name, value)
+                    add_property(result, name, value)
             elif isinstance(item, JProperty):
-                _add(result, item)
+                add_property(result, item)
             elif item is not None:
                 raise DotNetError("ArgumentException", "A JObject can only contain properties.")
     return result
@@ -293,7 +293,7 @@ instance(
     Property=method(_property, PROPERTY, 1, 2),
     Properties=method(lambda receiver: [JProperty(name, parent=receiver) for name in receiver], PROPERTIES, 0),
     GetValue=method(_get_value, DYNAMIC, 1, 2),
-    Add=method(_add, VOID, 1, 2),
+    Add=method(add_property, VOID, 1, 2),
     Remove=method(lambda receiver, name: receiver.pop(name, _MISSING) is not _MISSING, BOOL, 1),
     ContainsKey=method(lambda receiver, name: name in receiver, BOOL, 1),
     TryGetValue=method(_try_get, BOOL, 1, out=DYNAMIC),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import decimal
+import enum
 import math
 import random
 import uuid
@@ -12,7 +13,7 @@ from typing import Any
 
 from policies.expressions._errors import DotNetError
 from policies.expressions._format import format_guid, format_number
-from policies.expressions._library import CONSTRUCTORS, constant, instance, method, prop, static, type_argument
+from policies.expressions._library import CONSTRUCTORS, constant, enum_type, instance, method, prop, static, type_argument
 from policies.expressions._limits import sized
 from policies.expressions._runtime import converter, in_range, parse_bool, parse_double, parse_integer, text
 from policies.expressions._types import BOOL, BYTES, DOUBLE, GUID, INT, LONG, NUMBERS, STRING, CType, join, register_class, register_type
@@ -192,7 +193,7 @@ static(
     UTF32=constant(Encoding("utf-32-le", "utf-32"), ENCODING),
     Default=constant(Encoding("utf-8", "utf-8"), ENCODING),
 )
-instance("bytes", Length=prop(len, INT))
+instance("bytes", Length=prop(len, INT), ToString=method(text, STRING, 0))
 
 
 def _bit_string(data: Any, start: int = 0, length: int | None = None) -> str:
@@ -217,10 +218,18 @@ def _number(value: Any) -> Any:
     return value
 
 
+class MidpointRounding(enum.Enum):
+    ToEven = 0
+    AwayFromZero = 1
+
+
+enum_type(MidpointRounding, ("MidpointRounding", "System.MidpointRounding"))
+
+
 def _round(value: Any, *options: Any) -> Any:
     """Math.Round: to even by default (as .NET), away from zero with MidpointRounding.AwayFromZero."""
     digits = next((o for o in options if type(o) is int), 0)
-    away = any(getattr(o, "name", "") == "AwayFromZero" for o in options)
+    away = MidpointRounding.AwayFromZero in options
     if not away:
         return float(round(_number(value), digits))
     exact = decimal.Decimal(repr(float(value))).quantize(decimal.Decimal(1).scaleb(-digits), rounding=decimal.ROUND_HALF_UP)

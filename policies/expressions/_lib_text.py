@@ -250,6 +250,7 @@ instance(
     ToCharArray=method(list, sequence(CHAR), 0, costly=True),
     GetHashCode=method(_hash, INT, 0),
     Normalize=method(lambda receiver: unicodedata.normalize("NFC", receiver), STRING, 0),
+    ToString=method(lambda receiver, *form: receiver, STRING, 0, 1),
 )
 instance("char", ToString=method(_to_string, STRING, 0), Equals=method(_equals, BOOL, 1))
 _STRING_NAMES = ("string", "System.String")

@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from policies.expressions._errors import DotNetError
-from policies.expressions._format import format_datetime, format_timespan
+from policies.expressions._format import format_datetime, format_timespan, parse_exact
 from policies.expressions._library import CONSTRUCTORS, constant, enum_type, instance, method, prop, same, static
 from policies.expressions._runtime import MAX_DATE, MIN_DATE, UTC, parse_datetime
 from policies.expressions._types import BOOL, DATETIME, DATETIMEOFFSET, DOUBLE, INT, LONG, STRING, TIMESPAN
@@ -87,11 +87,13 @@ def _new_datetime(year: int, month: int, day: int, *rest: Any) -> _dt.datetime:
 
 
 def _parse_exact(value: str, form: Any, *ignored: Any) -> _dt.datetime:
-    result = parse_datetime(value)
-    forms = form if type(form) is list else [form]
-    if not any(format_datetime(result, f) == value.strip() for f in forms):
-        raise DotNetError("FormatException", f"String '{value[:40]}' was not recognized as a valid DateTime.")
-    return result
+    """`ParseExact(text, format)` or with several formats (the first that fits)."""
+    for candidate in form if type(form) is list else [form]:
+        try:
+            return parse_exact(value, candidate)
+        except DotNetError:
+            continue
+    raise DotNetError("FormatException", f"String '{value[:40]}' was not recognized as a valid DateTime.")
 
 
 def _try(parse: Any) -> Any:

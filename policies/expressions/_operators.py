@@ -111,15 +111,15 @@ def _chars(apply: Apply, left: CType, right: CType) -> Apply:
 
 def binary(op: str, left: CType, right: CType) -> tuple[CType, Apply, Apply]:
     """(result type, fast apply for the static types, general apply) or raises ValueError with the problem."""
+    if op in ("==", "!="):
+        return BOOL, *([_equality(op, left, right)] * 2)
     slow = dynamic(op)
-    if DYNAMIC in (left, right) or (NULL in (left, right) and op not in ("==", "!=")):
+    if DYNAMIC in (left, right) or NULL in (left, right):
         if op in _COMPARE:
             return BOOL, slow, slow
         if op == "+" and STRING in (left, right):
             return STRING, slow, slow
         return DYNAMIC, slow, slow
-    if op in ("==", "!="):
-        return BOOL, *([_equality(op, left, right)] * 2)
     if op in _COMPARE:
         if _number_kind(left) and _number_kind(right):
             fast = _chars(_COMPARE[op], left, right)

@@ -509,7 +509,7 @@ class Compiler(_Expressions):
             exception = fn(frame)
             if not isinstance(exception, Exception_):
                 raise _runtime_error(source, f"Only exceptions can be thrown, not {type_name(exception)}", "InvalidCastException", start)
-            raise _runtime_error(source, f"{exception.kind}: {exception.Message}", exception.kind, start)
+            raise _runtime_error(source, f"{exception.kind}: {exception.Message}", exception.kind, start, exception.Message)
 
         return _Statement(throw, False)
 
@@ -699,13 +699,13 @@ def _try(body: _StatementFn, handlers: tuple[Any, ...], final: _StatementFn | No
         except ExpressionLimitError:
             raise
         except (ExpressionRuntimeError, DotNetError) as caught:
-            error = caught if isinstance(caught, ExpressionRuntimeError) else _runtime_error(source, caught.message, caught.kind)
+            error = caught if isinstance(caught, ExpressionRuntimeError) else _runtime_error(source, caught.message, caught.kind, 0, caught.message)
             for kind, local, hidden, when, handler in handlers:
                 if not catches(kind, error.kind):
                     continue
                 frame.slots[hidden] = error
                 if local is not None:
-                    frame.slots[local] = Exception_(error.kind, error.problem)
+                    frame.slots[local] = Exception_(error.kind, error.detail)
                 if when is None or when(frame):
                     return handler(frame)
             raise error from None
