@@ -35,6 +35,8 @@ _ESCAPES = {"<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;"}
 _LANDMARK = re.compile(r"<!--|<!\[CDATA\[|@[({]")
 _STRING_OPENERS = ('$@"', '@$"', '$"', '@"', '"')
 _CLOSERS = {"(": ")", "[": "]", "{": "}"}
+_CODE_LANDMARK = re.compile(r"[/'\"$@()\[\]{}]")
+_STRING_LANDMARK = re.compile(r'[\\"{}\n]')
 
 
 class PolicyElement(ET.Element):
@@ -120,17 +122,23 @@ def _matching_close(text: str, open_at: int) -> int:
     stack: list[str | tuple[bool, bool]] = [_CLOSERS[text[open_at]]]
     i, n = open_at + 1, len(text)
     while i < n:
-        top, char = stack[-1], text[i]
+        top = stack[-1]
         if isinstance(top, tuple):
             i = _in_string(text, i, top, stack)
             continue
-        if text.startswith("//", i):
-            newline = text.find("\n", i)
-            i = n if newline < 0 else newline
-            continue
-        if text.startswith("/*", i):
-            close = text.find("*/", i + 2)
-            i = n if close < 0 else close + 2
+        found = _CODE_LANDMARK.search(text, i)
+        if found is None:
+            break
+        i, char = found.start(), found.group()
+        if char == "/":
+            if text.startswith("//", i):
+                newline = text.find("\n", i)
+                i = n if newline < 0 else newline
+            elif text.startswith("/*", i):
+                close = text.find("*/", i + 2)
+                i = n if close < 0 else close + 2
+            else:
+                i += 1
             continue
         if char == "'":
             i = _after_char_literal(text, i)
@@ -151,24 +159,27 @@ def _matching_close(text: str, open_at: int) -> int:
 
 
 def _in_string(text: str, i: int, mode: tuple[bool, bool], stack: list[str | tuple[bool, bool]]) -> int:
-    """One step inside a string literal; returns where to continue."""
+    """Past the next step inside a string literal (an escape, the closing quote, a hole); returns where to go on."""
     verbatim, interpolated = mode
-    char = text[i]
-    if char == "\\" and not verbatim:
-        return i + 2
+    found = _STRING_LANDMARK.search(text, i)
+    if found is None:
+        return len(text)
+    i, char = found.start(), found.group()
+    if char == "\\":
+        return i + 1 if verbatim else i + 2
     if char == '"':
         if verbatim and text.startswith('""', i):
             return i + 2
         stack.pop()
         return i + 1
-    if interpolated and char in "{}":
-        if text.startswith(char * 2, i):
-            return i + 2
+    if char in "{}":
+        if not interpolated or text.startswith(char * 2, i):
+            return i + (1 if not interpolated else 2)
         if char == "{":
             stack.append("}")
         return i + 1
-    if char == "\n" and not verbatim:
-        stack.pop()  # unterminated: the compiler reports it
+    if not verbatim:
+        stack.pop()  # a line break ends an unterminated regular string: the compiler reports it
     return i + 1
 
 

@@ -314,7 +314,10 @@ class _Expressions(_Members):
         """C# refuses casts between unrelated known types; JSON values and objects convert at run time."""
         if DYNAMIC in (source, target) or source is NULL or source == target or implicit(target, source) is not None:
             return
-        if source.family == target.family or {source.family, target.family} <= {"number", "char", "string", "bool", "datetime", "enum"}:
+        if source.family == target.family == "class" and source.cls and target.cls:
+            if issubclass(source.cls, target.cls) or issubclass(target.cls, source.cls):
+                return
+        elif source.family == target.family or {source.family, target.family} <= {"number", "char", "string", "bool", "datetime", "enum"}:
             return
         raise self.fail(f"Cannot cast {source.name} '{self.text(operand)}' to {target.name}", start=token.start)
 

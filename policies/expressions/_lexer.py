@@ -74,14 +74,14 @@ class _Lexer:
                     break
                 tokens.append(_Token("end", None, pos, pos))
                 return tokens, pos + 1, _Hole(tuple(tokens), alignment, form)
-            if space := _SPACE.match(source, pos):
-                pos = space.end()
+            if char.isspace():
+                pos = _SPACE.match(source, pos).end()  # type: ignore[union-attr]
                 continue
-            if source.startswith("//", pos):
+            if char == "/" and source.startswith("//", pos):
                 newline = source.find("\n", pos)
                 pos = len(source) if newline < 0 else newline + 1
                 continue
-            if source.startswith("/*", pos):
+            if char == "/" and source.startswith("/*", pos):
                 close = source.find("*/", pos + 2)
                 if close < 0:
                     raise self.error(f"Unterminated comment starting at character {pos + 1}", start=pos)
