@@ -85,7 +85,8 @@ def parse(text: str) -> PolicyElement:
         raise PolicyLoadError(f"Forbidden XML construct ({type(exc).__name__}): DTDs and entities are not allowed.") from None
     except ET.ParseError as exc:
         line, column = exc.position
-        raise PolicyLoadError(f"Malformed XML: {exc.msg if hasattr(exc, 'msg') else exc} (column {column}).", line=line) from None
+        reason = str(exc).split(": line ")[0]
+        raise PolicyLoadError(f"Malformed XML: {reason} (column {column}).", line=line) from None
     except (ValueError, UnicodeError) as exc:
         if isinstance(exc, PolicyLoadError):
             raise
@@ -107,10 +108,20 @@ def escape_expressions(text: str) -> str:
             continue
         end = _matching_close(text, start + 1)
         out.append(text[i : start + 2])
-        out.append(_escape(text[start + 2 : end]))
+        escaped = _escape(text[start + 2 : end])
+        # An attribute's line breaks would become spaces (XML normalises them), and a `//` comment would then
+        # swallow the rest of the block: keep each as a character reference, followed by the break itself so
+        # that line numbers stay where they were.
+        out.append(escaped.replace("\n", "&#10;\n") if _in_attribute(text, start) else escaped)
         i = end
     out.append(text[i:])
     return "".join(out)
+
+
+def _in_attribute(text: str, at: int) -> bool:
+    """Whether the `@` at `at` starts an attribute's value (`name="@(`), not an element's text."""
+    before = text[max(at - 64, 0) : at].rstrip()
+    return before[-1:] in ('"', "'") and before[:-1].rstrip().endswith("=")
 
 
 def _matching_close(text: str, open_at: int) -> int:

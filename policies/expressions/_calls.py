@@ -304,8 +304,8 @@ class _Members(_Base):
         def run(frame: Any) -> Any:
             values = [receiver(frame)] if receiver is not None else []
             values.extend([evaluate(frame) for evaluate in evaluators])
-            if costly and values and hasattr(values[0], "__len__"):
-                frame.tick(len(values[0]) + 1)
+            if costly and values:
+                frame.tick(cost(values[0]))
             try:
                 result = impl(*values, **options)
             except (DotNetError, *CALL_ERRORS) as exc:
@@ -502,6 +502,14 @@ class _Members(_Base):
             return result if out is None else out.store(frame, result)
 
         return invoke
+
+
+def cost(value: Any) -> int:
+    """The steps a library call walking `value` is charged: one per item, one per KiB of text."""
+    kind = type(value)
+    if kind is str or kind is bytes:
+        return len(value) // 1024 + 1
+    return len(value) + 1 if kind in (list, dict) else 1
 
 
 def _fits(builtin: Builtin, called: bool, count: int) -> bool:

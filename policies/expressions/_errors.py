@@ -45,6 +45,8 @@ def describe(source: str, start: int = 0) -> str:
     """Where in an expression: the whole text when short, else the line and an excerpt."""
     if len(source) <= _QUOTE_CHARS and "\n" not in source:
         return f"expression '{source}'"
+    if not source[:start].strip():
+        start = len(source) - len(source.lstrip())
     line = source.count("\n", 0, start) + 1
     line_start = source.rfind("\n", 0, start) + 1
     line_end = source.find("\n", start)

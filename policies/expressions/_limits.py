@@ -13,9 +13,9 @@ every bound uses well under 400 Python frames, so a policy the CLI accepts loads
 
 Run time (past them, the evaluation stops with ExpressionLimitError, which `catch` cannot swallow):
 
-    MAX_STEPS              100,000 steps per evaluation: loop iterations, lambda calls and the elements a
-                           library call walks (LINQ, Join, Split, sorting)
-    MAX_SECONDS            0.1 s of wall time per evaluation (checked every 64 steps and after each costly call;
+    MAX_STEPS              100,000 steps per evaluation: loop iterations, lambda calls, and what a library
+                           call walks (one per item of a collection, one per KiB of text)
+    MAX_SECONDS            0.1 s of wall time per evaluation (checked every 16 steps and after each costly call;
                            a regex match times out at whatever remains of it)
     MAX_TEXT_CHARS         32 Mi characters (or bytes) in a string or byte array an expression creates
     MAX_ITEMS              1 Mi items in an array, list or JSON container an expression creates
@@ -57,10 +57,10 @@ class Frame:
         self.result: Any = None
 
     def tick(self, count: int = 1) -> None:
-        """Count `count` steps; every 64th step (and any bulk charge) also checks the step and time bounds."""
+        """Count `count` steps; every 16th step (and any bulk charge) also checks the step and time bounds."""
         before = self.steps
         self.steps = before + count
-        if count > 1 or (self.steps & 63) == 0:
+        if count > 1 or (self.steps & 15) == 0:
             self.checkpoint()
 
     def checkpoint(self) -> None:

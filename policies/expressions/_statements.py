@@ -634,7 +634,7 @@ def _loop(test: _Evaluator | None, body: _StatementFn, iterators: tuple[_Evaluat
         while True:
             steps = frame.steps + 1
             frame.steps = steps
-            if not steps & 63:
+            if not steps & 15:
                 frame.checkpoint()
             if not (test_after and first) and test is not None and not test(frame):
                 return None
@@ -665,7 +665,7 @@ def _foreach(collection: _Node, slot: int, convert: Callable[[Any], Any] | None,
         for item in items:
             steps = frame.steps + 1
             frame.steps = steps
-            if not steps & 63:
+            if not steps & 15:
                 frame.checkpoint()
             if convert is not None:
                 try:
