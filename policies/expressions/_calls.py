@@ -22,12 +22,14 @@ from policies.expressions._runtime import _FAMILIES, _NullChain, converter, defa
 from policies.expressions._types import BOOL, DYNAMIC, TYPE_NAMES, VOID, CType, accepts, members
 
 #: Python exceptions a library member or context method may raise on bad input, and the .NET type they mean.
-_KINDS: dict[type, str] = {
+_KINDS: dict[type[Exception], str] = {
     KeyError: "KeyNotFoundException", IndexError: "ArgumentOutOfRangeException", TypeError: "ArgumentException",
     ValueError: "FormatException", OverflowError: "OverflowException", ZeroDivisionError: "DivideByZeroException",
     AttributeError: "NullReferenceException", UnicodeError: "ArgumentException",
 }  # fmt: skip
-CALL_ERRORS = tuple(_KINDS)
+CALL_ERRORS: tuple[type[Exception], ...] = tuple(_KINDS)
+#: Everything a library call may raise on bad input: its own DotNetError, or a Python error it let through.
+_FAILURES: tuple[type[Exception], ...] = (DotNetError, *CALL_ERRORS)
 #: Families of C# value types, whose nullable forms (`int?`, `DateTime?`) have HasValue and Value.
 _NULLABLE = frozenset({"number", "bool", "char", "datetime", "timespan", "guid"})
 
@@ -287,7 +289,7 @@ class _Members(_Base):
                     value, given = receiver(frame), argument(frame)
                     try:
                         return impl(value, given)
-                    except (DotNetError, *CALL_ERRORS) as exc:
+                    except _FAILURES as exc:
                         raise failed(exc, [value, given]) from None
 
                 return call_one
@@ -296,7 +298,7 @@ class _Members(_Base):
                 value = receiver(frame)
                 try:
                     return impl(value)
-                except (DotNetError, *CALL_ERRORS) as exc:
+                except _FAILURES as exc:
                     raise failed(exc, [value]) from None
 
             return call_none
@@ -308,7 +310,7 @@ class _Members(_Base):
                 frame.tick(cost(values[0]))
             try:
                 result = impl(*values, **options)
-            except (DotNetError, *CALL_ERRORS) as exc:
+            except _FAILURES as exc:
                 raise failed(exc, values) from None
             if costly:
                 frame.checkpoint()
@@ -366,7 +368,7 @@ class _Members(_Base):
                 if builtin is not None and _fits(builtin, called, len(values)):
                     options = {"T": type_arg or DYNAMIC} if builtin.generic else {}
                     return builtin.impl(value, *values, **options)
-                member = members(type(value)).get(name) if family == "class" else None
+                member = members(type(value)).get(name) if family == "class" else None  # type: ignore[arg-type]
                 if member is not None and (member.parameters is not None) == called:
                     attribute = getattr(value, name)
                     return attribute(*values) if called else attribute

@@ -431,15 +431,19 @@ class _Expressions(_Members):
         if all(isinstance(part, str) for part in parts):
             value = "".join(parts)
             return _Node(lambda _: value, STRING, token.start, token.end, value)
-        plain = all(isinstance(p, str) or (p[1] is None and p[2] is None) for p in parts)
-        pieces = tuple(p if isinstance(p, str) else p[0] for p in parts) if plain else tuple(parts)
+        if all(isinstance(p, str) or (p[1] is None and p[2] is None) for p in parts):
+            plain = tuple(p if isinstance(p, str) else p[0] for p in parts)
 
-        def interpolate(frame: Any) -> str:
-            if plain:
-                return sized("".join([p if type(p) is str else text(p(frame)) for p in pieces]))
-            return sized("".join([p if type(p) is str else align(format_value(p[0](frame), p[2]), p[1]) for p in pieces]))
+            def interpolate(frame: Any) -> str:
+                return sized("".join([p if type(p) is str else text(p(frame)) for p in plain]))  # type: ignore[operator]
 
-        return _Node(interpolate, STRING, token.start, token.end)
+            return _Node(interpolate, STRING, token.start, token.end)
+        formatted = tuple(parts)
+
+        def interpolate_formatted(frame: Any) -> str:
+            return sized("".join([p if type(p) is str else align(format_value(p[0](frame), p[2]), p[1]) for p in formatted]))
+
+        return _Node(interpolate_formatted, STRING, token.start, token.end)
 
     def hole(self, hole: _Hole) -> _Evaluator:
         saved = self.tokens, self.position
@@ -538,8 +542,8 @@ class _Expressions(_Members):
             self.expect("]")
             element = ctype
             ctype = array_of(ctype)
-            items = self.collection_items() if self.at("{") else None
-            return self.sized_array(ctype, element, size, items, token.start)
+            initial = self.collection_items() if self.at("{") else None
+            return self.sized_array(ctype, element, size, initial, token.start)
         if ctype.family in ("list", "bytes") and not self.at("("):
             return self.array(ctype, self.collection_items(), token.start)
         return self.construct(ctype, spelled, token.start)

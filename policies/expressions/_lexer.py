@@ -153,7 +153,9 @@ class _Lexer:
         return _Token("template", tuple(parts), start, end)
 
     def _string_parts(self, start: int, pos: int, verbatim: bool, interpolated: bool, depth: int) -> tuple[list[Any], int]:
-        source, parts, chunk = self.source, [], []
+        source = self.source
+        parts: list[Any] = []
+        chunk: list[str] = []
         while True:
             char = source[pos] if pos < len(source) else ""
             if char == "" or (char == "\n" and not verbatim):
@@ -173,6 +175,7 @@ class _Lexer:
                 parts.append("".join(chunk))
                 chunk = []
                 _, pos, hole = self.tokens(pos + 1, depth + 1, in_hole=True)
+                assert hole is not None
                 parts.append(hole)
             elif char == "\\" and not verbatim:
                 decoded, pos = self._escape(pos)

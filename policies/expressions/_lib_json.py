@@ -274,6 +274,7 @@ def _children(receiver: Any) -> list[Any]:
     return list(receiver) if type(receiver) is list else []
 
 
+_MISSING = object()
 _TOKEN = dict(
     Value=method(_value, type_argument, 0, 1, generic=True),
     ToObject=method(lambda receiver, *, T: convert_to(receiver, T), type_argument, 0, generic=True),
@@ -304,7 +305,6 @@ instance(
     Values=prop(lambda receiver: list(receiver.values()), JARRAY),
 )
 instance("list", **_TOKEN, ToString=method(_to_string, STRING, 0, None))
-_MISSING = object()
 static("JObject", ("Newtonsoft.Json.Linq.JObject",), Parse=method(_parse(dict, "JObject"), JOBJECT, 1), FromObject=method(deep_clone, JOBJECT, 1))
 static("JArray", ("Newtonsoft.Json.Linq.JArray",), Parse=method(_parse(list, "JArray"), JARRAY, 1), FromObject=method(deep_clone, JARRAY, 1))
 static(

@@ -13,7 +13,7 @@ import functools
 import re as _re
 from typing import Any
 
-import regex
+import regex  # type: ignore[import-untyped]
 
 from policies.expressions._errors import DotNetError
 from policies.expressions._library import CONSTRUCTORS, enum_type, method, static, type_argument
@@ -109,7 +109,7 @@ class Groups:
         return (len(self._match.groups()) + 1) if self._match is not None else 0
 
 
-class Match(Group):
+class RegexMatch(Group):
     """A match (or a failed one: Success false, Value empty)."""
 
     def __init__(self, match: Any) -> None:
@@ -122,7 +122,7 @@ class Match(Group):
 
 register_class(Group, "Group", "System.Text.RegularExpressions")
 register_class(Groups, "GroupCollection", "System.Text.RegularExpressions")
-MATCH = register_class(Match, "Match", "System.Text.RegularExpressions")
+MATCH = register_class(RegexMatch, "Match", "System.Text.RegularExpressions")
 MATCHES = sequence(MATCH, "MatchCollection")
 _REPLACEMENT = _re.compile(r"\$(?:\{(\w+)\}|(\d+)|([$&`']))")
 
@@ -162,15 +162,15 @@ class Regex:
     def IsMatch(self, input: str) -> bool:  # noqa: N802, A002 - .NET's names
         return self._search(input) is not None
 
-    def Match(self, input: str) -> Match:  # noqa: N802, A002
-        return Match(self._search(input))
+    def Match(self, input: str) -> RegexMatch:  # noqa: N802, A002
+        return RegexMatch(self._search(input))
 
     def _search(self, input: str) -> Any:  # noqa: A002
         return _run(lambda: self._pattern.search(_text(input), timeout=self._timeout))
 
-    def Matches(self, input: str) -> list[Match]:  # noqa: N802, A002
+    def Matches(self, input: str) -> list[RegexMatch]:  # noqa: N802, A002
         found = _run(lambda: list(self._pattern.finditer(_text(input), timeout=self._timeout)))
-        return sized([Match(m) for m in found])
+        return sized([RegexMatch(m) for m in found])
 
     def Replace(self, input: str, replacement: str) -> str:  # noqa: N802, A002
         return sized(_run(lambda: self._pattern.sub(_replacer(_text(replacement)), _text(input), timeout=self._timeout)))

@@ -86,7 +86,7 @@ def _to_integer(ctype: CType) -> Any:
             return in_range(round(value), ctype)
         if type(value) is str and base not in (None, 10):
             try:
-                return in_range(int(value.strip(), base), ctype)
+                return in_range(int(value.strip(), base or 10), ctype)
             except (TypeError, ValueError):
                 raise DotNetError("FormatException", "Could not find any recognizable digits.") from None
         return converter(ctype)(value)

@@ -187,6 +187,11 @@ def _add(receiver: list[Any], item: Any) -> None:
     receiver.append(token(item))
 
 
+def _add_range(receiver: list[Any], other: Any) -> None:
+    for item in elements(other):
+        _add(receiver, item)
+
+
 def _insert(receiver: list[Any], index: int, item: Any) -> None:
     if not 0 <= index <= len(receiver):
         raise DotNetError("ArgumentOutOfRangeException", "Index must be within the bounds of the List.")
@@ -294,7 +299,7 @@ instance(
     "list",
     Length=prop(len, INT),
     Add=method(_add, VOID, 1),
-    AddRange=method(lambda r, other: [_add(r, v) for v in elements(other)] and None, VOID, 1, costly=True),
+    AddRange=method(_add_range, VOID, 1, costly=True),
     Insert=method(_insert, VOID, 2),
     Remove=method(_remove, BOOL, 1, costly=True),
     RemoveAt=method(_remove_at, VOID, 1),

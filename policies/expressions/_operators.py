@@ -24,6 +24,7 @@ _INTEGER_OPS: dict[str, Apply] = {
     "&": operator.and_, "|": operator.or_, "^": operator.xor,
 }  # fmt: skip
 _DOUBLE_OPS: dict[str, Apply] = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": divide, "%": remainder}
+_UNARY: dict[str, Callable[[Any], Any]] = {"-": operator.neg, "+": operator.pos, "~": operator.invert}
 _COMPARE: dict[str, Apply] = {"<": operator.lt, ">": operator.gt, "<=": operator.le, ">=": operator.ge}
 _NUMERIC = (int, float)
 _DATES = (DATETIME, DATETIMEOFFSET)
@@ -112,7 +113,8 @@ def _chars(apply: Apply, left: CType, right: CType) -> Apply:
 def binary(op: str, left: CType, right: CType) -> tuple[CType, Apply, Apply]:
     """(result type, fast apply for the static types, general apply) or raises ValueError with the problem."""
     if op in ("==", "!="):
-        return BOOL, *([_equality(op, left, right)] * 2)
+        compare = _equality(op, left, right)
+        return BOOL, compare, compare
     slow = dynamic(op)
     if DYNAMIC in (left, right) or NULL in (left, right):
         if op in _COMPARE:
@@ -143,7 +145,7 @@ def binary(op: str, left: CType, right: CType) -> tuple[CType, Apply, Apply]:
             if op in "&|^":
                 raise ValueError(f"Operator '{op}' cannot take {left.name} and {right.name}")
             return DOUBLE, _chars(_DOUBLE_OPS[op], left, right), slow
-        wrap = wrap32 if result is INT else wrap64
+        wrap: Callable[[int], int] = wrap32 if result is INT else wrap64
         integer = _INTEGER_OPS[op]
         return result, _chars(lambda a, b: wrap(integer(a, b)), left, right), slow
     temporal = _temporal_type(op, left, right)
@@ -194,8 +196,8 @@ def unary(op: str, operand: CType) -> tuple[CType, Callable[[Any], Any]]:
         return TIMESPAN, operator.neg
     if kind is None or (op == "~" and kind is DOUBLE):
         raise ValueError(f"Operator '{op}' needs a number, not {operand.name}")
-    wrap = wrap32 if kind is INT else wrap64 if kind is LONG else float
-    apply = {"-": operator.neg, "+": operator.pos, "~": operator.invert}[op]
+    wrap: Callable[[Any], Any] = wrap32 if kind is INT else wrap64 if kind is LONG else float
+    apply = _UNARY[op]
     if operand is CHAR:
         return kind, lambda value: wrap(apply(ord(value)))
     return kind, lambda value: None if value is None else wrap(apply(value))
@@ -212,7 +214,7 @@ def _dynamic_unary(op: str) -> Callable[[Any], Any]:
         if value is None:
             return None
         if type(value) is int:
-            return wrap64({"-": operator.neg, "+": operator.pos, "~": operator.invert}[op](value))
+            return wrap64(_UNARY[op](value))
         if type(value) is float and op != "~":
             return -value if op == "-" else value
         if type(value) is _dt.timedelta and op == "-":

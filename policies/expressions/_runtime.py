@@ -97,7 +97,7 @@ def text(value: Any) -> str:
         return "System.Byte[]"
     if isinstance(value, enum.Enum):
         return (value.name or "").rstrip("_")
-    if "ToString" in members(kind):
+    if "ToString" in members(kind):  # type: ignore[arg-type]
         return str(value.ToString())
     return str(value) if kind is uuid.UUID else class_type(kind).name
 

@@ -183,8 +183,7 @@ class Compiler(_Expressions):
             elif declared is None:
                 raise self.fail(f"'var {name.value}' needs an initializer", start=name.start)
             else:
-                fill = default_of(declared)
-                steps.append((self.declare(name, declared).slot, None, lambda _, fill=fill: fill))
+                steps.append((self.declare(name, declared).slot, None, _filler(default_of(declared))))
             if not self.accept(","):
                 break
         return _Statement(_declare(steps), True)
@@ -609,6 +608,11 @@ def _declare(steps: list[tuple[int, _Evaluator | None, Callable[[Any], Any]]]) -
             frame.slots[slot] = convert(value(frame) if value is not None else None)
 
     return declare
+
+
+def _filler(value: Any) -> Callable[[Any], Any]:
+    """The conversion of a declaration without initializer: the type's default, whatever is given."""
+    return lambda _: value
 
 
 def _element_type(ctype: CType) -> CType | None:

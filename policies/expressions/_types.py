@@ -85,12 +85,16 @@ def lambda_type(body: CType) -> CType:
 
 #: Class name → C# name, for classes registered under another name (the context's `IRequest`, …).
 _CLASS_NAMES: dict[type, str] = {}
+_CLASS_TYPES: dict[type, CType] = {}
 
 
-@functools.cache
 def class_type(cls: type) -> CType:
-    family = "enum" if issubclass(cls, enum.Enum) else "class"
-    return CType(_CLASS_NAMES.get(cls, cls.__name__), family, cls=cls)
+    """The static type of a Python class's instances (one per class, named as registered)."""
+    found = _CLASS_TYPES.get(cls)
+    if found is None:
+        family = "enum" if issubclass(cls, enum.Enum) else "class"
+        found = _CLASS_TYPES[cls] = CType(_CLASS_NAMES.get(cls, cls.__name__), family, cls=cls)
+    return found
 
 
 #: Every type name a policy may write (casts, declarations, `new`, type arguments), short and qualified.
@@ -116,7 +120,7 @@ def register_type(ctype: CType, *names: str) -> None:
 def register_class(cls: type, name: str, namespace: str = "") -> CType:
     """Expose a Python class as a C# type: castable to, usable in declarations, its members checked at load."""
     _CLASS_NAMES[cls] = name
-    class_type.cache_clear()
+    _CLASS_TYPES.pop(cls, None)
     ctype = class_type(cls)
     register_type(ctype, name, *([f"{namespace}.{name}"] if namespace else []))
     return ctype
@@ -156,8 +160,12 @@ def _two(arguments: list[CType]) -> CType:
     return dictionary(arguments[0], arguments[1])
 
 
+def _collection(name: str) -> Callable[[list[CType]], CType]:
+    return _one(lambda element: sequence(element, f"{name}<{element.name}>"))
+
+
 for _generic in ("List", "IList", "IEnumerable", "ICollection", "IReadOnlyList", "IReadOnlyCollection"):
-    GENERIC_TYPES[_generic] = _one(lambda element, name=_generic: sequence(element, f"{name}<{element.name}>"))
+    GENERIC_TYPES[_generic] = _collection(_generic)
 for _generic in ("Dictionary", "IDictionary", "IReadOnlyDictionary"):
     GENERIC_TYPES[_generic] = _two
 GENERIC_TYPES["Nullable"] = _one(lambda element: element)
