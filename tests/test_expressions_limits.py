@@ -62,7 +62,7 @@ def test_costly_steps_stop_at_the_time_bound() -> None:
     started = time.monotonic()
     with pytest.raises(ExpressionLimitError, match=f"ran for more than {MAX_SECONDS:g} s"):
         run(block)
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 3
 
 
 @pytest.mark.parametrize(
@@ -103,8 +103,8 @@ def test_integers_wrap_instead_of_growing() -> None:
 
 
 def test_evaluation_counts_steps_afresh_each_time() -> None:
-    expression = compile_block("var n = 0; for (var i = 0; i < 60000; i++) { n++; } return n;")
-    assert [expression.evaluate(make_context()) for _ in range(3)] == [60000] * 3
+    expression = compile_block("var n = 0; for (var i = 0; i < 30000; i++) { n++; } return n;")
+    assert [expression.evaluate(make_context()) for _ in range(4)] == [30000] * 4
 
 
 def test_a_pure_expression_needs_no_frame_and_still_bounds_strings() -> None:

@@ -13,7 +13,8 @@ from dataclasses import replace
 from typing import Any
 
 from policies.expressions._base import NOT_CONSTANT, _Evaluator, _Local, _Node, type_hint
-from policies.expressions._calls import IndexTarget, _Members, failure
+from policies.expressions._calls import IndexTarget, failure
+from policies.expressions._members import _ClassMembers
 from policies.expressions._errors import DotNetError, _runtime_error, excerpt, part
 from policies.expressions._format import align, format_value
 from policies.expressions._lexer import _Hole, _Token
@@ -50,7 +51,7 @@ class _Chain:
         self.rest: list[tuple[_Token, _Node]] = []
 
 
-class _Expressions(_Members):
+class _Expressions(_ClassMembers):
     def parse(self) -> _Node:
         if self.token.kind == "end":
             raise self.fail("Nothing to evaluate")

@@ -15,7 +15,7 @@ Run time (past them, the evaluation stops with ExpressionLimitError, which `catc
 
     MAX_STEPS              100,000 steps per evaluation: loop iterations, lambda calls, and what a library
                            call walks (one per item of a collection, one per KiB of text)
-    MAX_SECONDS            0.1 s of wall time per evaluation (checked every 16 steps and after each costly call;
+    MAX_SECONDS            0.5 s of wall time per evaluation (checked every 16 steps and after each costly call;
                            a regex match times out at whatever remains of it)
     MAX_TEXT_CHARS         32 Mi characters (or bytes) in a string or byte array an expression creates
     MAX_ITEMS              1 Mi items in an array, list or JSON container an expression creates
@@ -35,7 +35,7 @@ MAX_EXPRESSION_CHARS = 65_536
 MAX_NESTING = 32
 MAX_BLOCK_STATEMENTS = 1_000
 MAX_STEPS = 100_000
-MAX_SECONDS = 0.1
+MAX_SECONDS = 0.5
 MAX_TEXT_CHARS = 32 * 1024 * 1024
 MAX_ITEMS = 1024 * 1024
 

@@ -1,86 +1,33 @@
-"""Statements of `@{ … }` blocks: locals, assignment, `if`/`else`, `for`, `foreach`, `while`, `do`, `switch`,
+"""Statements of `@{ … }` blocks: `if`/`else`, `for`, `foreach`, `while`, `do`, `switch`,
 `try`/`catch`/`finally`, `throw`, `using`, `break`, `continue` and `return`.
 
-Each statement compiles to a closure that returns None to go on, or a signal (break, continue, return) that
-the enclosing loop, switch or block acts on. Like C#, a block must return a value on every path and a
-`switch` section must not fall through; both are checked at load (C#'s reachability rules, simplified:
-`while (true)` without `break` never completes, any other loop may).
+Like C#, a block must return a value on every path and a `switch` section must not fall through; both are
+checked at load (C#'s reachability rules, simplified: `while (true)` without `break` never completes, any other
+loop may). Declarations and assignment are in `_assignments`, the run-time closures in `_flow`.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from policies.expressions._base import NOT_CONSTANT, _Evaluator, _Local, _Node
-from policies.expressions._calls import IndexTarget, failure
-from policies.expressions._compiler import _Expressions, _step
-from policies.expressions._errors import DotNetError, ExpressionLimitError, ExpressionRuntimeError, _runtime_error
+from policies.expressions._assignments import _Assignments
+from policies.expressions._base import NOT_CONSTANT, _Evaluator
+from policies.expressions._errors import _runtime_error
+from policies.expressions._flow import (
+    _BREAK, _CONTINUE, _DEFAULT, _RETURN, _Breakable, _element_type, _foreach, _Function, _loop, _nothing, _returning,
+    _sequence, _Statement, _StatementFn, _switch, _try,
+)  # fmt: skip
 from policies.expressions._lexer import _Token
-from policies.expressions._lib_system import EXCEPTION, EXCEPTION_BASES, Exception_, catches
-from policies.expressions._linq import PAIR, _key, elements
+from policies.expressions._lib_system import EXCEPTION, EXCEPTION_BASES, Exception_
+from policies.expressions._linq import _key
 from policies.expressions._limits import MAX_BLOCK_STATEMENTS
-from policies.expressions._operators import binary, identity, implicit
-from policies.expressions._runtime import converter, default_of, type_name
-from policies.expressions._types import BYTE, CHAR, DYNAMIC, NULL, VOID, CType, enumerable, join
-
-_BREAK = object()
-_CONTINUE = object()
-_RETURN = object()
-_DEFAULT = object()
-_ASSIGNMENTS = frozenset({"=", "+=", "-=", "*=", "/=", "%=", "&=", "|=", "^=", "??="})
-_StatementFn = Callable[[Any], Any]
+from policies.expressions._runtime import converter, type_name
+from policies.expressions._types import DYNAMIC, NULL, VOID, CType, join
 
 
-@dataclass(frozen=True, slots=True)
-class _Statement:
-    fn: _StatementFn
-    #: Whether execution can go on after it (C#'s "end point is reachable").
-    completes: bool
-
-
-@dataclass
-class _Breakable:
-    """A loop or switch that `break` (and, for loops, `continue`) may leave."""
-
-    loop: bool
-    broken: bool = False
-
-
-@dataclass
-class _Function:
-    """What a block or block lambda being compiled collects: its return types and its break targets."""
-
-    returns: list[CType] = field(default_factory=list)
-    breakables: list[_Breakable] = field(default_factory=list)
-    catch_slots: list[int] = field(default_factory=list)
-    in_finally: bool = False
-
-
-def _nothing(frame: Any) -> None:
-    return None
-
-
-def _sequence(statements: list[_Statement]) -> _Statement:
-    completes = all(statement.completes for statement in statements)
-    fns = tuple(statement.fn for statement in statements)
-    if not fns:
-        return _Statement(_nothing, True)
-    if len(fns) == 1:
-        return _Statement(fns[0], completes)
-
-    def block(frame: Any) -> Any:
-        for fn in fns:
-            signal = fn(frame)
-            if signal is not None:
-                return signal
-        return None
-
-    return _Statement(block, completes)
-
-
-class Compiler(_Expressions):
+class Compiler(_Assignments):
     """Expressions (from the base classes) and statements: compiles a whole `@( )` or `@{ }`."""
 
     def __init__(self, source: str, tokens: list[_Token], frame_mode: bool) -> None:
@@ -98,10 +45,8 @@ class Compiler(_Expressions):
         return _returning(body.fn), self.returned()
 
     def returned(self) -> CType:
-        result = NULL
-        for ctype in self.function.returns:
-            result = join(result, ctype) if result is not NULL else ctype
-        return result
+        returns = self.function.returns
+        return functools.reduce(join, returns[1:], returns[0]) if returns else NULL
 
     def lambda_body(self) -> tuple[_Evaluator, CType]:
         if not self.at("{"):
@@ -151,130 +96,6 @@ class Compiler(_Expressions):
     def embedded(self) -> _Statement:
         with self.nested(), self.scope():
             return self.statement()
-
-    # Declarations and expressions
-
-    def declared_type(self) -> tuple[CType] | tuple[()] | None:
-        """What a declaration starts with: (T,) for `T name`, () for `var name`, None if not a declaration."""
-        if self.at_word("const"):
-            self.advance()
-        if self.at_word("var") and self.peek(1).kind == "name":
-            self.advance()
-            return ()
-        ctype, length = self.read_type()
-        if ctype is None or self.peek(length).kind != "name" or not any(self.at(op, length + 1) for op in ("=", ";", ",")):
-            return None
-        self.position += length
-        return (ctype,)
-
-    def declaration(self, declared: CType | None) -> _Statement:
-        """`T a = x, b;` or `var a = x;`: each local is in scope after its own initializer."""
-        steps: list[tuple[int, _Evaluator | None, Callable[[Any], Any]]] = []
-        while True:
-            name = self.expect_name("a variable name")
-            if self.accept("="):
-                with self.nested():
-                    value = self.array_initializer(declared) if self.at("{") else self.expression()
-                ctype = declared or self.inferred(value, name)
-                convert = implicit(ctype, value.type)
-                if convert is None:
-                    raise self.fail(f"Cannot assign {value.type.name} '{self.text(value)}' to '{name.value}' ({ctype.name})", start=value.start)
-                steps.append((self.declare(name, ctype).slot, value.fn, convert))
-            elif declared is None:
-                raise self.fail(f"'var {name.value}' needs an initializer", start=name.start)
-            else:
-                steps.append((self.declare(name, declared).slot, None, _filler(default_of(declared))))
-            if not self.accept(","):
-                break
-        return _Statement(_declare(steps), True)
-
-    def inferred(self, value: _Node, name: _Token) -> CType:
-        if value.type in (NULL, VOID) or value.type.family == "lambda":
-            what = {"null": "null", "void": "a call without a value"}.get(value.type.family, "a lambda")
-            raise self.fail(f"Cannot declare 'var {name.value}' from {what}; give it a type", start=name.start)
-        return value.type
-
-    def array_initializer(self, declared: CType | None) -> _Node:
-        if declared is None or declared.family not in ("list", "bytes"):
-            raise self.fail("An array initializer '{ … }' needs an array type")
-        return self.array(declared, self.collection_items(), self.token.start)
-
-    def statement_expression(self) -> _Evaluator:
-        """An assignment, increment, call or `new` used as a statement (or in a `for` header)."""
-        target = self.expression()
-        if self.token.kind == "op" and self.token.value in _ASSIGNMENTS:
-            return self.assignment(target, self.advance())
-        if not target.effect:
-            raise self.fail(f"'{self.text(target)}' does nothing on its own", ": a statement is an assignment, a call, an increment or 'new'.", start=target.start)
-        fn = target.fn
-
-        def effect(frame: Any) -> None:
-            fn(frame)
-
-        return effect
-
-    def assignment(self, target: _Node, op: _Token) -> _Evaluator:
-        with self.nested():
-            value = self.expression()
-        place = target.target
-        if isinstance(place, _Local):
-            return self.assign_local(place, op.value, value)
-        if isinstance(place, IndexTarget):
-            return self.assign_item(place, op.value, value)
-        raise self.fail(f"Only local variables and indexers can be assigned, not '{self.text(target)}'", start=target.start)
-
-    def combine(self, op: str, current: CType, value: _Node, target: CType) -> Callable[[Any, Any], Any]:
-        """The function a compound assignment (`+=`, `??=`, …) applies to the old and the new value."""
-        if op == "??=":
-            return lambda old, new: new if old is None else old
-        try:
-            result, fast, slow = binary(op[:-1], current, value.type)
-        except ValueError as exc:
-            raise self.fail(f"{exc} in '{self.text(value)}'", start=value.start) from None
-        convert = implicit(target, result) or converter(target, result)
-        apply, source, start = _step(fast, slow), self.source, value.start
-
-        def combine(old: Any, new: Any) -> Any:
-            try:
-                return convert(apply(old, new))
-            except DotNetError as exc:
-                raise failure(source, start, f"'{op}' failed", exc) from None
-
-        return combine
-
-    def assign_local(self, local: _Local, op: str, value: _Node) -> _Evaluator:
-        slot, fn = local.slot, value.fn
-        if op != "=":
-            combine = self.combine(op, local.type, value, local.type)
-
-            def update(frame: Any) -> None:
-                frame.slots[slot] = combine(frame.slots[slot], fn(frame))
-
-            return update
-        convert = implicit(local.type, value.type)
-        if convert is None:
-            raise self.fail(f"Cannot assign {value.type.name} '{self.text(value)}' to '{local.name}' ({local.type.name})", start=value.start)
-        source, start = self.source, value.start
-
-        def assign(frame: Any) -> None:
-            try:
-                frame.slots[slot] = convert(fn(frame))
-            except DotNetError as exc:
-                raise failure(source, start, f"Assigning to '{local.name}' failed", exc) from None
-
-        return assign
-
-    def assign_item(self, place: IndexTarget, op: str, value: _Node) -> _Evaluator:
-        receiver, key, get, put, fn = place.receiver, place.key, place.get, place.put, value.fn
-        if op == "=":
-            return lambda frame: put(receiver(frame), key(frame), fn(frame))
-        combine = self.combine(op, place.type, value, DYNAMIC)
-
-        def update(frame: Any) -> None:
-            obj, name = receiver(frame), key(frame)
-            put(obj, name, combine(get(obj, name), fn(frame)))
-
-        return update
 
     def condition(self, role: str) -> _Evaluator:
         self.expect("(")
@@ -545,34 +366,6 @@ class Compiler(_Expressions):
             return _Statement(lambda frame: _BREAK, False)
         return _Statement(lambda frame: _CONTINUE, False)
 
-    def using(self) -> _Statement:
-        """`using (var x = …) statement` or `using var x = …;`: the value needs no disposing here."""
-        self.advance()
-        if not self.accept("("):
-            declared = self.declared_type()
-            if declared is None:
-                raise self.fail("Expected a declaration after 'using'")
-            statement = self.declaration(declared[0] if declared else None)
-            self.expect(";")
-            return statement
-        with self.scope():
-            declared = self.declared_type()
-            if declared is not None:
-                resource = self.declaration(declared[0] if declared else None).fn
-            else:
-                with self.nested():
-                    node = self.expression()
-                resource = node.fn
-            self.expect(")")
-            body = self.embedded()
-        fn = body.fn
-
-        def using(frame: Any) -> Any:
-            resource(frame)
-            return fn(frame)
-
-        return _Statement(using, body.completes)
-
     def misplaced(self) -> _Statement:
         token = self.token
         raise self.fail(f"'{token.value}' is not supported in policy expressions" if token.value not in ("else", "case", "default", "catch", "finally") else f"'{token.value}' without its statement", start=token.start)
@@ -584,137 +377,3 @@ _KEYWORDS: dict[str, Callable[[Compiler], _Statement]] = {
     "break": Compiler.jump, "continue": Compiler.jump, "using": Compiler.using,
     **{word: Compiler.misplaced for word in ("else", "case", "default", "catch", "finally", "goto", "lock", "yield", "unsafe", "fixed", "checked", "unchecked")},
 }  # fmt: skip
-
-
-def _returning(body: _StatementFn) -> _Evaluator:
-    def run(frame: Any) -> Any:
-        body(frame)
-        return frame.result
-
-    return run
-
-
-def _declare(steps: list[tuple[int, _Evaluator | None, Callable[[Any], Any]]]) -> _StatementFn:
-    if len(steps) == 1 and steps[0][1] is not None and steps[0][2] is identity:
-        slot, value = steps[0][0], steps[0][1]
-
-        def declare_one(frame: Any) -> None:
-            frame.slots[slot] = value(frame)
-
-        return declare_one
-
-    def declare(frame: Any) -> None:
-        for slot, value, convert in steps:
-            frame.slots[slot] = convert(value(frame) if value is not None else None)
-
-    return declare
-
-
-def _filler(value: Any) -> Callable[[Any], Any]:
-    """The conversion of a declaration without initializer: the type's default, whatever is given."""
-    return lambda _: value
-
-
-def _element_type(ctype: CType) -> CType | None:
-    """What `foreach` gives for each item of a value of type `ctype`; None if it cannot be walked."""
-    if ctype.family == "list":
-        return ctype.element or DYNAMIC
-    if ctype.family == "dict":
-        return PAIR
-    if ctype.family == "bytes":
-        return BYTE
-    if ctype.family == "string":
-        return CHAR
-    if ctype.family == "dynamic":
-        return DYNAMIC
-    if ctype.family == "class" and ctype.cls is not None:
-        return enumerable(ctype.cls)
-    return None
-
-
-def _loop(test: _Evaluator | None, body: _StatementFn, iterators: tuple[_Evaluator, ...] | None, test_after: bool) -> _StatementFn:
-    def loop(frame: Any) -> Any:
-        first = True
-        while True:
-            steps = frame.steps + 1
-            frame.steps = steps
-            if not steps & 15:
-                frame.checkpoint()
-            if not (test_after and first) and test is not None and not test(frame):
-                return None
-            first = False
-            signal = body(frame)
-            if signal is not None and signal is not _CONTINUE:
-                return None if signal is _BREAK else signal
-            if iterators:
-                for iterate in iterators:
-                    iterate(frame)
-
-    return loop
-
-
-def _foreach(collection: _Node, slot: int, convert: Callable[[Any], Any] | None, body: _StatementFn, source: str) -> _StatementFn:
-    fn, start = collection.fn, collection.start
-
-    def foreach(frame: Any) -> Any:
-        value = fn(frame)
-        try:
-            items = list(elements(value)) if value is not None else None
-        except DotNetError as exc:
-            raise failure(source, start, "'foreach' failed", exc) from None
-        if items is None:
-            raise _runtime_error(source, "'foreach' over null", "NullReferenceException", start)
-        frame.tick(len(items) // 16 + 1)
-        slots = frame.slots
-        for item in items:
-            steps = frame.steps + 1
-            frame.steps = steps
-            if not steps & 15:
-                frame.checkpoint()
-            if convert is not None:
-                try:
-                    item = convert(item)
-                except DotNetError as exc:
-                    raise failure(source, start, "'foreach' cannot convert an item", exc) from None
-            slots[slot] = item
-            signal = body(frame)
-            if signal is not None and signal is not _CONTINUE:
-                return None if signal is _BREAK else signal
-        return None
-
-    return foreach
-
-
-def _switch(subject: _Evaluator, table: dict[Any, int], bodies: tuple[_StatementFn, ...], fallback: int | None) -> _StatementFn:
-    def switch(frame: Any) -> Any:
-        index = table.get(_key(subject(frame)), fallback)
-        if index is None:
-            return None
-        signal = bodies[index](frame)
-        return None if signal is _BREAK else signal
-
-    return switch
-
-
-def _try(body: _StatementFn, handlers: tuple[Any, ...], final: _StatementFn | None, source: str) -> _StatementFn:
-    def attempt(frame: Any) -> Any:
-        try:
-            return body(frame)
-        except ExpressionLimitError:
-            raise
-        except (ExpressionRuntimeError, DotNetError) as caught:
-            error = caught if isinstance(caught, ExpressionRuntimeError) else _runtime_error(source, caught.message, caught.kind, 0, caught.message)
-            for kind, local, hidden, when, handler in handlers:
-                if not catches(kind, error.kind):
-                    continue
-                frame.slots[hidden] = error
-                if local is not None:
-                    frame.slots[local] = Exception_(error.kind, error.detail)
-                if when is None or when(frame):
-                    return handler(frame)
-            raise error from None
-        finally:
-            if final is not None:
-                final(frame)
-
-    return attempt
