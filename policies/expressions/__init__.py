@@ -25,10 +25,6 @@ from policies.expressions._limits import MAX_EXPRESSION_CHARS, Frame
 from policies.expressions._runtime import text
 from policies.expressions._statements import Compiler
 
-#: C#'s string form of a value (`True`, `2.5`, indented JSON for a JObject), for statements that need text.
-csharp_text = text
-
-
 class Expression:
     """A compiled `@( … )` or `@{ … }`: parsed once, then `evaluate` runs per request."""
 
