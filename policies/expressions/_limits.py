@@ -8,8 +8,9 @@ Load time (an expression past them is refused with ExpressionError, so the polic
     MAX_BLOCK_STATEMENTS   1,000 statements in one `@{ }` block, nested blocks included
     number literals        integers within `long`, doubles within `double` (C# refuses larger constants)
 
-These are checked by the compiler itself, not by Python's stack: compiling and evaluating an expression at
-every bound uses well under 400 Python frames, so a policy the CLI accepts loads the same in a gateway.
+These are checked by the compiler itself, not by Python's stack: a whole document at every bound (XML nesting
+included) loads within 400 Python frames of its caller and runs within 100, far below Python's limit of 1,000,
+so a policy the CLI accepts loads the same in a gateway, whose start path is deeper.
 
 Run time (past them, the evaluation stops with ExpressionLimitError, which `catch` cannot swallow):
 
