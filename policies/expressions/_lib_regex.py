@@ -38,8 +38,17 @@ _FLAGS = {RegexOptions.IgnoreCase: regex.IGNORECASE, RegexOptions.Multiline: reg
           RegexOptions.Singleline: regex.DOTALL, RegexOptions.IgnorePatternWhitespace: regex.VERBOSE}  # fmt: skip
 
 
-@functools.lru_cache(maxsize=256)
 def _compiled(pattern: str, options: int) -> Any:
+    """The compiled pattern; short ones (what policies write) are cached, long ones (from request data) are not."""
+    return _cached(pattern, options) if len(pattern) <= 1024 else _compile(pattern, options)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached(pattern: str, options: int) -> Any:
+    return _compile(pattern, options)
+
+
+def _compile(pattern: str, options: int) -> Any:
     flags = regex.V0
     for option, flag in _FLAGS.items():
         if options & option:
