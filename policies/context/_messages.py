@@ -22,6 +22,9 @@ class KeyValuePair:
     def __init__(self, key: Any, value: Any) -> None:
         self.Key, self.Value = key, value
 
+    def _json(self) -> dict[str, Any]:
+        return {"Key": self.Key, "Value": self.Value}
+
 
 class _MultiMap:
     """Ordered, multi-valued name/value pairs; subclasses decide whether names ignore case."""

@@ -23,7 +23,7 @@ from policies.expressions._types import DYNAMIC, VOID, CType
 _KINDS: dict[type[Exception], str] = {
     KeyError: "KeyNotFoundException", IndexError: "ArgumentOutOfRangeException", TypeError: "ArgumentException",
     ValueError: "FormatException", OverflowError: "OverflowException", ZeroDivisionError: "DivideByZeroException",
-    AttributeError: "NullReferenceException", UnicodeError: "ArgumentException",
+    AttributeError: "NullReferenceException", UnicodeError: "ArgumentException", ArithmeticError: "OverflowException",
 }  # fmt: skip
 CALL_ERRORS: tuple[type[Exception], ...] = tuple(_KINDS)
 #: Everything a library call may raise on bad input: its own DotNetError, or a Python error it let through.

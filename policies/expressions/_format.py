@@ -149,6 +149,8 @@ def format_guid(value: uuid.UUID, form: str | None = None) -> str:
     return forms[form.upper()]
 
 
+#: Enough digits for any double (about 1.8e308) with 99 decimals: rounding never runs out of precision.
+DECIMALS = decimal.Context(prec=420, rounding=decimal.ROUND_HALF_UP)
 _STANDARD_NUMBER = re.compile(r"([CcDdEeFfGgNnPpRrXx])([0-9]{0,2})")
 
 
@@ -185,7 +187,7 @@ def format_number(value: int | float, form: str | None = None) -> str:
 
 def _fixed(value: int | float, places: int, grouping: bool) -> str:
     """Round half away from zero on the exact value, as .NET Core does, then group thousands if asked."""
-    exact = decimal.Decimal(value).quantize(decimal.Decimal(1).scaleb(-places), rounding=decimal.ROUND_HALF_UP)
+    exact = decimal.Decimal(value).quantize(decimal.Decimal(1).scaleb(-places), context=DECIMALS)
     return f"{exact:,.{places}f}" if grouping else f"{exact:.{places}f}"
 
 
@@ -199,8 +201,8 @@ def _custom_number(value: int | float, form: str) -> str:
     if "%" in prefix + suffix:
         value = value * 100
     whole, _, fraction = body.partition(".")
-    minimum, maximum = fraction.count("0"), fraction.count("0") + fraction.count("#")
-    rounded = decimal.Decimal(value).quantize(decimal.Decimal(1).scaleb(-maximum), rounding=decimal.ROUND_HALF_UP)
+    minimum, maximum = fraction.count("0"), min(fraction.count("0") + fraction.count("#"), 99)
+    rounded = decimal.Decimal(value).quantize(decimal.Decimal(1).scaleb(-maximum), context=DECIMALS)
     digits = f"{abs(rounded):.{maximum}f}"
     integer, _, decimals = digits.partition(".")
     decimals = decimals.rstrip("0").ljust(minimum, "0") if maximum else ""

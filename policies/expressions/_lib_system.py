@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 from policies.expressions._errors import DotNetError
-from policies.expressions._format import format_guid, format_number
+from policies.expressions._format import DECIMALS, format_guid, format_number
 from policies.expressions._library import CONSTRUCTORS, constant, enum_type, instance, method, prop, static, type_argument
 from policies.expressions._limits import sized
 from policies.expressions._runtime import converter, in_range, parse_bool, parse_double, parse_integer, text
@@ -229,10 +229,12 @@ enum_type(MidpointRounding, ("MidpointRounding", "System.MidpointRounding"))
 def _round(value: Any, *options: Any) -> Any:
     """Math.Round: to even by default (as .NET), away from zero with MidpointRounding.AwayFromZero."""
     digits = next((o for o in options if type(o) is int), 0)
+    if not 0 <= digits <= 15:
+        raise DotNetError("ArgumentOutOfRangeException", "Rounding digits must be between 0 and 15, inclusive.")
     away = MidpointRounding.AwayFromZero in options
     if not away:
         return float(round(_number(value), digits))
-    exact = decimal.Decimal(repr(float(value))).quantize(decimal.Decimal(1).scaleb(-digits), rounding=decimal.ROUND_HALF_UP)
+    exact = decimal.Decimal(repr(float(value))).quantize(decimal.Decimal(1).scaleb(-digits), context=DECIMALS)
     return float(exact)
 
 
