@@ -1,7 +1,7 @@
 """`System.Text.RegularExpressions`: Regex (static and instance), Match and Group, with a match timeout.
 
 Patterns run on the `regex` package, which reads .NET's syntax (named groups `(?<name>…)`, `\\k<name>`) and
-stops a match at its timeout: the smaller of a timeout the policy passes and the evaluation's time bound.
+stops a match at its timeout: the smaller of a timeout the policy passes and MAX_SECONDS.
 Replacement strings use .NET's `$1`, `${name}`, `$0`/`$&` and `$$`.
 """
 

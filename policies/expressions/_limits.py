@@ -17,7 +17,7 @@ Run time (past them, the evaluation stops with ExpressionLimitError, which `catc
     MAX_STEPS              100,000 steps per evaluation: loop iterations, lambda calls, and what a library
                            call walks (one per item of a collection, one per KiB of text)
     MAX_SECONDS            0.5 s of wall time per evaluation (checked every 16 steps and after each costly call;
-                           a regex match times out at whatever remains of it)
+                           one regex match stops at the smaller of its own timeout and this bound)
     MAX_TEXT_CHARS         32 Mi characters (or bytes) in a string or byte array an expression creates
     MAX_ITEMS              1 Mi items in an array, list or JSON container an expression creates
 """
@@ -72,12 +72,6 @@ class Frame:
             )
         if self.started and time.perf_counter() - self.started > MAX_SECONDS:
             raise ExpressionLimitError(f"The expression ran for more than {MAX_SECONDS:g} s.", "LimitExceeded")
-
-    def remaining_seconds(self) -> float:
-        """What is left of the time bound, for regex timeouts; the whole bound when the frame is not timed."""
-        if not self.started:
-            return MAX_SECONDS
-        return max(MAX_SECONDS - (time.perf_counter() - self.started), 0.001)
 
 
 def sized(value: Any) -> Any:
