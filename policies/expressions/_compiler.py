@@ -1,142 +1,57 @@
-"""The recursive-descent parser that compiles an expression into Python closures."""
+"""The expression grammar: literals, names, operators, casts, `new`, lambdas and interpolated strings.
+
+Recursion happens only where the source nests (parentheses, calls, indexers, initialisers, lambdas, holes,
+`?:` branches), and each such level counts against MAX_NESTING. Operator chains (`a + b - c`, `x && y && z`,
+`!!x`, `(int)(string)x`, `a ?? b ?? c`, `a ? b : c ? d : e`) are read in loops and evaluated in loops, so
+neither compiling nor evaluating them deepens Python's stack.
+"""
 
 from __future__ import annotations
 
-import datetime as _dt
-import functools
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from types import NoneType
+from dataclasses import replace
 from typing import Any
 
-from policies.context import Context
-from policies.expressions._errors import (
-    ExpressionError,
-    ExpressionRuntimeError,
-    _load_error,
-    _runtime_error,
-)
-from policies.expressions._lexer import _Token
-from policies.expressions._runtime import (
-    _ARITHMETIC,
-    _BUILTINS,
-    _CALL_ERRORS,
-    _COMPARISONS,
-    _HELPERS,
-    _TYPES,
-    _arity_text,
-    _builtin_names,
-    _equals,
-    _NullChain,
-    _text,
-)
+from policies.expressions._base import NOT_CONSTANT, _Evaluator, _Local, _Node, type_hint
+from policies.expressions._calls import IndexTarget, failure
+from policies.expressions._members import _ClassMembers
+from policies.expressions._errors import DotNetError, _runtime_error, excerpt, part
+from policies.expressions._format import align, format_value
+from policies.expressions._lexer import _Hole, _Token
+from policies.expressions._lib_json import add_property
+from policies.expressions._lib_json import token as json_token
+from policies.expressions._library import CONSTRUCTORS, STATIC, STATIC_NAMES
+from policies.expressions._limits import MAX_ITEMS, sized
+from policies.expressions._linq import elements
+from policies.expressions._operators import binary, implicit, unary
+from policies.expressions._runtime import _NullChain, converter, default_of, instance_test, text, type_name
 from policies.expressions._types import (
-    _NUMBERS,
-    _VALUE_TYPES,
-    _accepts,
-    _indexer,
-    _join,
-    _Member,
-    _members,
-    _static,
-    _type_name,
-    _value_type_name,
-)
+    BOOL, CHAR, DYNAMIC, INT, JOBJECT, NAMESPACES, NULL, NUMBERS, STRING, TYPE_NAMES, CType, accepts, array_of, dictionary, indexer, join,
+    lambda_type,
+)  # fmt: skip
 
-_Evaluator = Callable[[Context], Any]
-
-_NOT_CONSTANT = object()
-
-
-@dataclass(frozen=True, slots=True)
-class _Node:
-    """A compiled sub-expression: its closure, its static type and its span in the source (for messages)."""
-
-    fn: _Evaluator
-    type: Any
-    start: int
-    end: int
-    #: The value when the node is a literal, so calls with literal arguments skip evaluating them.
-    constant: Any = _NOT_CONSTANT
+#: Binary operators and how tightly they bind; `is` and `as` sit with the relational ones.
+_PRECEDENCE = {"||": 1, "&&": 2, "|": 3, "^": 4, "&": 5, "==": 6, "!=": 6, "<": 7, ">": 7, "<=": 7, ">=": 7, "+": 9, "-": 9, "*": 10, "/": 10, "%": 10}
+_KEYWORD_TYPES = frozenset({"string", "int", "long", "double", "float", "decimal", "bool", "char", "object", "byte", "short", "uint", "ulong"})
+_UNSUPPORTED = {
+    "typeof": "Type inspection ('typeof') is not available",
+    "this": "'this' has no meaning in a policy expression",
+    "await": "Asynchronous code ('await') is not available",
+    "stackalloc": "'stackalloc' is not available",
+    "delegate": "Anonymous methods are not available; use a lambda",
+}
 
 
-@dataclass(frozen=True, slots=True)
-class _Arguments:
-    """The `( … )` of a call: positional arguments, then named ones (`preserveContent: true`)."""
+class _Chain:
+    """Operands joined by operators of one precedence, folded left to right when compiled."""
 
-    positional: list[_Node]
-    named: dict[str, _Node]
-    end: int
-
-
-def _root(context: Context) -> Context:
-    return context
+    def __init__(self, level: int, first: _Node) -> None:
+        self.level = level
+        self.first = first
+        self.rest: list[tuple[_Token, _Node]] = []
 
 
-def _constant(value: Any, static: Any, start: int, end: int) -> _Node:
-    return _Node(lambda _: value, static, start, end, value)
-
-
-#: Binary operators from loosest to tightest binding; `??` and `?:` sit above these.
-_LEVELS = (("||",), ("&&",), ("==", "!="), ("<", ">", "<=", ">="), ("+", "-"), ("*", "/", "%"))
-_NUMERIC_OPERANDS = frozenset({int, float, Any, NoneType})
-
-
-class _Parser:
-    """Recursive descent over the tokens, compiling each construct into a closure as it is recognised."""
-
-    def __init__(self, source: str, tokens: list[_Token]) -> None:
-        self.source = source
-        self.tokens = tokens
-        self.position = 0
-
-    # Token helpers
-
-    @property
-    def token(self) -> _Token:
-        return self.tokens[self.position]
-
-    def peek(self, offset: int) -> _Token:
-        return self.tokens[min(self.position + offset, len(self.tokens) - 1)]
-
-    def advance(self) -> _Token:
-        token = self.token
-        self.position = min(self.position + 1, len(self.tokens) - 1)
-        return token
-
-    def at(self, op: str, offset: int = 0) -> bool:
-        token = self.peek(offset)
-        return token.kind == "op" and token.value == op
-
-    def accept(self, op: str) -> bool:
-        if self.at(op):
-            self.advance()
-            return True
-        return False
-
-    def fail(self, problem: str, hint: str = "") -> ExpressionError:
-        return _load_error(self.source, problem, hint)
-
-    def unexpected(self) -> ExpressionError:
-        token = self.token
-        if token.kind == "end":
-            return self.fail("Unexpected end")
-        if self.at(")"):
-            return self.fail(f"Unbalanced parentheses: unexpected ')' at character {token.start + 1}")
-        return self.fail(f"Unexpected '{self.source[token.start:token.end]}' at character {token.start + 1}")
-
-    def close(self, opener: _Token) -> _Token:
-        if not self.at(")"):
-            if self.token.kind == "end":
-                raise self.fail(f"Unbalanced parentheses: '(' at character {opener.start + 1} is not closed")
-            raise self.unexpected()
-        return self.advance()
-
-    def text(self, node: _Node) -> str:
-        return self.source[node.start : node.end]
-
-    # Grammar
-
+class _Expressions(_ClassMembers):
     def parse(self) -> _Node:
         if self.token.kind == "end":
             raise self.fail("Nothing to evaluate")
@@ -145,76 +60,267 @@ class _Parser:
             raise self.unexpected()
         return node
 
-    def hole(self) -> _Node:
-        """An interpolation hole's expression; format specifiers (`{x:N2}`) are not supported."""
-        if self.token.kind == "end":
-            raise self.fail("Empty '{}' in interpolated string")
-        node = self.expression()
-        if self.at(":") or self.at(","):
-            raise self.fail("Format specifiers and alignment in interpolated strings are not supported", ": use concatenation.")
-        if self.token.kind != "end":
-            raise self.unexpected()
-        return node
-
     def expression(self) -> _Node:
+        """`c ? a : b` (chains read in a loop) over `??` over the binary operators."""
         condition = self.coalesce()
-        if not self.accept("?"):
+        if not self.at("?"):
             return condition
-        test = self.boolean(condition, "The condition of '?:'")
-        then = self.expression()
-        if not self.accept(":"):
-            raise self.fail("Missing ':' in conditional expression '?:'") if self.token.kind == "end" else self.unexpected()
-        otherwise = self.expression()
-        then_fn, otherwise_fn = then.fn, otherwise.fn
+        branches: list[tuple[_Evaluator, _Node]] = []
+        while self.accept("?"):
+            test = self.boolean(condition, "The condition of '?:'")
+            with self.nested():
+                value = self.expression()
+            if not self.accept(":"):
+                raise self.fail("Missing ':' in conditional expression '?:'") if self.token.kind == "end" else self.unexpected()
+            branches.append((test, value))
+            condition = self.coalesce()
+        otherwise = condition
+        result = otherwise.type
+        for _, value in reversed(branches):
+            result = join(value.type, result)
+        pairs = tuple((test, value.fn) for test, value in branches)
+        last = otherwise.fn
+        if len(pairs) == 1:
+            (test, then), = pairs
 
-        def conditional(context: Context) -> Any:
-            return then_fn(context) if test(context) else otherwise_fn(context)
+            def conditional(frame: Any) -> Any:
+                return then(frame) if test(frame) else last(frame)
 
-        return _Node(conditional, _join(then.type, otherwise.type), condition.start, otherwise.end)
+            return _Node(conditional, result, branches[0][1].start, otherwise.end)
+
+        def conditionals(frame: Any) -> Any:
+            for test, value in pairs:
+                if test(frame):
+                    return value(frame)
+            return last(frame)
+
+        return _Node(conditionals, result, branches[0][1].start, otherwise.end)
 
     def coalesce(self) -> _Node:
-        left = self.binary(0)
-        if not self.accept("??"):
-            return left
-        right = self.coalesce()
-        left_fn, right_fn = left.fn, right.fn
+        """`a ?? b ?? c`: the first operand that is not null."""
+        first = self.binary()
+        if not self.at("??"):
+            return first
+        operands = [first]
+        while self.accept("??"):
+            operands.append(self.binary())
+        result = operands[-1].type
+        for operand in reversed(operands[:-1]):
+            result = join(operand.type, result)
+        evaluators = tuple(o.fn for o in operands[:-1])
+        last = operands[-1].fn
 
-        def coalesce(context: Context) -> Any:
-            value = left_fn(context)
-            return right_fn(context) if value is None else value
+        def coalesce(frame: Any) -> Any:
+            for evaluate in evaluators:
+                value = evaluate(frame)
+                if value is not None:
+                    return value
+            return last(frame)
 
-        return _Node(coalesce, _join(left.type, right.type), left.start, right.end)
+        return _Node(coalesce, result, first.start, operands[-1].end)
 
-    def binary(self, level: int) -> _Node:
-        if level == len(_LEVELS):
-            return self.unary()
-        node = self.binary(level + 1)
-        while self.token.kind == "op" and self.token.value in _LEVELS[level]:
-            op = self.advance().value
-            right = self.binary(level + 1)
-            node = self.combine(op, node, right)
-        return node
+    def binary(self) -> _Node:
+        """Binary operators by precedence (shunting-yard); `is` and `as` apply to the operand before them."""
+        operands: list[_Node | _Chain] = [self.unary()]
+        pending: list[tuple[int, _Token]] = []
+        while True:
+            token = self.token
+            word = token.kind == "name" and token.value in ("is", "as")
+            if not word and not (token.kind == "op" and token.value in _PRECEDENCE):
+                break
+            level = 7 if word else _PRECEDENCE[token.value]
+            while pending and pending[-1][0] >= level:
+                self.reduce(operands, pending)
+            self.advance()
+            if word:
+                operands[-1] = self.type_test(token, self.close_chain(operands[-1]))
+                continue
+            pending.append((level, token))
+            operands.append(self.unary())
+        while pending:
+            self.reduce(operands, pending)
+        return self.close_chain(operands[0])
+
+    def reduce(self, operands: list[_Node | _Chain], pending: list[tuple[int, _Token]]) -> None:
+        level, token = pending.pop()
+        right = self.close_chain(operands.pop())
+        left = operands.pop()
+        if not isinstance(left, _Chain) or left.level != level:
+            left = _Chain(level, self.close_chain(left))
+        left.rest.append((token, right))
+        operands.append(left)
+
+    def close_chain(self, item: _Node | _Chain) -> _Node:
+        if isinstance(item, _Node):
+            return item
+        if item.rest[0][0].value in ("&&", "||"):
+            return self.logical(item)
+        joined = self.joined(item)
+        if joined is not None:
+            return joined
+        node = item.first
+        steps = []
+        for token, right in item.rest:
+            try:
+                result, fast, slow = binary(token.value, node.type, right.type)
+            except ValueError as exc:
+                raise self.fail(f"{exc}{part(self.source, item.first.start, right.end)}", start=token.start) from None
+            steps.append((fast, slow, right.fn, right.end))
+            node = _Node(node.fn, result, item.first.start, right.end)
+        return _Node(_fold(item.first.fn, steps, self.source, item.first.start), node.type, item.first.start, node.end)
+
+    def joined(self, chain: _Chain) -> _Node | None:
+        """`a + b + c …` that is string concatenation from its first `+` on: one join instead of a fold."""
+        operands = [chain.first, *(right for _, right in chain.rest)]
+        if len(operands) < 3 or any(token.value != "+" for token, _ in chain.rest):
+            return None
+        first, second = operands[0].type, operands[1].type
+        if not (first is STRING or second is STRING) or DYNAMIC in (first, second) or NULL in (first, second):
+            return None
+        parts = tuple((node.fn, node.type in (STRING, CHAR)) for node in operands)
+
+        def join_text(frame: Any) -> str:
+            pieces = []
+            for fn, is_text in parts:
+                value = fn(frame)
+                pieces.append((value or "") if is_text else text(value))
+            return sized("".join(pieces))
+
+        return _Node(join_text, STRING, chain.first.start, operands[-1].end)
+
+    def logical(self, chain: _Chain) -> _Node:
+        op = chain.rest[0][0].value
+        tests = tuple(self.boolean(node, f"An operand of '{op}'") for node in [chain.first, *(r for _, r in chain.rest)])
+        if op == "&&":
+            if len(tests) == 2:
+                first, second = tests
+                fn: _Evaluator = lambda frame: first(frame) and second(frame)  # noqa: E731
+            else:
+                fn = lambda frame: all(test(frame) for test in tests)  # noqa: E731
+        elif len(tests) == 2:
+            first, second = tests
+            fn = lambda frame: first(frame) or second(frame)  # noqa: E731
+        else:
+            fn = lambda frame: any(test(frame) for test in tests)  # noqa: E731
+        return _Node(fn, BOOL, chain.first.start, chain.rest[-1][1].end)
+
+    def boolean(self, node: _Node, role: str) -> _Evaluator:
+        """A closure that yields the node's value as a bool; C# has no truthiness, so anything else fails."""
+        if node.type is BOOL:
+            return node.fn
+        if node.type is not DYNAMIC:
+            raise self.fail(f"{role} must be a bool, but '{self.text(node)}' is {node.type.name}", start=node.start)
+        fn, source, start, end = node.fn, self.source, node.start, node.end
+
+        def checked(frame: Any) -> bool:
+            value = fn(frame)
+            if type(value) is bool:
+                return value
+            raise _runtime_error(source, f"{role} must be a bool, but '{excerpt(source, start, end)}' is {type_name(value)}", "InvalidCastException", start)
+
+        return checked
+
+    def type_test(self, word: _Token, operand: _Node) -> _Node:
+        """`x is T`, `x is T name`, `x is null`, `x is not null`, `x as T`."""
+        negate = word.value == "is" and self.at_word("not")
+        if negate:
+            self.advance()
+        if word.value == "is" and self.at_word("null"):
+            end = self.advance().end
+            fn = operand.fn
+            return _Node((lambda f: fn(f) is not None) if negate else (lambda f: fn(f) is None), BOOL, operand.start, end)
+        ctype = self.parse_type()
+        end = self.tokens[self.position - 1].end
+        fn, test = operand.fn, instance_test(ctype)
+        if word.value == "as":
+            return _Node(lambda f: value if test(value := fn(f)) else None, ctype, operand.start, end)
+        local = self.declare(self.advance(), ctype) if self.token.kind == "name" and not negate else None
+        if local is None:
+            return _Node((lambda f: not test(fn(f))) if negate else (lambda f: test(fn(f))), BOOL, operand.start, end)
+        slot = local.slot
+
+        def pattern(frame: Any) -> bool:
+            value = fn(frame)
+            if test(value):
+                frame.slots[slot] = value
+                return True
+            return False
+
+        return _Node(pattern, BOOL, operand.start, self.tokens[self.position - 1].end)
 
     def unary(self) -> _Node:
+        """Prefix operators and casts, read in a loop and applied to the operand in one closure."""
         start = self.token.start
-        if self.accept("!"):
-            operand = self.unary()
-            test = self.boolean(operand, "The operand of '!'")
-            return _Node(lambda context: not test(context), bool, start, operand.end)
-        if self.accept("-"):
-            return self.negate(self.unary(), start)
-        if self.at("(") and self.is_cast():
-            return self.cast()
-        return self.postfix()
+        prefixes: list[tuple[str, CType | None, _Token]] = []
+        while True:
+            token = self.token
+            if token.kind == "op" and token.value in ("!", "-", "+", "~"):
+                prefixes.append((self.advance().value, None, token))
+            elif token.kind == "op" and token.value in ("++", "--"):
+                self.advance()
+                with self.nested():
+                    operand = self.unary()
+                return self.apply_prefixes(prefixes, self.increment(operand, token, prefix=True), start)
+            elif self.at("(") and self.is_cast():
+                self.advance()
+                prefixes.append(("cast", self.parse_type(), token))
+                self.expect(")")
+            else:
+                break
+        return self.apply_prefixes(prefixes, self.postfix(), start)
 
     def is_cast(self) -> bool:
-        """`(T)x` is a cast when T is a type name, or an unknown name directly followed by an operand."""
-        name, following = self.peek(1), self.peek(3)
-        if name.kind != "name" or not self.at(")", 2):
+        """`(T)x`: T is a keyword type, or a type (or unknown name) directly followed by an operand."""
+        name = self.peek(1)
+        if name.kind != "name" or self.lookup(name.value) is not None or name.value == "context":
             return False
-        if name.value in _TYPES:
-            return True
-        return name.value != "context" and (following.kind in ("name", "number", "string", "template") or self.at("(", 3))
+        ctype, length = self.read_type(1)
+        if ctype is not None and self.at(")", 1 + length):
+            if name.value in _KEYWORD_TYPES:
+                return True
+            return self._starts_operand(self.position + 2 + length) and not self.at("-", 2 + length)
+        if self.at(")", 2) and self._starts_operand(self.position + 3) and not self.at("-", 3):
+            if name.value in TYPE_NAMES or name.value in NAMESPACES:
+                return False
+            raise self.fail(f"Unsupported cast to '{name.value}'", f": {type_hint()}.")
+        return False
+
+    def apply_prefixes(self, prefixes: list[tuple[str, CType | None, _Token]], operand: _Node, start: int) -> _Node:
+        if not prefixes:
+            return operand
+        steps: list[Callable[[Any], Any]] = []
+        current, constant, base = operand.type, operand.constant, operand.fn
+        for op, target, token in reversed(prefixes):
+            if op == "cast":
+                assert target is not None
+                self.check_cast(current, target, operand, token)
+                steps.append(converter(target, current, nullable=target not in (*NUMBERS, BOOL, CHAR)))
+                current = target
+            else:
+                try:
+                    current, apply = unary(op, current)
+                except ValueError as exc:
+                    raise self.fail(f"{exc}{part(self.source, operand.start, operand.end)}", start=token.start) from None
+                steps.append(apply)
+            if constant is not NOT_CONSTANT and op == "-" and type(constant) in (int, float) and len(steps) == 1:
+                folded = constant = steps.pop()(constant)
+                base = lambda _: folded  # noqa: E731
+            else:
+                constant = NOT_CONSTANT
+        if not steps:
+            return _Node(base, current, start, operand.end, constant)
+        return _Node(_prefixed(base, steps, self.source, start, operand.end), current, start, operand.end)
+
+    def check_cast(self, source: CType, target: CType, operand: _Node, token: _Token) -> None:
+        """C# refuses casts between unrelated known types; JSON values and objects convert at run time."""
+        if DYNAMIC in (source, target) or source is NULL or source == target or implicit(target, source) is not None:
+            return
+        if source.family == target.family == "class" and source.cls and target.cls:
+            if issubclass(source.cls, target.cls) or issubclass(target.cls, source.cls):
+                return
+        elif source.family == target.family or {source.family, target.family} <= {"number", "char", "string", "bool", "datetime", "enum"}:
+            return
+        raise self.fail(f"Cannot cast {source.name} '{self.text(operand)}' to {target.name}", start=token.start)
 
     def postfix(self) -> _Node:
         node = self.primary()
@@ -230,6 +336,9 @@ class _Parser:
                 safe = True
                 self.advance()
                 node = self.index(node, safe)
+            elif self.at("++") or self.at("--"):
+                node = self.increment(node, self.advance(), prefix=False)
+                continue
             else:
                 break
             short_circuits = short_circuits or safe
@@ -237,451 +346,534 @@ class _Parser:
 
     def primary(self) -> _Node:
         token = self.token
-        if token.kind in ("number", "string"):
+        if token.kind in ("number", "string", "char"):
             self.advance()
-            return _constant(token.value, type(token.value), token.start, token.end)
+            ctype = token.ctype or (STRING if token.kind == "string" else CHAR)
+            value = token.value
+            return _Node(lambda _: value, ctype, token.start, token.end, value)
         if token.kind == "template":
             self.advance()
             return self.template(token)
         if self.at("("):
             opener = self.advance()
-            node = self.expression()
-            closer = self.close(opener)
-            return replace(node, start=opener.start, end=closer.end)
+            with self.nested():
+                node = self.expression()
+            if not self.at(")"):
+                if self.token.kind == "end":
+                    raise self.fail(f"Unbalanced parentheses: '(' at character {opener.start + 1} is not closed")
+                raise self.unexpected()
+            closer = self.advance()
+            return replace(node, start=opener.start, end=closer.end, target=None, path=None)
         if token.kind != "name":
             raise self.unexpected()
-        self.advance()
+        return self.name()
+
+    def name(self) -> _Node:
+        token = self.advance()
         name = token.value
         if name in ("true", "false", "null"):
             value = {"true": True, "false": False, "null": None}[name]
-            return _constant(value, type(value), token.start, token.end)
+            return _Node(lambda _: value, BOOL if name != "null" else NULL, token.start, token.end, value)
         if name == "context":
-            return _Node(_root, Context, token.start, token.end)
-        if name in _HELPERS:
-            return self.helper(token)
-        if name in ("new", "typeof"):
-            raise self.fail(f"'{name}' is not supported", ": expressions read the context; they cannot create objects or inspect types.")
-        raise self.fail(f"Unknown name '{name}'", f": expressions start with 'context' or a helper ({', '.join(_HELPERS)}).")
+            return _Node(self.root, TYPE_NAMES["IContext"], token.start, token.end, path=())
+        local = self.lookup(name)
+        if local is not None:
+            slot = local.slot
+            return _Node(lambda frame: frame.slots[slot], local.type, token.start, token.end, target=local)
+        if name == "new":
+            return self.creation(token)
+        if name == "default":
+            return self.default(token)
+        if name == "nameof":
+            return self.nameof(token)
+        if name in _UNSUPPORTED:
+            raise self.fail(_UNSUPPORTED[name], start=token.start)
+        qualified = name
+        while qualified in NAMESPACES and self.at(".") and self.peek(1).kind == "name" and qualified not in STATIC_NAMES:
+            self.advance()
+            qualified = f"{qualified}.{self.advance().value}"
+        key = STATIC_NAMES.get(qualified)
+        if key is not None:
+            if not self.accept("."):
+                raise self.fail(f"'{qualified}' must be followed by a member", f": use one of {', '.join(sorted(STATIC[key]))}.")
+            return self.static_member(key, qualified, token.start)
+        raise self.fail(
+            f"Unknown name '{qualified}'",
+            ": expressions start with 'context', a local variable, or a type such as String, Math, Convert, DateTime, JObject.",
+            start=token.start,
+        )
 
-    # Constructs
+    def default(self, token: _Token) -> _Node:
+        if not self.accept("("):
+            return _Node(lambda _: None, NULL, token.start, token.end, None)
+        ctype = self.parse_type()
+        end = self.expect(")").end
+        value = default_of(ctype)
+        return _Node(lambda _: value, ctype, token.start, end, value)
+
+    def nameof(self, token: _Token) -> _Node:
+        self.expect("(")
+        last = self.expect_name()
+        while self.accept("."):
+            last = self.expect_name()
+        end = self.expect(")").end
+        value = last.value
+        return _Node(lambda _: value, STRING, token.start, end, value)
 
     def template(self, token: _Token) -> _Node:
+        """`$"…{x}…{y,8:N2}…"`: holes compile with the surrounding locals in scope."""
         parts: list[Any] = []
         for part in token.value:
             if isinstance(part, str):
                 if part:
                     parts.append(part)
-            else:
-                parts.append(_Parser(self.source, list(part)).hole().fn)
+                continue
+            parts.append((self.hole(part), part.alignment, part.format))
         if all(isinstance(part, str) for part in parts):
-            return _constant("".join(parts), str, token.start, token.end)
+            value = "".join(parts)
+            return _Node(lambda _: value, STRING, token.start, token.end, value)
+        if all(isinstance(p, str) or (p[1] is None and p[2] is None) for p in parts):
+            plain = tuple(p if isinstance(p, str) else p[0] for p in parts)
 
-        def interpolate(context: Context) -> str:
-            return "".join([part if type(part) is str else _text(part(context)) for part in parts])
+            def interpolate(frame: Any) -> str:
+                return sized("".join([p if type(p) is str else text(p(frame)) for p in plain]))  # type: ignore[operator]
 
-        return _Node(interpolate, str, token.start, token.end)
+            return _Node(interpolate, STRING, token.start, token.end)
+        formatted = tuple(parts)
 
-    def helper(self, owner: _Token) -> _Node:
-        helpers = _HELPERS[owner.value]
-        if not self.accept("."):
-            raise self.fail(f"'{owner.value}' must be followed by a member", f": use one of {', '.join(helpers)}.")
-        name_token = self.expect_name()
-        name, helper = name_token.value, helpers.get(name_token.value)
-        if helper is None:
-            raise self.fail(f"Unsupported member '{name}' on {owner.value}", f": use one of {', '.join(helpers)}.")
-        qualified, source = f"{owner.value}.{name}", self.source
-        if helper.arity is None:
-            if self.at("("):
-                raise self.fail(f"'{qualified}' is a property, not a method")
-            function = helper.function
-            return _Node(lambda _: function(), helper.returns, owner.start, name_token.end)
-        if not self.at("("):
-            raise self.fail(f"'{qualified}' is a method: call it as {qualified}(…)")
-        call = self.arguments()
-        if call.named or len(call.positional) != helper.arity:
-            raise self.fail(f"'{qualified}' takes {helper.arity} positional argument(s)")
-        returns = helper.returns
-        if returns is None:
-            joined = functools.reduce(_join, (argument.type for argument in call.positional))
-            returns = joined if joined in _NUMBERS else Any
-        function, arguments = helper.function, tuple(argument.fn for argument in call.positional)
+        def interpolate_formatted(frame: Any) -> str:
+            return sized("".join([p if type(p) is str else align(format_value(p[0](frame), p[2]), p[1]) for p in formatted]))
 
-        def invoke(context: Context) -> Any:
-            values = [argument(context) for argument in arguments]
-            try:
-                return function(*values)
-            except _CALL_ERRORS:
-                given = ", ".join(_value_type_name(value) for value in values)
-                raise _runtime_error(source, f"{qualified} cannot take ({given})") from None
+        return _Node(interpolate_formatted, STRING, token.start, token.end)
 
-        return _Node(invoke, returns, owner.start, call.end)
-
-    def expect_name(self) -> _Token:
-        if self.token.kind != "name":
-            raise self.fail("Expected a member name after '.'") if self.token.kind == "end" else self.unexpected()
-        return self.advance()
-
-    def arguments(self) -> _Arguments:
-        opener = self.advance()
-        positional: list[_Node] = []
-        named: dict[str, _Node] = {}
-        while not self.at(")"):
+    def hole(self, hole: _Hole) -> _Evaluator:
+        saved = self.tokens, self.position
+        self.tokens, self.position = list(hole.tokens), 0
+        try:
             if self.token.kind == "end":
-                raise self.fail(f"Unbalanced parentheses: '(' at character {opener.start + 1} is not closed")
-            if self.token.kind == "name" and self.at(":", 1):
-                name = self.advance().value
-                self.advance()
-                if name in named:
-                    raise self.fail(f"Named argument '{name}' is given twice")
-                named[name] = self.expression()
-            elif named:
-                raise self.fail("Positional arguments must come before named arguments")
-            else:
-                positional.append(self.expression())
-            if not self.accept(","):
-                break
-        return _Arguments(positional, named, self.close(opener).end)
+                raise self.fail("Empty '{}' in interpolated string")
+            with self.nested():
+                node = self.expression()
+            if self.token.kind != "end":
+                raise self.unexpected()
+        finally:
+            self.tokens, self.position = saved
+        return node.fn
 
-    def type_argument(self) -> str | None:
-        """The `T` of a generic call `Name<T>(…)`, told apart from `<` by the `>(` that follows."""
-        if not (self.at("<") and self.peek(1).kind == "name" and self.at(">", 2) and self.at("(", 3)):
-            return None
-        self.advance()
-        name = self.advance().value
-        self.advance()
-        if name not in _TYPES:
-            raise self.fail(f"Unsupported type argument '{name}'", f": use one of {', '.join(_TYPES)}.")
-        return name
+    def increment(self, operand: _Node, token: _Token, prefix: bool) -> _Node:
+        """`x++`, `++x`, `x--`, `--x` on a numeric local."""
+        local = operand.target
+        if not isinstance(local, _Local) or local.type not in (*NUMBERS, CHAR, DYNAMIC):
+            raise self.fail(f"'{token.value}' needs a numeric local variable, not '{self.text(operand)}'", start=token.start)
+        _, apply, slow = binary("+" if token.value == "++" else "-", local.type, INT)
+        slot, fn = local.slot, _step(apply, slow)
 
-    def member(self, node: _Node, safe: bool) -> _Node:
-        name_token = self.expect_name()
-        type_argument = self.type_argument()
-        call = self.arguments() if self.at("(") else None
-        end = call.end if call else name_token.end
-        if node.type in _VALUE_TYPES:
-            return self.builtin_member(node, name_token.value, type_argument, call, safe, end)
-        return self.class_member(node, name_token.value, type_argument, call, safe, end)
+        def step(frame: Any) -> Any:
+            old = frame.slots[slot]
+            frame.slots[slot] = new = fn(old, 1)
+            return new if prefix else old
 
-    def class_member(self, node: _Node, name: str, type_argument: str | None, call: _Arguments | None, safe: bool, end: int) -> _Node:
-        cls = node.type
-        members = _members(cls)
-        member = members.get(name)
-        if member is None:
-            raise self.fail(f"Unsupported member '{name}' on {cls.__name__}", f": use one of {', '.join(sorted(members))}.")
-        if member.parameters is None:
-            if call is not None or type_argument is not None:
-                raise self.fail(f"'{name}' on {cls.__name__} is a property, not a method")
-            receiver = self.receiver(node, f"read '{name}'", safe)
-            return _Node(lambda context: getattr(receiver(context), name), _static(member.type), node.start, end)
-        if call is None:
-            raise self.fail(f"'{name}' on {cls.__name__} is a method: call it as {member.usage(name)}")
-        if type_argument is not None and not member.generic:
-            raise self.fail(f"'{name}' on {cls.__name__} is not generic", f": call it as {member.usage(name)}.")
-        arguments = self.bind(member, name, call)
-        if type_argument is not None:
-            arguments["T"] = _constant(type_argument, str, node.end, end)
-        receiver = self.receiver(node, f"call '{name}'", safe)
-        return _Node(self.invoke(receiver, name, arguments, node), _static(member.type), node.start, end)
-
-    def bind(self, member: _Member, name: str, call: _Arguments) -> dict[str, _Node]:
-        """C# argument binding: positional arguments fill parameters in order, named ones by name."""
-        parameters = member.parameters or ()
-        usage = f": use {member.usage(name)}."
-        if len(call.positional) > len(parameters):
-            raise self.fail(f"Too many arguments ({len(call.positional)}) for '{name}'", usage)
-        arguments = {parameter.name: argument for parameter, argument in zip(parameters, call.positional)}
-        names = [parameter.name for parameter in parameters]
-        for key, argument in call.named.items():
-            if key not in names:
-                raise self.fail(f"Unknown named argument '{key}' for '{name}'", usage)
-            if key in arguments:
-                raise self.fail(f"Argument '{key}' of '{name}' is given twice", usage)
-            arguments[key] = argument
-        for parameter in parameters:
-            if parameter.name not in arguments and parameter.default is parameter.empty:
-                raise self.fail(f"Missing argument '{parameter.name}' for '{name}'", usage)
-        for key, argument in arguments.items():
-            hint = member.hints.get(key, Any)
-            if not _accepts(hint, argument.type):
-                raise self.fail(f"Argument '{key}' of '{name}' must be {_type_name(_static(hint))}, not {_type_name(argument.type)}")
-        return arguments
-
-    def invoke(self, receiver: _Evaluator, name: str, arguments: dict[str, _Node], node: _Node) -> _Evaluator:
-        source, text = self.source, self.text(node)
-
-        def failed(exc: Exception) -> ExpressionRuntimeError:
-            return _runtime_error(source, f"Calling '{name}' on '{text}' failed ({type(exc).__name__})")
-
-        if all(argument.constant is not _NOT_CONSTANT for argument in arguments.values()):
-            constants = {key: argument.constant for key, argument in arguments.items()}
-
-            def invoke_constants(context: Context) -> Any:
-                method = getattr(receiver(context), name)
-                try:
-                    return method(**constants)
-                except _CALL_ERRORS as exc:
-                    raise failed(exc) from exc
-
-            return invoke_constants
-        evaluators = tuple((key, argument.fn) for key, argument in arguments.items())
-
-        def invoke(context: Context) -> Any:
-            method = getattr(receiver(context), name)
-            values = {key: evaluate(context) for key, evaluate in evaluators}
-            try:
-                return method(**values)
-            except _CALL_ERRORS as exc:
-                raise failed(exc) from exc
-
-        return invoke
-
-    def builtin_member(self, node: _Node, name: str, type_argument: str | None, call: _Arguments | None, safe: bool, end: int) -> _Node:
-        builtin = _BUILTINS.get(name)
-        static = node.type
-        if static is NoneType:
-            raise self.fail(f"Cannot use '{name}' on null")
-        if builtin is None or not builtin.applies_to(static):
-            raise self.fail(f"Unsupported member '{name}' on {_type_name(static)}", f": use one of {_builtin_names(static)}.")
-        if builtin.arity is None and call is not None:
-            raise self.fail(f"'{name}' is a property, not a method")
-        if builtin.arity is not None and call is None:
-            raise self.fail(f"'{name}' is a method: call it as {name}(…)")
-        if type_argument is not None or (call and call.named):
-            raise self.fail(f"'{name}' takes no type or named arguments")
-        arguments = tuple(argument.fn for argument in call.positional) if call else ()
-        if builtin.arity is not None:
-            fewest, most = builtin.arity
-            if len(arguments) < fewest or (most is not None and len(arguments) > most):
-                raise self.fail(f"Wrong number of arguments ({len(arguments)}) for '{name}'", f": it takes {_arity_text(fewest, most)}.")
-        receiver = self.receiver(node, f"{'read' if builtin.arity is None else 'call'} '{name}'", safe)
-        source, text = self.source, self.text(node)
-        implementations = builtin.implementations
-        fallback = implementations.get(object)
-
-        def dynamic_member(context: Context) -> Any:
-            value = receiver(context)
-            implementation = implementations.get(type(value), fallback)
-            if implementation is None:
-                kind = type(value)
-                allowed = _builtin_names(kind)
-                raise _runtime_error(source, f"'{name}' is not available on {_type_name(kind)} '{text}' (use one of {allowed})")
-            values = [argument(context) for argument in arguments]
-            try:
-                return implementation(value, *values)
-            except ValueError as exc:
-                raise _runtime_error(source, f"'{name}' on '{text}' failed: {exc}") from None
-            except _CALL_ERRORS:
-                given = ", ".join(_value_type_name(v) for v in values)
-                raise _runtime_error(source, f"'{name}' on '{text}' cannot take ({given})") from None
-
-        return _Node(dynamic_member, builtin.returns, node.start, end)
+        return _Node(step, local.type, min(operand.start, token.start), max(operand.end, token.end), effect=True)
 
     def index(self, node: _Node, safe: bool) -> _Node:
         opener = self.advance()
         if self.at("]"):
             raise self.fail(f"Empty indexer at character {opener.start + 1}")
-        key = self.expression()
+        with self.nested():
+            key = self.expression()
         if not self.at("]"):
             raise self.fail(f"Missing ']' for '[' at character {opener.start + 1}") if self.token.kind == "end" else self.unexpected()
         end = self.advance().end
         receiver = self.receiver(node, "index", safe)
-        if node.type in (dict, list, Any):
-            return _Node(self.dynamic_index(receiver, key, node), Any, node.start, end)
-        indexer = None if node.type in _VALUE_TYPES else _indexer(node.type)
-        if indexer is None or indexer.parameters is None or len(indexer.parameters) != 1:
-            raise self.fail(f"{_type_name(node.type)} '{self.text(node)}' has no indexer")
-        hint = indexer.hints.get(indexer.parameters[0].name, Any)
-        if not _accepts(hint, key.type):
-            raise self.fail(f"The key of '{self.text(node)}' must be {_type_name(_static(hint))}, not {_type_name(key.type)}")
-        return _Node(self.class_index(receiver, key, node), _static(indexer.type), node.start, end)
+        return self.indexer(node, key, receiver, end)
 
-    def class_index(self, receiver: _Evaluator, key: _Node, node: _Node) -> _Evaluator:
-        source, text, key_fn = self.source, self.text(node), key.fn
+    def indexer(self, node: _Node, key: _Node, receiver: _Evaluator, end: int) -> _Node:
+        ctype, family = node.type, node.type.family
+        if family == "class":
+            return self.class_index(node, key, receiver, end)
+        if family not in ("dict", "list", "string", "bytes", "dynamic"):
+            raise self.fail(f"{ctype.name} '{self.text(node)}' has no indexer")
+        expected = {"dict": ctype.key or STRING, "list": INT, "string": INT, "bytes": INT}.get(family)
+        if expected is not None and key.type not in (expected, DYNAMIC, NULL) and not (expected is INT and key.type in NUMBERS):
+            raise self.fail(f"The key of '{self.text(node)}' must be {expected.name}, not {key.type.name}")
+        strict = family == "dict" and ctype.name.startswith("Dictionary")
+        get = _get_item(strict, self.source, node.start, node.end)
+        element = CHAR if family == "string" else INT if family == "bytes" else ctype.element or DYNAMIC
+        key_fn = key.fn
+        target = IndexTarget(receiver, key_fn, get, _set_item(self.source, node.start, node.end), element) if family in ("dict", "list", "dynamic") else None
+        return _Node(lambda frame: get(receiver(frame), key_fn(frame)), element, node.start, end, target=target)
 
-        def index(context: Context) -> Any:
-            obj, name = receiver(context), key_fn(context)
+    def class_index(self, node: _Node, key: _Node, receiver: _Evaluator, end: int) -> _Node:
+        declared = indexer(node.type.cls) if node.type.cls else None
+        if declared is None or declared.parameters is None or len(declared.parameters) != 1:
+            raise self.fail(f"{node.type.name} '{self.text(node)}' has no indexer")
+        hint = declared.hints.get(declared.parameters[0].name, DYNAMIC)
+        if not accepts(hint, key.type):
+            raise self.fail(f"The key of '{self.text(node)}' must be {hint.name}, not {key.type.name}")
+        source, start, key_fn, text_ = self.source, node.start, key.fn, self.text(node)
+
+        def index(frame: Any) -> Any:
+            obj, name = receiver(frame), key_fn(frame)
             try:
                 return obj[name]
             except (LookupError, TypeError):
-                raise _runtime_error(source, f"Key {name!r} not found in '{text}'") from None
+                raise _runtime_error(source, f"Key {name!r} not found in '{text_}'", "KeyNotFoundException", start) from None
 
-        return index
+        return _Node(index, declared.type, node.start, end)
 
-    def dynamic_index(self, receiver: _Evaluator, key: _Node, node: _Node) -> _Evaluator:
-        """JObject indexers return null for a missing key; JArray indexers need an index in range."""
-        source, text, key_fn = self.source, self.text(node), key.fn
+    def creation(self, token: _Token) -> _Node:
+        """`new T(…)`, `new T(…) { … }`, `new T[n]`, `new T[] { … }`, `new[] { … }`, `new { a = 1 }`."""
+        if self.at("[") and self.at("]", 1):
+            self.advance()
+            self.advance()
+            items = self.collection_items()
+            element = STRING if not items else items[0].type
+            for item in items[1:]:
+                element = join(element, item.type)
+            return self.array(array_of(element), items, token.start)
+        if self.at("{"):
+            return self.anonymous(token)
+        first = self.position
+        ctype = self.parse_type("a type after 'new'")
+        spelled = _spelled(self.tokens[first : self.position])
+        if self.at("[") and not self.at("]", 1):
+            self.advance()
+            with self.nested():
+                size = self.expression()
+            self.expect("]")
+            element = ctype
+            ctype = array_of(ctype)
+            initial = self.collection_items() if self.at("{") else None
+            return self.sized_array(ctype, element, size, initial, token.start)
+        if ctype.family in ("list", "bytes") and not self.at("("):
+            return self.array(ctype, self.collection_items(), token.start)
+        return self.construct(ctype, spelled, token.start)
 
-        def index(context: Context) -> Any:
-            obj, name = receiver(context), key_fn(context)
-            if type(obj) is dict and type(name) is str:
-                return obj.get(name)
-            if type(obj) is list and type(name) is int and 0 <= name < len(obj):
-                return obj[name]
-            if type(obj) is list and type(name) is int:
-                raise _runtime_error(source, f"Index {name} is out of range for '{text}' ({len(obj)} items)")
-            raise _runtime_error(source, f"Cannot index {_value_type_name(obj)} '{text}' with {_value_type_name(name)}")
+    def construct(self, ctype: CType, spelled: str, start: int) -> _Node:
+        call = self.arguments() if self.at("(") else None
+        if call is not None and call.named:
+            raise self.fail(f"'new {ctype.name}' takes no named arguments")
+        arguments = [a for a in (call.positional if call else [])]
+        builtin = CONSTRUCTORS.get(spelled) or CONSTRUCTORS.get(ctype.name)
+        if builtin is None and ctype.family in ("list", "dict"):
+            fn = self.collection_constructor(ctype, arguments)
+        elif builtin is None:
+            raise self.fail(f"'{ctype.name}' cannot be created with 'new'")
+        else:
+            checked = self.library_arguments(call, builtin, f"new {ctype.name}") if call else []
+            if builtin.arity is not None and not call and builtin.arity[0] > 0:
+                raise self.fail(f"'new {ctype.name}' needs arguments")
+            fn = self.invoke(builtin, None, checked, call, ctype, f"new {ctype.name}", start)
+        end = call.end if call else self.tokens[self.position - 1].end
+        node = _Node(fn, ctype, start, end, effect=True)
+        if self.at("{"):
+            node = self.initialized(node)
+        return node
 
-        return index
+    def collection_constructor(self, ctype: CType, arguments: list[_Node]) -> _Evaluator:
+        """`new List<T>()`, `new List<T>(items)`, `new Dictionary<K, V>()` (a capacity is ignored)."""
+        if len(arguments) > 1 or (arguments and ctype.family == "dict" and arguments[0].type.family != "dict"):
+            raise self.fail(f"Unsupported arguments for 'new {ctype.name}'")
+        if not arguments or arguments[0].type in NUMBERS:
+            return (lambda _: {}) if ctype.family == "dict" else (lambda _: [])
+        source_fn = arguments[0].fn
+        return (lambda f: dict(source_fn(f))) if ctype.family == "dict" else (lambda f: list(elements(source_fn(f))))
 
-    def receiver(self, node: _Node, action: str, safe: bool) -> _Evaluator:
-        """The evaluator of a member's target, which stops on null: with `?.` the chain yields null, else it fails."""
-        fn = node.fn
-        if fn is _root:
-            return fn
-        if safe:
+    def initialized(self, node: _Node) -> _Node:
+        """`{ a, b }` (Add), `{ { k, v } }` (Add), `{ [k] = v }` (indexer) after a constructor."""
+        family = node.type.family
+        if family not in ("list", "dict"):
+            raise self.fail(f"'{node.type.name}' has no collection initializer")
+        opener = self.expect("{")
+        steps: list[Callable[[Any, Any], None]] = []
+        with self.nested():
+            while not self.at("}"):
+                steps.append(self.initializer_item(node.type))
+                if not self.accept(","):
+                    break
+            end = self.expect("}", f"closing the initializer opened at character {opener.start + 1}").end
+        create, source, start = node.fn, self.source, node.start
 
-            def conditional(context: Context) -> Any:
-                value = fn(context)
-                if value is None:
-                    raise _NullChain
-                return value
-
-            return conditional
-        source, text = self.source, self.text(node)
-
-        def required(context: Context) -> Any:
-            value = fn(context)
-            if value is None:
-                raise _runtime_error(source, f"Cannot {action}: '{text}' is null (use '?.' or '?[' to get null instead)")
-            return value
-
-        return required
-
-    def cast(self) -> _Node:
-        opener = self.advance()
-        name = self.advance().value
-        self.advance()
-        if name not in _TYPES:
-            raise self.fail(f"Unsupported cast to '{name}'", f": use one of {', '.join(_TYPES)}.")
-        operand = self.unary()
-        if operand.type not in _VALUE_TYPES:
-            raise self.fail(f"Cannot cast {_type_name(operand.type)} '{self.text(operand)}' to {name}")
-        static, convert = _TYPES[name]
-        fn, source = operand.fn, self.source
-
-        def cast(context: Context) -> Any:
-            value = fn(context)
+        def initialize(frame: Any) -> Any:
+            value = create(frame)
             try:
-                return convert(value)
-            except ValueError as exc:
-                raise _runtime_error(source, f"Cannot cast {_value_type_name(value)} to {name} ({exc})") from None
+                for step in steps:
+                    step(frame, value)
+            except DotNetError as exc:
+                raise failure(source, start, "The initializer failed", exc) from None
+            return sized(value)
 
-        return _Node(cast, static, opener.start, operand.end)
+        return _Node(initialize, node.type, node.start, end, effect=True)
 
-    def negate(self, operand: _Node, start: int) -> _Node:
-        self.numeric(operand, "-")
-        if type(operand.constant) in _NUMBERS:
-            return _constant(-operand.constant, operand.type, start, operand.end)
-        fn, source, text = operand.fn, self.source, self.text(operand)
+    def initializer_item(self, ctype: CType) -> Callable[[Any, Any], None]:
+        family = ctype.family
+        if family == "dict" and self.at("["):
+            self.advance()
+            key = self.expression().fn
+            self.expect("]")
+            self.expect("=")
+            value = self.expression().fn
+            return lambda frame, target: target.__setitem__(key(frame), json_token(value(frame)))
+        if family == "dict":
+            self.expect("{", "(a dictionary item is { key, value })")
+            key = self.expression().fn
+            self.expect(",")
+            value = self.expression().fn
+            self.expect("}")
 
-        def negate(context: Context) -> Any:
-            value = fn(context)
-            if type(value) in _NUMBERS:
-                return -value
-            if value is None:
-                return None
-            raise _runtime_error(source, f"Operator '-' needs a number, but '{text}' is {_value_type_name(value)}")
+            if ctype == JOBJECT:
+                return lambda frame, target: add_property(target, key(frame), value(frame))
 
-        return _Node(negate, operand.type, start, operand.end)
+            def add(frame: Any, target: Any) -> None:
+                name = key(frame)
+                if name in target:
+                    raise DotNetError("ArgumentException", f"An item with the same key has already been added. Key: {name}")
+                target[name] = json_token(value(frame))
 
-    # Operators
+            return add
+        item = self.expression().fn
+        return lambda frame, target: target.append(json_token(item(frame)))
 
-    def combine(self, op: str, left: _Node, right: _Node) -> _Node:
-        start, end = left.start, right.end
-        if op in ("||", "&&"):
-            left_fn, right_fn = self.boolean(left, f"The left operand of '{op}'"), self.boolean(right, f"The right operand of '{op}'")
-            if op == "||":
-                return _Node(lambda context: left_fn(context) or right_fn(context), bool, start, end)
-            return _Node(lambda context: left_fn(context) and right_fn(context), bool, start, end)
-        if op in ("==", "!="):
-            return _Node(_equality(op, left, right), bool, start, end)
-        if op == "+" and str in (left.type, right.type):
-            left_fn, right_fn = left.fn, right.fn
-            return _Node(lambda context: _text(left_fn(context)) + _text(right_fn(context)), str, start, end)
-        self.numeric(left, op)
-        self.numeric(right, op)
-        text = self.source[start:end]
-        if op in _COMPARISONS:
-            return _Node(_comparison(op, left.fn, right.fn, self.source, text), bool, start, end)
-        static = _join(left.type, right.type) if {left.type, right.type} <= _NUMBERS else Any
-        return _Node(_arithmetic(op, left.fn, right.fn, self.source, text), static, start, end)
+    def collection_items(self) -> list[_Node]:
+        opener = self.expect("{")
+        items: list[_Node] = []
+        with self.nested():
+            while not self.at("}"):
+                items.append(self.expression())
+                if not self.accept(","):
+                    break
+            self.expect("}", f"closing the '{{' at character {opener.start + 1}")
+        return items
 
-    def boolean(self, node: _Node, role: str) -> _Evaluator:
-        """A closure that yields the node's value as a bool; C# has no truthiness, so anything else fails."""
-        if node.type is bool:
-            return node.fn
-        if node.type is not Any:
-            raise self.fail(f"{role} must be a bool, but '{self.text(node)}' is {_type_name(node.type)}")
-        fn, source, text = node.fn, self.source, self.text(node)
+    def array(self, ctype: CType, items: list[_Node], start: int) -> _Node:
+        element = ctype.element or DYNAMIC
+        converts = []
+        for item in items:
+            convert = implicit(element, item.type)
+            if convert is None:
+                raise self.fail(f"Cannot put {item.type.name} '{self.text(item)}' in a {ctype.name}", start=item.start)
+            converts.append((item.fn, convert))
+        end = self.tokens[self.position - 1].end
+        if ctype.family == "bytes":
+            return _Node(lambda frame: bytes(convert(fn(frame)) for fn, convert in converts), ctype, start, end, effect=True)
+        return _Node(lambda frame: [convert(fn(frame)) for fn, convert in converts], ctype, start, end, effect=True)
 
-        def checked(context: Context) -> bool:
-            value = fn(context)
-            if type(value) is bool:
-                return value
-            raise _runtime_error(source, f"{role} must be a bool, but '{text}' is {_value_type_name(value)}")
+    def sized_array(self, ctype: CType, element: CType, size: _Node, items: list[_Node] | None, start: int) -> _Node:
+        if size.type not in NUMBERS and size.type is not DYNAMIC:
+            raise self.fail(f"An array size must be a number, not {size.type.name}")
+        if items is not None:
+            return self.array(ctype, items, start)
+        size_fn, fill, source = size.fn, default_of(element), self.source
 
-        return checked
+        def allocate(frame: Any) -> Any:
+            count = size_fn(frame)
+            if type(count) is not int or not 0 <= count <= MAX_ITEMS:
+                raise _runtime_error(source, f"An array size must be between 0 and {MAX_ITEMS:,}, not {count!r}", "OverflowException", start)
+            return bytes(count) if ctype.family == "bytes" else [fill] * count
 
-    def numeric(self, node: _Node, op: str) -> None:
-        allowed = _NUMERIC_OPERANDS | {_dt.datetime} if op in _COMPARISONS else _NUMERIC_OPERANDS
-        if node.type not in allowed:
-            raise self.fail(f"Operator '{op}' needs numbers, but '{self.text(node)}' is {_type_name(node.type)}")
+        return _Node(allocate, ctype, start, self.tokens[self.position - 1].end, effect=True)
+
+    def anonymous(self, token: _Token) -> _Node:
+        """`new { name = value, other }`: an object with those properties (serialised like a JObject)."""
+        self.expect("{")
+        fields: list[tuple[str, _Evaluator]] = []
+        with self.nested():
+            while not self.at("}"):
+                if self.token.kind == "name" and self.at("=", 1):
+                    name = self.advance().value
+                    self.advance()
+                    fields.append((name, self.expression().fn))
+                else:
+                    node = self.expression()
+                    name = self.source[node.start : node.end].rsplit(".", 1)[-1].strip()
+                    if not name.isidentifier():
+                        raise self.fail("An anonymous object's member needs a name: write 'name = value'", start=node.start)
+                    fields.append((name, node.fn))
+                if not self.accept(","):
+                    break
+            end = self.expect("}").end
+        return _Node(lambda frame: {name: fn(frame) for name, fn in fields}, dictionary(STRING, DYNAMIC), token.start, end, effect=True)
+
+    def lambda_(self, types: tuple[CType, ...]) -> _Node:
+        """`x => …`, `(x, i) => …`, `(string s) => …`, `x => { … }`: a callable bound to the evaluation."""
+        start = self.token.start
+        parameters: list[tuple[_Token, CType | None]] = []
+        if self.token.kind == "name":
+            parameters.append((self.advance(), None))
+        else:
+            self.expect("(")
+            while not self.at(")"):
+                declared = self.parse_type() if self.peek(1).kind == "name" else None
+                parameters.append((self.expect_name("a lambda parameter"), declared))
+                if not self.accept(","):
+                    break
+            self.expect(")")
+        self.expect("=>")
+        if len(parameters) > len(types):
+            raise self.fail(f"The lambda takes {len(parameters)} parameters; here it gets at most {len(types)}", start=start)
+        self.timed = True
+        with self.nested(), self.scope():
+            slots = tuple(self.declare(token, declared or ctype).slot for (token, declared), ctype in zip(parameters, types))
+            body, body_type = self.lambda_body()
+        end = self.tokens[self.position - 1].end
+        return _Node(_bind_lambda(body, slots), lambda_type(body_type), start, end)
+
+    def lambda_body(self) -> tuple[_Evaluator, CType]:
+        node = self.expression()
+        return node.fn, node.type
+
+
+def _spelled(tokens: list[_Token]) -> str:
+    """The type's own name in a `new` (`HMACSHA256` in `System.Security.Cryptography.HMACSHA256`, `List` in `List<T>`)."""
+    names = []
+    for token in tokens:
+        if token.kind == "op" and token.value in ("<", "["):
+            break
+        if token.kind == "name":
+            names.append(token.value)
+    return names[-1] if names else ""
+
+
+def _bind_lambda(body: _Evaluator, slots: tuple[int, ...]) -> _Evaluator:
+    def make(frame: Any) -> Callable[..., Any]:
+        target = frame.slots
+
+        def call(*arguments: Any) -> Any:
+            frame.tick()
+            for slot, value in zip(slots, arguments):
+                target[slot] = value
+            return body(frame)
+
+        return call
+
+    return make
+
+
+def _step(fast: Callable[[Any, Any], Any], slow: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def apply(a: Any, b: Any) -> Any:
+        try:
+            return fast(a, b)
+        except TypeError:
+            return slow(a, b)
+
+    return apply
+
+
+def _fold(first: _Evaluator, steps: list[tuple[Any, Any, _Evaluator, int]], source: str, start: int) -> _Evaluator:
+    """Evaluate `a op b op c …` left to right in one closure; a failure names the part evaluated so far."""
+
+    def failed(exc: DotNetError, end: int) -> Exception:
+        return _runtime_error(source, f"{exc.message.rstrip('.')}{part(source, start, end)}", exc.kind, start, exc.message)
+
+    if len(steps) == 1:
+        ((fast, slow, right, end),) = steps
+
+        def pair(frame: Any) -> Any:
+            a, b = first(frame), right(frame)
+            try:
+                try:
+                    return fast(a, b)
+                except TypeError:
+                    return slow(a, b)
+            except DotNetError as exc:
+                raise failed(exc, end) from None
+
+        return pair
+
+    def fold(frame: Any) -> Any:
+        value = first(frame)
+        for fast, slow, right, end in steps:
+            operand = right(frame)
+            try:
+                try:
+                    value = fast(value, operand)
+                except TypeError:
+                    value = slow(value, operand)
+            except DotNetError as exc:
+                raise failed(exc, end) from None
+        return value
+
+    return fold
+
+
+def _prefixed(fn: _Evaluator, steps: list[Callable[[Any], Any]], source: str, start: int, end: int) -> _Evaluator:
+    """Prefix operators and casts applied innermost first, in one closure."""
+    if len(steps) == 1:
+        (only,) = steps
+
+        def apply_one(frame: Any) -> Any:
+            value = fn(frame)
+            try:
+                return only(value)
+            except DotNetError as exc:
+                raise _runtime_error(source, f"{exc.message.rstrip('.')}{part(source, start, end)}", exc.kind, start, exc.message) from None
+            except TypeError:
+                raise _runtime_error(source, f"Cannot apply the operator to {type_name(value)}{part(source, start, end)}", "InvalidOperationException", start) from None
+
+        return apply_one
+
+    def apply(frame: Any) -> Any:
+        value = fn(frame)
+        try:
+            for step in steps:
+                value = step(value)
+        except DotNetError as exc:
+            raise _runtime_error(source, f"{exc.message.rstrip('.')}{part(source, start, end)}", exc.kind, start, exc.message) from None
+        except TypeError:
+            raise _runtime_error(source, f"Cannot apply the operator to {type_name(value)}{part(source, start, end)}", "InvalidOperationException", start) from None
+        return value
+
+    return apply
 
 
 def _short_circuit(node: _Node) -> _Node:
     """Close a member chain that contains `?.`: a null met there makes the whole chain null."""
     fn = node.fn
 
-    def chain(context: Context) -> Any:
+    def chain(frame: Any) -> Any:
         try:
-            return fn(context)
+            return fn(frame)
         except _NullChain:
             return None
 
-    return replace(node, fn=chain)
+    return replace(node, fn=chain, target=None, path=None)
 
 
-def _equality(op: str, left: _Node, right: _Node) -> _Evaluator:
-    left_fn, right_fn = left.fn, right.fn
-    if {left.type, right.type} <= {str, int, float, NoneType}:
-        if op == "==":
-            return lambda context: left_fn(context) == right_fn(context)
-        return lambda context: left_fn(context) != right_fn(context)
-    if op == "==":
-        return lambda context: _equals(left_fn(context), right_fn(context))
-    return lambda context: not _equals(left_fn(context), right_fn(context))
+def _get_item(strict: bool, source: str, start: int, end: int) -> Callable[[Any, Any], Any]:
+    """`obj[key]`: a JObject gives null for a missing key, a Dictionary fails; lists and strings need an index in range."""
 
-
-def _comparison(op: str, left: _Evaluator, right: _Evaluator, source: str, text: str) -> _Evaluator:
-    """C# relational operators: numbers (or dates); a null operand makes the comparison false."""
-    compare = _COMPARISONS[op]
-
-    def comparison(context: Context) -> bool:
-        a, b = left(context), right(context)
-        if (type(a) in _NUMBERS and type(b) in _NUMBERS) or (isinstance(a, _dt.datetime) and isinstance(b, _dt.datetime)):
-            return compare(a, b)
-        if a is None or b is None:
-            return False
-        raise _runtime_error(source, f"Cannot compare {_value_type_name(a)} and {_value_type_name(b)} in '{text}'")
-
-    return comparison
-
-
-def _arithmetic(op: str, left: _Evaluator, right: _Evaluator, source: str, text: str) -> _Evaluator:
-    """C# arithmetic on numbers; `+` concatenates when either value is a string; a null operand gives null."""
-    apply = _ARITHMETIC[op]
-
-    def arithmetic(context: Context) -> Any:
-        a, b = left(context), right(context)
-        if type(a) in _NUMBERS and type(b) in _NUMBERS:
+    def get(obj: Any, key: Any) -> Any:
+        kind = type(obj)
+        if kind is dict:
+            if strict and key not in obj:
+                raise _runtime_error(source, f"Key {key!r} not found in '{excerpt(source, start, end)}'", "KeyNotFoundException", start)
+            return obj.get(key) if type(key) is not list else None
+        if kind in (list, str, bytes) and type(key) is int:
+            if 0 <= key < len(obj):
+                return obj[key]
+            raise _runtime_error(source, f"Index {key} is out of range for '{excerpt(source, start, end)}' ({len(obj)} items)", "ArgumentOutOfRangeException", start)
+        if hasattr(obj, "__getitem__") and kind not in (list, str, bytes):
             try:
-                return apply(a, b)
-            except ZeroDivisionError:
-                raise _runtime_error(source, f"Division by zero in '{text}'") from None
-        if op == "+" and (type(a) is str or type(b) is str):
-            return _text(a) + _text(b)
-        if a is None or b is None:
-            return None
-        raise _runtime_error(source, f"Operator '{op}' cannot take {_value_type_name(a)} and {_value_type_name(b)} in '{text}'")
+                return obj[key]
+            except (LookupError, TypeError):
+                raise _runtime_error(source, f"Key {key!r} not found in '{excerpt(source, start, end)}'", "KeyNotFoundException", start) from None
+        raise _runtime_error(source, f"Cannot index {type_name(obj)} '{excerpt(source, start, end)}' with {type_name(key)}", "InvalidOperationException", start)
 
-    return arithmetic
+    return get
+
+
+def _set_item(source: str, start: int, end: int) -> Callable[[Any, Any, Any], None]:
+    def put(obj: Any, key: Any, value: Any) -> None:
+        kind = type(obj)
+        if kind is dict and type(key) is not list:
+            obj[key] = json_token(value)
+            sized(obj)
+            return
+        if kind is list and type(key) is int and 0 <= key < len(obj):
+            obj[key] = json_token(value)
+            return
+        if kind is list and type(key) is int:
+            raise _runtime_error(source, f"Index {key} is out of range for '{excerpt(source, start, end)}' ({len(obj)} items)", "ArgumentOutOfRangeException", start)
+        raise _runtime_error(source, f"Cannot set an item of {type_name(obj)} '{excerpt(source, start, end)}'", "InvalidOperationException", start)
+
+    return put

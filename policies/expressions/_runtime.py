@@ -1,28 +1,81 @@
-"""C# value semantics at run time: text forms, equality, arithmetic, casts and the whitelisted members."""
+"""C# value semantics at run time: text forms, equality, numbers that wrap, casts and JSON text.
+
+Values are plain Python ones: string and char are str, int and long are int (wrapped to 32 or 64 bits as
+the static type says), double is float, JObject is dict, JArray and every array or list is list, DateTime and
+DateTimeOffset are aware UTC datetimes, TimeSpan is timedelta, byte[] is bytes, Guid is uuid.UUID.
+"""
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
+import enum
 import math
-import operator
 import re
-import typing
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from policies.expressions._types import _NUMBERS, _members, _type_name
+from policies.expressions._errors import DotNetError
+from policies.expressions._limits import sized
+from policies.expressions._types import (
+    BOOL,
+    BYTE,
+    CHAR,
+    DATETIME,
+    DATETIMEOFFSET,
+    DOUBLE,
+    DYNAMIC,
+    GUID,
+    INT,
+    LONG,
+    STRING,
+    TIMESPAN,
+    CType,
+    class_type,
+    members,
+)
+
+UTC = _dt.timezone.utc
+MIN_DATE = _dt.datetime(1, 1, 1, tzinfo=UTC)
+MAX_DATE = _dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 
 class _NullChain(Exception):
     """`?.` met null: the rest of the member chain is skipped and the chain's value is null."""
 
 
-def _text(value: Any) -> str:
-    """C#'s string form of a value, as concatenation and interpolation use it (null is empty)."""
+_FAMILIES: dict[type, str] = {
+    str: "string", int: "number", float: "number", bool: "bool", dict: "dict", list: "list",
+    _dt.datetime: "datetime", _dt.timedelta: "timespan", bytes: "bytes", uuid.UUID: "guid",
+}  # fmt: skip
+
+
+def family_of(value: Any) -> str:
+    """The library family that serves members of `value` at run time."""
+    family = _FAMILIES.get(type(value))
+    if family is not None:
+        return family
+    if value is None:
+        return "null"
+    return "enum" if isinstance(value, enum.Enum) else "class"
+
+
+def type_name(value: Any) -> str:
+    """A value's C# type name, for messages."""
+    kind = type(value)
+    if value is None:
+        return "null"
+    names = {str: "string", int: "long", float: "double", bool: "bool", dict: "JObject", list: "JArray"}
+    if kind in names:
+        return names[kind]
+    return {_dt.datetime: "DateTime", _dt.timedelta: "TimeSpan", bytes: "byte[]", uuid.UUID: "Guid"}.get(kind) or class_type(kind).name
+
+
+def text(value: Any) -> str:
+    """C#'s string form of a value, as concatenation, interpolation and ToString() give it (null is empty)."""
     kind = type(value)
     if kind is str:
         return value
@@ -33,93 +86,237 @@ def _text(value: Any) -> str:
     if kind is int:
         return str(value)
     if kind is float:
-        return _double_text(value)
+        return double_text(value)
     if kind is dict or kind is list:
-        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-    if isinstance(value, _dt.datetime):
-        return value.isoformat(timespec="microseconds").replace("+00:00", "Z")
-    if "ToString" in _members(kind):
-        return value.ToString()
-    return kind.__name__
+        return json_text(value, indented=True)
+    if kind is _dt.datetime:
+        return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    if kind is _dt.timedelta:
+        return timespan_text(value)
+    if kind is bytes:
+        return "System.Byte[]"
+    if isinstance(value, enum.Enum):
+        return (value.name or "").rstrip("_")
+    if "ToString" in members(kind):  # type: ignore[arg-type]
+        return str(value.ToString())
+    return str(value) if kind is uuid.UUID else class_type(kind).name
 
 
-def _double_text(value: float) -> str:
+def double_text(value: float) -> str:
     """A double as .NET prints it: shortest round-trip, no trailing `.0`, `E+16` exponents."""
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
         return "∞" if value > 0 else "-∞"
-    if value.is_integer() and abs(value) < 1e16:
+    if value.is_integer() and abs(value) < 1e15:
         return str(int(value))
-    return repr(value).replace("e", "E")
+    return repr(value).replace("e+", "E+").replace("e-", "E-")
 
 
-def _equals(left: Any, right: Any) -> bool:
-    """C# `==` on values: numbers compare across int and double, but a bool never equals a number."""
-    return left == right and (type(left) is bool) is (type(right) is bool)
+def timespan_text(value: _dt.timedelta) -> str:
+    """TimeSpan's constant ("c") format: `[-][d.]hh:mm:ss[.fffffff]`."""
+    ticks = (value.days * 86_400 + value.seconds) * 10_000_000 + value.microseconds * 10
+    sign, ticks = ("-", -ticks) if ticks < 0 else ("", ticks)
+    seconds, fraction = divmod(ticks, 10_000_000)
+    days, seconds = divmod(seconds, 86_400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    return f"{sign}{f'{days}.' if days else ''}{hours:02}:{minutes:02}:{seconds:02}{f'.{fraction:07}' if fraction else ''}"
 
 
-def _divide(left: int | float, right: int | float) -> int | float:
-    """C# division: integers truncate toward zero."""
+def _json_default(value: Any) -> Any:
+    if isinstance(value, _dt.datetime):
+        stamp = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return stamp + (f".{value.microsecond:06}".rstrip("0") if value.microsecond else "") + "Z"
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, (_dt.timedelta, uuid.UUID, enum.Enum)):
+        return text(value)
+    json = getattr(value, "_json", None)
+    if json is not None:
+        return json()
+    raise TypeError(f"{type_name(value)} cannot be written as JSON")
+
+
+def json_text(value: Any, indented: bool = False) -> str:
+    """JSON as Newtonsoft writes it: `ToString()` indents by two spaces, `Formatting.None` is compact."""
+    option = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | (orjson.OPT_INDENT_2 if indented else 0)
+    try:
+        return sized(orjson.dumps(value, default=_json_default, option=option).decode())
+    except orjson.JSONEncodeError as exc:
+        raise DotNetError("JsonSerializationException", str(exc)) from None
+
+
+def equals(left: Any, right: Any) -> bool:
+    """C# `==`: values for strings, numbers, dates, Guids; references for JObject, lists and objects.
+    A bool never equals a number."""
+    if left is right:
+        return True
+    kind, other = type(left), type(right)
+    if kind in _VALUE_TYPES and other in _VALUE_TYPES:
+        return bool(left == right) and (kind is bool) is (other is bool)
+    return False
+
+
+_VALUE_TYPES = frozenset({str, int, float, bool, _dt.datetime, _dt.timedelta, uuid.UUID})
+
+
+def wrap32(value: int) -> int:
+    return ((value + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+
+
+def wrap64(value: int) -> int:
+    return ((value + 0x8000000000000000) & 0xFFFFFFFFFFFFFFFF) - 0x8000000000000000
+
+
+def divide(left: Any, right: Any) -> Any:
+    """C# division: integers truncate toward zero and refuse zero; doubles give infinity or NaN."""
     if type(left) is int and type(right) is int:
-        quotient = left // right
-        return quotient + 1 if quotient < 0 and quotient * right != left else quotient
+        if right == 0:
+            raise DotNetError("DivideByZeroException", "Attempted to divide by zero.")
+        quotient = abs(left) // abs(right)
+        return quotient if (left < 0) == (right < 0) else -quotient
+    if right == 0:
+        return math.nan if left == 0 or math.isnan(left) else math.copysign(math.inf, left) * math.copysign(1, right)
     return left / right
 
 
-def _remainder(left: int | float, right: int | float) -> int | float:
-    """C# `%`: the result has the sign of the dividend (Python's has the divisor's)."""
-    remainder = abs(left) % abs(right)
-    return -remainder if left < 0 else remainder
+def remainder(left: Any, right: Any) -> Any:
+    """C# `%`: the sign of the dividend; integer zero refused, double zero gives NaN."""
+    if type(left) is int and type(right) is int:
+        if right == 0:
+            raise DotNetError("DivideByZeroException", "Attempted to divide by zero.")
+        result = abs(left) % abs(right)
+        return -result if left < 0 else result
+    return math.fmod(left, right) if right != 0 else math.nan
 
 
-_ARITHMETIC: dict[str, Callable[[Any, Any], Any]] = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": _divide, "%": _remainder}
-_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {"<": operator.lt, ">": operator.gt, "<=": operator.le, ">=": operator.ge}
-
-_INTEGER_TEXT = re.compile(r"\s*[+-]?[0-9]+\s*")
-_DOUBLE_TEXT = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
+_INTEGER_TEXT = re.compile(r"\s*[+-]?[0-9]{1,40}\s*")
+_DOUBLE_TEXT = re.compile(r"\s*[+-]?(?:[0-9]{1,400}(?:\.[0-9]*)?|\.[0-9]{1,400})(?:[eE][+-]?[0-9]{1,5})?\s*")
+_RANGES = {INT: (-(1 << 31), (1 << 31) - 1), LONG: (-(1 << 63), (1 << 63) - 1), BYTE: (0, 255)}
 
 
-def _to_string(value: Any) -> str | None:
-    return None if value is None else _text(value)
+def parse_integer(value: str, ctype: CType = INT) -> int:
+    """`int.Parse`: digits with an optional sign and surrounding spaces, within the type's range."""
+    if not _INTEGER_TEXT.fullmatch(value):
+        raise DotNetError("FormatException", "The input string was not in a correct format.")
+    return in_range(int(value), ctype)
 
 
-def _to_integer(bits: int) -> Callable[[Any], int]:
-    low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+def in_range(number: int, ctype: CType) -> int:
+    low, high = _RANGES.get(ctype, _RANGES[LONG])
+    if not low <= number <= high:
+        raise DotNetError("OverflowException", f"Value was either too large or too small for {ctype.name}.")
+    return number
 
+
+def parse_double(value: str) -> float:
+    stripped = value.strip()
+    if stripped in ("NaN", "Infinity", "-Infinity", "∞", "-∞"):
+        return float(stripped.replace("∞", "inf"))
+    if not _DOUBLE_TEXT.fullmatch(value):
+        raise DotNetError("FormatException", "The input string was not in a correct format.")
+    return float(value)
+
+
+def parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered not in ("true", "false"):
+        raise DotNetError("FormatException", f"String '{value[:40]}' was not recognized as a valid Boolean.")
+    return lowered == "true"
+
+
+def parse_datetime(value: str) -> _dt.datetime:
+    """ISO 8601 text as DateTime.Parse reads it; a time without offset is taken as UTC."""
+    text_value = value.strip().replace("Z", "+00:00").replace(" ", "T", 1)
+    try:
+        parsed = _dt.datetime.fromisoformat(text_value)
+    except ValueError:
+        raise DotNetError("FormatException", f"String '{value[:40]}' was not recognized as a valid DateTime.") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _to_string(value: Any) -> Any:
+    if value is None or type(value) is str:
+        return value
+    return json_text(value) if type(value) in (dict, list) else text(value)
+
+
+def _to_integer(ctype: CType) -> Callable[[Any], int]:
     def convert(value: Any) -> int:
-        if type(value) is int or (type(value) is float and math.isfinite(value)):
-            number = int(value)
-        elif type(value) is str and _INTEGER_TEXT.fullmatch(value):
-            number = int(value)
-        else:
-            raise ValueError("not an integer")
-        if not low <= number <= high:
-            raise ValueError("out of range")
-        return number
+        kind = type(value)
+        if kind is int:
+            return in_range(value, ctype)
+        if kind is float and math.isfinite(value):
+            return in_range(int(value), ctype)
+        if kind is str:
+            return parse_integer(value, ctype)
+        raise DotNetError("InvalidCastException", f"Cannot cast {type_name(value)} to {ctype.name}.")
 
     return convert
 
 
 def _to_double(value: Any) -> float:
-    if type(value) in _NUMBERS or (type(value) is str and _DOUBLE_TEXT.fullmatch(value)):
+    if type(value) in (int, float):
         return float(value)
-    raise ValueError("not a number")
+    if type(value) is str:
+        return parse_double(value)
+    raise DotNetError("InvalidCastException", f"Cannot cast {type_name(value)} to double.")
 
 
 def _to_bool(value: Any) -> bool:
     if type(value) is bool:
         return value
-    if type(value) is str and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise ValueError("not true or false")
+    if type(value) is str:
+        return parse_bool(value)
+    raise DotNetError("InvalidCastException", f"Cannot cast {type_name(value)} to bool.")
 
 
-def _to_json(kind: type) -> Callable[[Any], Any]:
+def _to_char(value: Any) -> str:
+    if type(value) is int and 0 <= value <= 0xFFFF:
+        return chr(value)
+    if type(value) is str and len(value) == 1:
+        return value
+    raise DotNetError("InvalidCastException", f"Cannot cast {type_name(value)} to char.")
+
+
+def _to_datetime(value: Any) -> _dt.datetime:
+    if type(value) is _dt.datetime:
+        return value
+    if type(value) is str:
+        return parse_datetime(value)
+    raise DotNetError("InvalidCastException", f"Cannot cast {type_name(value)} to DateTime.")
+
+
+def _to_guid(value: Any) -> uuid.UUID:
+    if type(value) is uuid.UUID:
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise DotNetError("FormatException", "Unrecognized Guid format.") from None
+
+
+def _checked(ctype: CType, python: type) -> Callable[[Any], Any]:
     def convert(value: Any) -> Any:
-        if value is None or type(value) is kind:
+        if value is None or type(value) is python:
             return value
-        raise ValueError(f"not a {_type_name(kind)}")
+        raise DotNetError("InvalidCastException", f"Cannot cast {type_name(value)} to {ctype.name}.")
+
+    return convert
+
+
+def _to_class(ctype: CType) -> Callable[[Any], Any]:
+    cls = ctype.cls
+    assert cls is not None
+    adapt = getattr(cls, "_cast", None)
+
+    def convert(value: Any) -> Any:
+        if value is None or isinstance(value, cls):
+            return value
+        if adapt is not None:
+            return adapt(value)
+        raise DotNetError("InvalidCastException", f"Cannot cast {type_name(value)} to {ctype.name}.")
 
     return convert
 
@@ -128,145 +325,51 @@ def _identity(value: Any) -> Any:
     return value
 
 
-#: Cast and generic type names: the static type each produces and the conversion a cast applies.
-_TYPES: dict[str, tuple[Any, Callable[[Any], Any]]] = {
-    "string": (str, _to_string),
-    "int": (int, _to_integer(32)),
-    "long": (int, _to_integer(64)),
-    "double": (float, _to_double),
-    "bool": (bool, _to_bool),
-    "JObject": (dict, _to_json(dict)),
-    "JArray": (list, _to_json(list)),
-    "JToken": (Any, _identity),
-    "object": (Any, _identity),
-}
+def _nullable(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else convert(value)
 
 
-def _substring(text: str, start: int, length: int | None = None) -> str:
-    end = len(text) if length is None else start + length
-    if type(start) is not int or type(end) is not int or not 0 <= start <= end <= len(text):
-        raise ValueError("start or length outside the string")
-    return text[start:end]
+_CONVERTERS: dict[CType, Callable[[Any], Any]] = {
+    STRING: _to_string, INT: _to_integer(INT), LONG: _to_integer(LONG), BYTE: _to_integer(BYTE), DOUBLE: _to_double,
+    BOOL: _to_bool, CHAR: _to_char, DATETIME: _to_datetime, DATETIMEOFFSET: _to_datetime,
+    TIMESPAN: _checked(TIMESPAN, _dt.timedelta), GUID: _to_guid, DYNAMIC: _identity,
+}  # fmt: skip
+_PYTHON_TYPES = {"dict": dict, "list": list, "bytes": bytes}
 
 
-def _replace(text: str, old: str, new: str | None) -> str:
-    if not old:
-        raise ValueError("the string to replace is empty")
-    return text.replace(old, new or "")
+def converter(ctype: CType, source: CType = DYNAMIC, nullable: bool = False) -> Callable[[Any], Any]:
+    """The conversion a cast `(T)value` applies; `source` CHAR makes `(int)c` the character code."""
+    if source is CHAR and ctype in (INT, LONG, DOUBLE, BYTE):
+        return lambda value: float(ord(value)) if ctype is DOUBLE else ord(value)
+    convert = _CONVERTERS.get(ctype)
+    if convert is None:
+        if ctype.family in _PYTHON_TYPES:
+            convert = _checked(ctype, _PYTHON_TYPES[ctype.family])
+        elif ctype.family in ("class", "enum"):
+            convert = _to_class(ctype)
+        else:
+            convert = _identity
+    return _nullable(convert) if nullable else convert
 
 
-def _split(text: str, *separators: str) -> list[str]:
-    """C# `Split`: on one separator, on any of several, or on each whitespace character when none is given."""
-    if len(separators) == 1 and separators[0]:
-        return text.split(separators[0])
-    return re.split("|".join(re.escape(s) for s in separators if s) or r"\s", text)
+def default_of(ctype: CType) -> Any:
+    """`default(T)`: zero for numbers, false, the minimum date; null for reference types."""
+    return {INT: 0, LONG: 0, BYTE: 0, DOUBLE: 0.0, BOOL: False, CHAR: "\0", DATETIME: MIN_DATE, DATETIMEOFFSET: MIN_DATE,
+            TIMESPAN: _dt.timedelta(0), GUID: uuid.UUID(int=0)}.get(ctype)  # fmt: skip
 
 
-def _trim(strip: Callable[[str, str | None], str]) -> Callable[..., str]:
-    return lambda text, *chars: strip(text, "".join(chars) or None)
-
-
-def _contains(text: str, part: str) -> bool:
-    return part in text
-
-
-def _list_contains(items: list[Any], item: Any) -> bool:
-    return any(_equals(candidate, item) for candidate in items)
-
-
-def _contains_key(obj: dict[str, Any], key: str) -> bool:
-    return key in obj
-
-
-@dataclass(frozen=True)
-class _Builtin:
-    """A member allowed on JSON values and primitives, with one implementation per runtime type."""
-
-    returns: Any
-    #: (fewest, most) arguments; None for a property. `most` None means any number.
-    arity: tuple[int, int | None] | None
-    implementations: Mapping[type, Callable[..., Any]]
-
-    def applies_to(self, static: Any) -> bool:
-        return static is Any or static in self.implementations or object in self.implementations
-
-
-_BUILTINS: dict[str, _Builtin] = {
-    "Length": _Builtin(int, None, {str: len, list: len}),
-    "Count": _Builtin(int, None, {list: len, dict: len}),
-    "ToLower": _Builtin(str, (0, 0), {str: str.lower}),
-    "ToLowerInvariant": _Builtin(str, (0, 0), {str: str.lower}),
-    "ToUpper": _Builtin(str, (0, 0), {str: str.upper}),
-    "ToUpperInvariant": _Builtin(str, (0, 0), {str: str.upper}),
-    "Trim": _Builtin(str, (0, None), {str: _trim(str.strip)}),
-    "TrimStart": _Builtin(str, (0, None), {str: _trim(str.lstrip)}),
-    "TrimEnd": _Builtin(str, (0, None), {str: _trim(str.rstrip)}),
-    "Contains": _Builtin(bool, (1, 1), {str: _contains, list: _list_contains}),
-    "StartsWith": _Builtin(bool, (1, 1), {str: str.startswith}),
-    "EndsWith": _Builtin(bool, (1, 1), {str: str.endswith}),
-    "Substring": _Builtin(str, (1, 2), {str: _substring}),
-    "Replace": _Builtin(str, (2, 2), {str: _replace}),
-    "Split": _Builtin(list, (0, None), {str: _split}),
-    "IndexOf": _Builtin(int, (1, 1), {str: str.find}),
-    "Equals": _Builtin(bool, (1, 1), {str: operator.eq}),
-    "ContainsKey": _Builtin(bool, (1, 1), {dict: _contains_key}),
-    "ToString": _Builtin(str, (0, 0), {object: _text}),
-}
-
-
-def _builtin_names(static: Any) -> str:
-    return ", ".join(sorted(name for name, builtin in _BUILTINS.items() if builtin.applies_to(static)))
-
-
-def _arity_text(fewest: int, most: int | None) -> str:
-    if most is None:
-        return f"at least {fewest} argument(s)"
-    return f"{fewest} argument(s)" if fewest == most else f"{fewest} to {most} arguments"
-
-
-def _is_null_or_empty(value: str | None) -> bool:
-    if value is not None and type(value) is not str:
-        raise TypeError("not a string")
-    return not value
-
-
-def _is_null_or_white_space(value: str | None) -> bool:
-    return _is_null_or_empty(value) or typing.cast(str, value).isspace()
-
-
-def _number(value: Any) -> int | float:
-    if type(value) not in _NUMBERS:
-        raise TypeError("not a number")
-    return value
-
-
-@dataclass(frozen=True)
-class _Helper:
-    """A static member such as `string.IsNullOrEmpty` or `DateTime.UtcNow`."""
-
-    #: The result's static type; None means "the arguments' type" (Math).
-    returns: Any
-    #: The number of arguments; None for a property.
-    arity: int | None
-    function: Callable[..., Any]
-
-
-_STRING_HELPERS = {
-    "Empty": _Helper(str, None, lambda: ""),
-    "IsNullOrEmpty": _Helper(bool, 1, _is_null_or_empty),
-    "IsNullOrWhiteSpace": _Helper(bool, 1, _is_null_or_white_space),
-}
-_HELPERS: dict[str, dict[str, _Helper]] = {
-    "string": _STRING_HELPERS,
-    "String": _STRING_HELPERS,
-    "Math": {
-        "Min": _Helper(None, 2, lambda a, b: min(_number(a), _number(b))),
-        "Max": _Helper(None, 2, lambda a, b: max(_number(a), _number(b))),
-        "Abs": _Helper(None, 1, lambda a: abs(_number(a))),
-    },
-    "DateTime": {"UtcNow": _Helper(_dt.datetime, None, lambda: _dt.datetime.now(_dt.timezone.utc))},
-    "Guid": {"NewGuid": _Helper(str, 0, lambda: str(uuid.uuid4()))},
-}
-
-#: Exceptions a context method or builtin raises on bad input; they become ExpressionRuntimeError.
-_CALL_ERRORS = (LookupError, TypeError, ValueError, AttributeError)
+def instance_test(ctype: CType) -> Callable[[Any], bool]:
+    """`value is T` as a function: a run-time type test (integers match any integer type; a dynamic target
+    matches anything not null)."""
+    if ctype in (INT, LONG, BYTE):
+        return lambda value: type(value) is int
+    if ctype is CHAR:
+        return lambda value: type(value) is str and len(value) == 1
+    python = {STRING: str, DOUBLE: float, BOOL: bool, DATETIME: _dt.datetime, DATETIMEOFFSET: _dt.datetime,
+              TIMESPAN: _dt.timedelta, GUID: uuid.UUID}.get(ctype) or _PYTHON_TYPES.get(ctype.family)  # fmt: skip
+    if python is not None:
+        return lambda value: type(value) is python
+    cls = ctype.cls
+    if cls is not None:
+        return lambda value: isinstance(value, cls)
+    return lambda value: value is not None
