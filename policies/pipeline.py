@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from policies.context import Body, Context, Headers, LastError, Response
-from policies.errors import PolicyError, PolicyResponse, ReturnResponse
+from policies.errors import PolicyError, PolicyResponse, ReturnResponse, ServiceError
 from policies.expressions import ExpressionRuntimeError
 from policies.statement import Statement, run_all
 
@@ -66,6 +66,9 @@ class Pipeline:
             context.LastError = LastError("expression", "ExpressionValueEvaluationFailure", str(error), section)
             message = "Expression evaluation failed."
             return await self._on_error(context, PolicyResponse.error(500, message, code="ExpressionValueEvaluationFailure"))
+        except ServiceError as error:  # from work deferred until after the backend (settling counters, …)
+            context.LastError = LastError("gateway", error.code, error.message, section)
+            return await self._on_error(context, error.response())
 
     async def _on_error(self, context: Context, response: PolicyResponse) -> PolicyResponse:
         # The error response becomes context.Response, so on-error can read and edit it (set-header, set-status).
@@ -74,7 +77,7 @@ class Pipeline:
             await run_all(self.on_error, context)
         except ReturnResponse as answer:
             return answer.response
-        except (PolicyError, ExpressionRuntimeError):
+        except (PolicyError, ExpressionRuntimeError, ServiceError):
             logger.warning("A statement in <on-error> failed; answering with the original error.", exc_info=True)
             return response
         final = context.Response

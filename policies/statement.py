@@ -28,6 +28,7 @@ Implementer's contract:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -35,12 +36,16 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from policies.context import Context
-from policies.errors import PolicyLoadError
+from policies.errors import PolicyError, PolicyLoadError, ReturnResponse, ServiceError
 from policies.expressions import ExpressionError, ExpressionRuntimeError, Value, compile_value
 from policies.xml import PolicyElement
 
+logger = logging.getLogger(__name__)
+
 SECTIONS = ("inbound", "backend", "outbound", "on-error")
 ALL_SECTIONS = frozenset(SECTIONS)
+#: `context.LastError.Reason` of a statement that failed with an exception of no known kind (a bug; logged).
+INTERNAL_ERROR = "InternalError"
 
 
 class Statement:
@@ -332,8 +337,19 @@ _KIND_NAMES = {str: "text", int: "an integer", float: "a number", bool: "true or
 
 
 async def run_all(statements: Iterable[Statement], context: Context) -> None:
+    """Run statements in order. Whatever one raises besides the pipeline's own signals — a `ServiceError` from a
+    service it called (storage, identity, tokenizer), or any other exception — becomes a `PolicyError` naming the
+    statement, so `<on-error>` runs with `context.LastError` set and the client gets the OpenAI error shape."""
     for statement in statements:
-        await statement.run(context)
+        try:
+            await statement.run(context)
+        except (PolicyError, ReturnResponse, ExpressionRuntimeError):
+            raise
+        except ServiceError as error:
+            raise PolicyError(statement.element, error.code, error.message, error.response()) from error
+        except Exception as error:
+            logger.exception("<%s> failed unexpectedly.", statement.element)
+            raise PolicyError(statement.element, INTERNAL_ERROR, f"<{statement.element}> failed.", ServiceError().response()) from error
 
 
 def as_bool(value: object, source: str) -> bool:

@@ -24,8 +24,8 @@ from policies.expressions import Value
 from policies.statement import Loader, Settings, Statement, as_bool, attr, register, run_all
 from policies.xml import PolicyElement
 
-#: Failures of the backend call itself, retried whatever the condition says.
-TRANSPORT_FAILURES = frozenset({"BackendConnectionFailure", "Timeout"})
+#: Failures of the backend call itself (its credential included), retried whatever the condition says.
+TRANSPORT_FAILURES = frozenset({"BackendConnectionFailure", "BackendCredentialFailure", "Timeout"})
 
 
 class RetrySettings(Settings):
