@@ -26,8 +26,9 @@ from gateway.backends.proxy import CLIENT_CREDENTIAL_HEADERS, RelayResponse, Ups
 from gateway.stores.semantic_cache import SemanticCacheService
 from gateway.handling.services import GatewayServices, RequestState
 from gateway.stores.counters import SharedCounters
-from gateway.handling.tokens import TokenCounter
-from gateway.handling.usage import StreamTap, UsageReporter, usage_from_body
+from gateway.handling import json_body
+from gateway.handling.tokens import RequestTokens, TokenCounter
+from gateway.handling.usage import StreamTap, UsageReporter, asks_for_usage, has_usage_option, usage_from_body
 from gateway.config.settings import Settings
 from gateway.stores.tables import TableStore
 from gateway.stores.subscriptions import KeyHasher, Subscription, SubscriptionAuthenticator, SubscriptionRepository
@@ -63,7 +64,6 @@ class Gateway:
             self.upstream,
             LocalCounters(),  # replaced by the shared, lease-based counters on start
             SigningKeys(settings.openid_keys),
-            self.tokens,
             settings.default_completion_reservation,
             settings.token_rate_window_seconds,
         )
@@ -114,14 +114,21 @@ class Gateway:
         timing.add("auth", timing.elapsed())
 
         body = await _read_body(request)
-        deployment = _model_from_body(body) if operation.model_in_body else route.params.get("deployment-id")
+        payload = await self._parse_body(request, body)
+        deployment = _model_from(payload) if operation.model_in_body else route.params.get("deployment-id")
         if operation.id == "listModels" and not self.backends.serves_any_deployment:
             return self._list_models_locally()
 
-        context = self._context(request, route, subscription, key or "", body, deployment, timing)
+        context = self._context(request, route, subscription, key or "", body, payload, deployment, timing)
         pipeline = policies.current.pipeline(subscription.product, operation.api, operation.id)
         result = await pipeline.execute(context)
         return await self._respond(context, result)
+
+    async def _parse_body(self, request: Request, body: bytes) -> object:
+        """The body's JSON, depth-checked once for every later reader (400 if invalid); None if empty or multipart."""
+        if not body or request.headers.get("content-type", "").lower().startswith("multipart/"):
+            return None
+        return await json_body.load(body, self.tokens.offload)
 
     async def _preflight(self, request: Request, path: str, timing: ServerTiming) -> Response:
         """A CORS preflight, answered by the operation's `<cors>` policy before any key check (browsers send none).
@@ -136,7 +143,7 @@ class Gateway:
         cors = next((s for s in pipeline.inbound if isinstance(s, Cors)), None)
         if cors is None:
             return PolicyResponse.error(403, "CORS is not enabled for this API (add a <cors> policy).").to_starlette()
-        context = self._context(request, route, None, "", b"", None, timing)
+        context = self._context(request, route, None, "", b"", None, None, timing)
         return cors.preflight(context).to_starlette()
 
     def _context(
@@ -146,6 +153,7 @@ class Gateway:
         subscription: Subscription | None,
         key: str,
         body: bytes,
+        payload: object,
         deployment: str | None,
         timing: ServerTiming,
     ) -> ctx.Context:
@@ -177,7 +185,11 @@ class Gateway:
             product=ctx.Named(subscription.product, subscription.product) if subscription and subscription.product else None,
             services=self.services,
         )
-        context.gateway_state = RequestState(deployment, operation, credentials, timing, UsageReporter(context.usage_listeners))
+        parsed = json_body.ParsedBody(body, payload)
+        usage = UsageReporter(context.usage_listeners)
+        context.gateway_state = RequestState(
+            deployment, operation, credentials, timing, usage, parsed, RequestTokens(self.tokens, deployment, parsed)
+        )
         context.after_backend.append(lambda: _report_buffered_usage(context))
         return context
 
@@ -206,35 +218,47 @@ class Gateway:
         if state.upstream is not None:
             upstream, state.upstream = state.upstream, None
             tap = None
-            if state.usage.wanted or state.strip_usage or context.body_listeners:
-                tap = StreamTap(state.strip_usage)
+            # The client asked for a usage chunk the gateway did not request for itself: make sure one arrives.
+            add_usage = not state.strip_usage and has_usage_option(state.operation.id) and asks_for_usage(state.json.latest)
+            if state.usage.wanted or state.strip_usage or context.body_listeners or add_usage:
+                tap = StreamTap(state.strip_usage, state.usage.wanted or add_usage, bool(context.body_listeners), add_usage)
+
+            async def estimate() -> Usage:
+                assert tap is not None
+                tap.usage = await self._stream_usage(context, tap, False)
+                return tap.usage
 
             async def on_end(aborted: bool) -> None:
                 assert tap is not None
-                await state.usage.report(self._stream_usage(context, tap, aborted))
-                assembled = tap.assembled() if tap.completed and not aborted else None
+                await state.usage.report(await self._stream_usage(context, tap, aborted))
+                assembled = tap.assembled() if not aborted else None
                 if assembled is not None:
                     await _tell_body_listeners(context, answer.StatusCode, assembled)
 
             on_break = state.backend.health.record_failure if state.backend is not None else None
             return RelayResponse(
-                upstream, answer.StatusCode, headers, self.settings.sse_keepalive_seconds, tap, on_end if tap is not None else None, on_break
+                upstream,
+                answer.StatusCode,
+                headers,
+                self.settings.sse_keepalive_seconds,
+                tap,
+                on_end if tap is not None else None,
+                on_break,
+                estimate if tap is not None else None,
             )
         await _tell_body_listeners(context, answer.StatusCode, answer.Body.content)
         response = Response(answer.Body.content, status_code=answer.StatusCode)
         response.raw_headers.extend(headers)
         return response
 
-    def _stream_usage(self, context: ctx.Context, tap: StreamTap, aborted: bool) -> Usage:
+    async def _stream_usage(self, context: ctx.Context, tap: StreamTap, aborted: bool) -> Usage:
         """The stream's own usage chunk when it sent one; otherwise a count of the prompt and of what was relayed."""
         if tap.usage is not None:
             return tap.usage
-        deployment = context.gateway_state.deployment
-        prompt = self.tokens.estimate_prompt(deployment, context.Request.Body.content)
-        completion = self.tokens.count(deployment, tap.text)
+        usage = await context.gateway_state.tokens.usage(context.Request.Body.content, tap.text)
         if aborted:
-            logger.info("Stream aborted after %d completion tokens; charging what was relayed.", completion)
-        return Usage(prompt=prompt, completion=completion, total=prompt + completion, exact=False)
+            logger.info("Stream aborted after %d completion tokens; charging what was relayed.", usage.completion)
+        return usage
 
     def _list_models_locally(self) -> Response:
         models = [{"id": name, "object": "model", "owned_by": "gateway"} for name in self.backends.known_deployments()]
@@ -291,6 +315,7 @@ class Gateway:
         await self.services.close()
         await self.backends.close()
         await self.store.close()
+        self.tokens.close()
 
 
 async def _report_buffered_usage(context: ctx.Context) -> None:
@@ -335,12 +360,10 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def _model_from_body(body: bytes) -> str:
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise BadRequest("The request body must be a JSON object.") from None
-    model = payload.get("model") if isinstance(payload, dict) else None
+def _model_from(payload: object) -> str:
+    if not isinstance(payload, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    model = payload.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("Missing required parameter: 'model'.")
     return model

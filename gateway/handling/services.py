@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import aiohttp
+import orjson
 
 from gateway.backends.registry import Backend, BackendRegistry
 from gateway.backends.credentials import TokenProvider, managed_identity_credential
@@ -12,8 +13,9 @@ from gateway.errors import BackendError, BackendTimeout, DeploymentNotFound, Gat
 from gateway.backends.health import CONNECTION_FAILURE, TIMEOUT
 from gateway.handling.operations import Operation
 from gateway.handling.timing import ServerTiming
-from gateway.handling.tokens import TokenCounter, completion_limit
-from gateway.handling.usage import UsageReporter, request_usage_upstream, stream_usage_supported
+from gateway.handling.json_body import ParsedBody
+from gateway.handling.tokens import RequestTokens, completion_limit
+from gateway.handling.usage import UsageReporter, request_usage_upstream, stream_usage_available
 from gateway.backends.proxy import CLIENT_CREDENTIAL_HEADERS, UpstreamClient, forwardable, is_streaming, read_body, upstream_headers
 from policies.context import Body, Context, Headers, Response
 from policies.counters import Counters
@@ -26,14 +28,28 @@ from policies.services import MetricsSink
 class RequestState:
     """What the gateway knows about a request beyond the policy context: originals to protect, the live body."""
 
-    __slots__ = ("deployment", "operation", "client_credentials", "timing", "upstream", "usage", "usage_requested", "strip_usage", "tried", "backend")
+    __slots__ = (
+        "deployment", "operation", "client_credentials", "timing", "upstream", "usage", "usage_requested", "strip_usage", "tried",
+        "backend", "json", "tokens",
+    )  # fmt: skip
 
     def __init__(
-        self, deployment: str | None, operation: Operation, client_credentials: dict[str, str], timing: ServerTiming, usage: UsageReporter
+        self,
+        deployment: str | None,
+        operation: Operation,
+        client_credentials: dict[str, str],
+        timing: ServerTiming,
+        usage: UsageReporter,
+        json: ParsedBody,
+        tokens: RequestTokens,
     ) -> None:
         self.deployment = deployment
         self.operation = operation
         self.timing = timing
+        #: The request body's JSON, parsed (and depth-checked) once per distinct body.
+        self.json = json
+        #: The prompt estimate (made once) and the estimated usage of streams that report none.
+        self.tokens = tokens
         #: Reports the request's usage to the statements that listen (token limits, metrics), once.
         self.usage = usage
         #: The request was rewritten to ask for a usage chunk; `strip_usage` if the client had not asked.
@@ -61,7 +77,6 @@ class GatewayServices:
         upstream: UpstreamClient,
         counters: Counters,
         signing_keys: SigningKeys,
-        tokens: TokenCounter,
         default_completion_reservation: int,
         token_rate_window_seconds: float = 60.0,
     ) -> None:
@@ -73,21 +88,20 @@ class GatewayServices:
         #: Set on start too (semantic-cache lookups and stores).
         self.semantic_cache: SemanticCache | None = None
         self.signing_keys = signing_keys
-        self.tokens = tokens
         self._default_completion_reservation = default_completion_reservation
         self.token_rate_window_seconds = token_rate_window_seconds
         self._token_providers: dict[tuple[str, str | None], TokenProvider] = {}
 
-    def estimate_prompt_tokens(self, context: Context) -> int:
+    async def estimate_prompt_tokens(self, context: Context, ceiling: int | None = None) -> int:
         state: RequestState = context.gateway_state
-        return self.tokens.estimate_prompt(state.deployment, context.Request.Body.content)
+        return await state.tokens.prompt(context.Request.Body.content, ceiling)
 
     def completion_allowance(self, context: Context) -> int:
         """The most completion tokens the request may use: its max_tokens, or the configured reservation."""
         state: RequestState = context.gateway_state
         if state.operation.id in ("embeddings_create", "createEmbedding"):
             return 0
-        allowed = completion_limit(context.Request.Body.content)
+        allowed = completion_limit(state.json.value(context.Request.Body.content))
         return self._default_completion_reservation if allowed is None else allowed
 
     async def forward(self, context: Context, timeout: float | None) -> None:
@@ -158,13 +172,14 @@ class GatewayServices:
 def _ask_for_stream_usage(context: Context, state: RequestState) -> None:
     """A policy needs this request's usage: make a streaming request report it (once, even across retries)."""
     state.usage_requested = True
-    if not state.operation.metered or not stream_usage_supported(context.Request.Url.Query.GetValueOrDefault("api-version")):
+    if not stream_usage_available(state.operation.id, context.Request.Url.Query.GetValueOrDefault("api-version")):
         return
-    rewritten = request_usage_upstream(context.Request.Body.content)
-    if rewritten is not None:
-        body, client_asked = rewritten
+    payload = state.json.value(context.Request.Body.content)
+    if request_usage_upstream(payload):
+        body = orjson.dumps(payload)
         context.Request.Body.replace(body)
-        state.strip_usage = not client_asked
+        state.json.remember(body, payload)
+        state.strip_usage = True
 
 
 def _outbound_headers(headers: Headers, client_credentials: dict[str, str]) -> list[tuple[str, str]]:
