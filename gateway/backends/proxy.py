@@ -302,7 +302,7 @@ class RelayResponse(StreamingResponse):
             if tap is not None and (rest := tap.flush()):
                 yield rest
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            self._broke_off(TIMEOUT if isinstance(exc, asyncio.TimeoutError) else CONNECTION_FAILURE, "broke off")
+            self._broke_off(TIMEOUT if isinstance(exc, asyncio.TimeoutError) else CONNECTION_FAILURE, f"broke off ({type(exc).__name__})")
             raise StreamTruncated() from exc
         finally:
             upstream.release()
