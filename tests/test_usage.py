@@ -238,3 +238,12 @@ async def test_debt_beyond_reservation_is_charged_to_the_shared_counter(counters
     assert (await first.acquire("k", window, 10, 100)).allowed
     await first.add("k", window, 85, 100)  # the answer was far longer than reserved
     assert not (await second.acquire("k", window, 10, 100)).allowed
+
+
+async def test_a_request_larger_than_the_limit_does_not_block_the_next(counters_table) -> None:  # type: ignore[no-untyped-def]
+    counters = SharedCounters(counters_table, 0.1)
+    window = Window.fixed(3600)
+    assert (await counters.acquire("k", window, 10, 1000)).allowed
+    refused = await counters.acquire("k", window, 5_000, 1000)
+    assert not refused.allowed and refused.remaining == 990
+    assert (await counters.acquire("k", window, 500, 1000)).allowed  # not "spent" for the next second

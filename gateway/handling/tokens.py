@@ -9,10 +9,11 @@ an encoding is never guessed from a deployment name — unmapped deployments use
 fields known not to be prompt (`_NOT_PROMPT`: model, stream, sampling parameters, max_tokens, user, metadata…).
 So messages and every part of them, `tools`/`functions`, `tool_choice`, `response_format` and `text` JSON
 schemas, `prediction`, `data_sources`, the Responses API's `instructions`/`input`, and fields added later all
-count. Those fields are tokenized as the compact JSON they are: keys, values and punctuation, which is at
-least what the field's own JSON text counts, and more than OpenAI's chat accounting (3 tokens per message
-plus role and content, 3 to prime the answer: a message's JSON has at least 7 tokens besides its content) —
-an overcount by design, since a field the estimate forgot would let a request pass a limit. A prompt of
+count. Those fields are tokenized as the compact JSON they are (the client's whitespace is not billed):
+keys, values and punctuation, which is at least what the field's own JSON text counts, and more than OpenAI's
+chat accounting (3 tokens per message plus role and content, 3 to prime the answer: a message's JSON has at
+least 7 tokens besides its content) — an overcount by design, since a field the estimate forgot would let a
+request pass a limit. Strings of 64 KiB or more are tokenized as they are, not re-encoded as JSON. A prompt of
 token ids counts one token per id. Media are not tokenized as text: an image counts 1,200 tokens (APIM's
 overcount), input audio one token per 100 bytes (at 8 kbit/s, the lowest common bitrate, that is 10 tokens a
 second, what the models bill), file data one token per 2 bytes. Files referenced by id and the documents
@@ -23,6 +24,8 @@ second, what the models bill), file data one token per 2 bytes. Files referenced
 it encodes. Text is encoded in slices of `SLICE_CHARS`: o200k_base's regex fails on about a million
 consecutive spaces and long whitespace runs cost superlinear time, and holding the GIL to build one slice's
 list of ids takes ~1 ms, not ~60 ms for a whole 5 MB prompt. A slice boundary moves a count by at most a token.
+What still holds the GIL for long is parsing the body (orjson, about 1 ms per MiB, in the pool): the loop can
+pause that long once per large body, never for the tokenizing.
 
 A prompt whose size alone exceeds the most a limit could admit (`ceiling`) is not tokenized at all: no token
 of cl100k_base or o200k_base is longer than `MAX_TOKEN_BYTES` = 128 bytes (measured over both vocabularies;
@@ -44,6 +47,7 @@ import math
 import os
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +72,8 @@ INLINE_BYTES = 16 * 1024
 #: Text up to this length is counted on the event loop (~0.1 ms).
 INLINE_CHARS = 8 * 1024
 SLICE_CHARS = 256 * 1024
+#: Strings this long are tokenized as they are, not as part of the fields' JSON.
+LONG_CHARS = 64 * 1024
 #: Top-level request fields that are never billed as prompt (settings, identifiers, output options).
 _NOT_PROMPT = frozenset(
     {
@@ -80,8 +86,6 @@ _NOT_PROMPT = frozenset(
     }
 )  # fmt: skip
 _IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
-#: Present in the JSON of a body with an image, audio or file part (quotes inside JSON strings are escaped).
-_MEDIA_MARKERS = (b'"image_url"', b'"input_image"', b'"image"', b'"input_audio"', b'"file_data"')
 
 
 class TokenizerError(GatewayError):
@@ -170,11 +174,12 @@ class TokenCounter:
         return await self.offload.run(lambda: self._estimate_now(deployment, payload, ceiling))
 
     def _estimate_now(self, deployment: str | None, payload: Any, ceiling: int | None) -> int:
-        text, fixed = prompt_text(payload)
-        at_least = fixed + math.ceil(len(text) / MAX_TOKEN_BYTES)
+        prompt = prompt_text(payload)
+        at_least = prompt.fixed + math.ceil(prompt.size / MAX_TOKEN_BYTES)
         if ceiling is not None and at_least > ceiling:
             return at_least
-        return fixed + self.count_now(deployment, text.decode())
+        texts = (prompt.json.decode(), *prompt.long_texts)
+        return prompt.fixed + sum(self.count_now(deployment, text) for text in texts)
 
 
 class RequestTokens:
@@ -214,25 +219,37 @@ class RequestTokens:
         return Usage(prompt=prompt, completion=completion, total=prompt + completion, exact=False)
 
 
-def prompt_text(payload: Any) -> tuple[bytes, int]:
-    """What to tokenize of a parsed request body (its prompt fields as compact JSON, media parts as null), and the
-    tokens counted without tokenizing (media, pre-tokenized prompts)."""
+@dataclass
+class PromptText:
+    """What to tokenize of a request body, and the tokens counted without tokenizing."""
+
+    #: The prompt fields as compact JSON; media parts are null and long strings empty (they are in `long_texts`).
+    json: bytes = b""
+    #: Strings of `LONG_CHARS` or more, counted as they are: re-encoding a 25 MiB prompt as JSON and decoding it
+    #: back would hold the GIL for tens of milliseconds at a time.
+    long_texts: list[str] = field(default_factory=list)
+    #: Media, and prompts given as token ids.
+    fixed: int = 0
+
+    @property
+    def size(self) -> int:
+        """At most the UTF-8 length of what is tokenized (a character is at least a byte)."""
+        return len(self.json) + sum(map(len, self.long_texts))
+
+
+def prompt_text(payload: Any) -> PromptText:
+    """Split a parsed request body into what to tokenize and what is counted by rule (see the module docstring)."""
+    prompt = PromptText()
     fields = {key: value for key, value in payload.items() if key not in _NOT_PROMPT} if isinstance(payload, dict) else payload
-    fixed = 0
     if isinstance(fields, dict):
         for name in ("prompt", "input"):
             ids = _token_ids(fields.get(name))
             if ids is not None:
-                fixed += ids
+                prompt.fixed += ids
                 del fields[name]
-    if fields is None or fields == {}:
-        return b"", fixed
-    text = orjson.dumps(fields)
-    if any(marker in text for marker in _MEDIA_MARKERS):
-        media: list[int] = []
-        text = orjson.dumps(_without_media(fields, media))
-        fixed += sum(media)
-    return text, fixed
+    if fields is not None and fields != {}:
+        prompt.json = orjson.dumps(_split(fields, prompt))
+    return prompt
 
 
 def _token_ids(value: Any) -> int | None:
@@ -245,19 +262,25 @@ def _token_ids(value: Any) -> int | None:
     return None
 
 
-def _without_media(node: Any, media: list[int]) -> Any:
-    """`node` with each image, audio or file part replaced by None, its tokens appended to `media`.
+def _split(node: Any, prompt: PromptText) -> Any:
+    """`node` with media parts counted into `prompt.fixed` (None in their place) and long strings moved to
+    `prompt.long_texts` ("" in their place).
 
     Recursive: bodies are depth-checked when parsed (json_body.MAX_DEPTH), so the depth is bounded.
     """
+    if isinstance(node, str):
+        if len(node) < LONG_CHARS:
+            return node
+        prompt.long_texts.append(node)
+        return ""
     if isinstance(node, dict):
         tokens = _media_tokens(node)
         if tokens is not None:
-            media.append(tokens)
+            prompt.fixed += tokens
             return None
-        return {key: _without_media(value, media) for key, value in node.items()}
+        return {key: _split(value, prompt) for key, value in node.items()}
     if isinstance(node, list):
-        return [_without_media(item, media) for item in node]
+        return [_split(item, prompt) for item in node]
     return node
 
 

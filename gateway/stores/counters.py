@@ -66,6 +66,8 @@ class SharedCounters:
 
     async def acquire(self, key: str, window: Window, amount: int, limit: int) -> Admission:
         lease = self._lease(key, window)
+        if amount > limit:  # never admissible: refuse without touching the lease or marking the window spent
+            return Admission(False, self._remaining(lease, limit))
         if lease.balance < amount:
             if time.monotonic() < lease.exhausted_until:
                 return Admission(False, self._remaining(lease, limit))
