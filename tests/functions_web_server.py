@@ -26,7 +26,8 @@ async def catch_all(request: Request) -> Response:
     path = request.url.path
     request.path_params.clear()
     request.path_params["path"] = path[len(_PREFIX) :] if path.startswith(_PREFIX) else path
-    return await function_app.openai(request)
+    response: Response = await function_app.openai(request)
+    return response
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import tracemalloc
 import orjson
 import pytest
 
+from gateway.backends.proxy import EndWatch
 from gateway.handling.usage import (
     StreamTap,
     asks_for_usage,
@@ -247,3 +248,25 @@ async def test_a_request_larger_than_the_limit_does_not_block_the_next(counters_
     refused = await counters.acquire("k", window, 5_000, 1000)
     assert not refused.allowed and refused.remaining == 990
     assert (await counters.acquire("k", window, 500, 1000)).allowed  # not "spent" for the next second
+
+
+def watch(*chunks: bytes) -> bool:
+    end = EndWatch()
+    for chunk in chunks:
+        end.feed(chunk)
+    return end.ended
+
+
+def test_end_watch_sees_done_and_responses_final_events_even_split_across_chunks() -> None:
+    assert watch(sse(CHUNK), b"data: [DONE]\n\n")
+    assert watch(b"data: [DONE]\n\n")  # an empty stream that ends at once
+    assert watch(sse(CHUNK) + b"data: [DO", b"NE]\n\n")
+    assert watch(b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{}}\n\n")
+    assert watch(b'data: {"type": "response.incomplete", "response": {}}\n\n')
+    assert watch(b"event: response.fai", b"led\ndata: {}\n\n")
+
+
+def test_end_watch_is_not_fooled_by_the_markers_inside_generated_text() -> None:
+    quoted = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": 'data: [DONE]\n"type":"response.completed"'}}]}
+    assert not watch(sse(CHUNK, quoted))
+    assert not watch(sse({"type": "response.output_text.delta", "delta": "event: response.completed"}))

@@ -177,7 +177,8 @@ class EndWatch:
         if self.ended:
             return
         window = self._tail + chunk
-        self.ended = any(marker in window for marker in _END_MARKERS)
+        if (b"[DONE]" in window or b"response." in window) and any(marker in window for marker in _END_MARKERS):
+            self.ended = True
         self._tail = window[-_LONGEST_MARKER:]
 
 

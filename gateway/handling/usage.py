@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -35,8 +36,8 @@ _NOT_TEXT_DELTAS = frozenset({"response.audio.delta", "response.output_audio.del
 #: Fields of a chat delta that are not generated text (audio `data` is base64, billed by duration).
 _NOT_GENERATED = frozenset({"role", "id", "type", "index", "data"})
 DONE_EVENT = b"data: [DONE]\n\n"
-#: Text pieces kept before they are joined into one string, to keep per-piece overhead small.
-_COMPACT_AFTER = 256
+#: Text pieces (one per token, about) joined into one string, so each piece's object overhead is short-lived.
+_BLOCK_PIECES = 256
 
 
 def usage_from_json(payload: Any) -> Usage | None:
@@ -119,7 +120,9 @@ class StreamTap:
         #: The stream reached its end: `[DONE]`, or a Responses API stream's final event.
         self.completed = False
         self.done_held = False
-        self._text: list[str] = []
+        #: The generated text so far, as blocks of joined pieces and the pieces since the last block.
+        self._blocks: list[str] = []
+        self._pieces: list[str] = []
         #: id, object, created, model, system_fingerprint of the first chunk: for the usage chunk and the answer.
         self._meta: dict[str, Any] | None = None
         self._answer: _Answer | None = _Answer() if assemble else None
@@ -145,7 +148,7 @@ class StreamTap:
     @property
     def text(self) -> str:
         """The generated text seen so far (empty unless `count_text`)."""
-        return "".join(self._text)
+        return "".join((*self._blocks, *self._pieces))
 
     def usage_event(self, usage: Usage) -> bytes:
         """The usage-only chunk the backend would have sent, followed by the `[DONE]` held back for it."""
@@ -211,24 +214,26 @@ class StreamTap:
             if not isinstance(delta, dict):
                 continue
             if self._count_text and self.usage is None:
-                if chat:
+                piece = delta.get("content" if chat else "text")
+                if isinstance(piece, str) and (len(delta) == 1 or not chat):
+                    self._keep_text(piece)  # the usual chunk: {"content": "…"}, or a text completion's choice
+                elif chat:
                     _generated_text(delta, self._keep_text)
-                elif isinstance(delta.get("text"), str):
-                    self._keep_text(delta["text"])
             if self._answer is not None:
                 self._answer.add(choice, delta, chat)
 
     def _keep_text(self, piece: str) -> None:
-        self._text.append(piece)
-        if len(self._text) > _COMPACT_AFTER:
-            self._text = ["".join(self._text)]
+        self._pieces.append(piece)
+        if len(self._pieces) >= _BLOCK_PIECES:
+            self._blocks.append("".join(self._pieces))
+            self._pieces.clear()
 
     def _found_usage(self, usage: Usage) -> None:
         self.usage = usage
-        self._text = []  # reported: nothing left to count
+        self._blocks, self._pieces = [], []  # reported: nothing left to count
 
 
-def _generated_text(delta: dict[str, Any], keep: Any) -> None:
+def _generated_text(delta: dict[str, Any], keep: Callable[[str], None]) -> None:
     """Every generated string of a chat delta: content, refusal, reasoning, tool-call and function-call names and
     arguments, audio transcripts; whatever new field carries text, not the role, ids or base64 audio."""
     stack: list[Any] = [delta]
