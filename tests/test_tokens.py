@@ -113,6 +113,7 @@ def test_media_are_charged_by_rule_not_tokenized_as_base64(counter: TokenCounter
     for part, tokens in ((image, IMAGE_TOKENS), (audio, 750), (document, 37_500)):
         charged = estimate(counter, {"messages": [{"role": "user", "content": [text, part]}]}) - base
         assert tokens <= charged <= tokens + 5, part["type"]
+    assert estimate(counter, {"messages": [{"role": "user", "content": "image"}]}) < 20  # the word is not a part
     responses_image = {"model": "gpt-4o", "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "data:image/png;base64," + data}]}]}
     assert IMAGE_TOKENS <= estimate(counter, responses_image) <= IMAGE_TOKENS + 30
 

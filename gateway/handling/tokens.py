@@ -170,11 +170,11 @@ class TokenCounter:
         With a `ceiling`, a prompt that provably has more tokens is estimated from its length without tokenizing.
         """
         if size <= INLINE_BYTES:
-            return self._estimate_now(deployment, payload, ceiling)
-        return await self.offload.run(lambda: self._estimate_now(deployment, payload, ceiling))
+            return self._estimate_now(deployment, payload, size, ceiling)
+        return await self.offload.run(lambda: self._estimate_now(deployment, payload, size, ceiling))
 
-    def _estimate_now(self, deployment: str | None, payload: Any, ceiling: int | None) -> int:
-        prompt = prompt_text(payload)
+    def _estimate_now(self, deployment: str | None, payload: Any, size: int, ceiling: int | None) -> int:
+        prompt = prompt_text(payload, size)
         at_least = prompt.fixed + math.ceil(prompt.size / MAX_TOKEN_BYTES)
         if ceiling is not None and at_least > ceiling:
             return at_least
@@ -237,8 +237,9 @@ class PromptText:
         return len(self.json) + sum(map(len, self.long_texts))
 
 
-def prompt_text(payload: Any) -> PromptText:
-    """Split a parsed request body into what to tokenize and what is counted by rule (see the module docstring)."""
+def prompt_text(payload: Any, size: int) -> PromptText:
+    """Split a parsed request body of `size` bytes into what to tokenize and what is counted by rule (see the
+    module docstring). A small body with no media part, the usual request, is serialized once and not walked."""
     prompt = PromptText()
     fields = {key: value for key, value in payload.items() if key not in _NOT_PROMPT} if isinstance(payload, dict) else payload
     if isinstance(fields, dict):
@@ -247,9 +248,21 @@ def prompt_text(payload: Any) -> PromptText:
             if ids is not None:
                 prompt.fixed += ids
                 del fields[name]
-    if fields is not None and fields != {}:
-        prompt.json = orjson.dumps(_split(fields, prompt))
+    if fields is None or fields == {}:
+        return prompt
+    if size < LONG_CHARS:
+        prompt.json = orjson.dumps(fields)
+        if not _may_hold_media(prompt.json):
+            return prompt
+    prompt.json = orjson.dumps(_split(fields, prompt))
     return prompt
+
+
+def _may_hold_media(json: bytes) -> bool:
+    """False when the JSON has no image, audio or file part: each has one of these keys or types in quotes
+    ("image_url", "input_image", "image", "input_audio", "file_data"). A string that merely starts or ends with
+    "image" only costs a walk."""
+    return b'"image' in json or b'image"' in json or b'"input_audio"' in json or b'"file_data"' in json
 
 
 def _token_ids(value: Any) -> int | None:
