@@ -42,8 +42,12 @@ class Services(Protocol):
     async def managed_identity_token(self, resource: str, client_id: str | None) -> str:
         """An Entra ID access token for `resource`, cached and refreshed by the gateway."""
 
-    def estimate_prompt_tokens(self, context: Context) -> int:
-        """The request's prompt tokens, counted with the deployment's tokenizer."""
+    async def estimate_prompt_tokens(self, context: Context, ceiling: int | None = None) -> int:
+        """The request's prompt tokens, counted with the deployment's tokenizer (off the event loop when large).
+
+        With a `ceiling` (the most prompt tokens the caller could admit), a prompt provably larger may be
+        estimated from its length instead, at a number that is still above the ceiling.
+        """
 
     def completion_allowance(self, context: Context) -> int:
         """The most completion tokens the request may produce (its max_tokens, or the configured default)."""

@@ -22,11 +22,14 @@ class FakeServices:
         self.tokens: list[tuple[str, str | None]] = []
         self.signing_keys = None
         self.prompt_tokens = prompt_tokens
+        #: The `ceiling` of each prompt estimate asked for.
+        self.ceilings: list[int | None] = []
         self.allowance = allowance
         self.metrics = RecordingMetrics()
         self.token_rate_window_seconds = 60.0
 
-    def estimate_prompt_tokens(self, context: ctx.Context) -> int:
+    async def estimate_prompt_tokens(self, context: ctx.Context, ceiling: int | None = None) -> int:
+        self.ceilings.append(ceiling)
         return self.prompt_tokens
 
     def completion_allowance(self, context: ctx.Context) -> int:

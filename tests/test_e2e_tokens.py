@@ -17,7 +17,7 @@ from openai import AzureOpenAI
 
 from gateway.dev import devstack
 from gateway.cli.main import main as cli
-from tests.conftest import API_VERSION, GatewayProcess, Keys
+from tests.conftest import API_VERSION, GatewayProcess, Keys, Simulator
 from tests.stack_helpers import (
     apply,
     metric_rows,
@@ -247,3 +247,21 @@ def test_metrics_sums_match_usage_across_two_processes_and_a_restart(
     assert row["group"] == keys.subscription.id and row["total"] == expected and row["requests"] == 26
     by_team = json.loads(CliRunner().invoke(cli, ["usage", "--by", "dimension:Team", "--json"], env=env).output)
     assert by_team[0]["group"] == "none" and by_team[0]["total"] == expected
+
+
+@pytest.mark.parametrize("depth", [65, 2_000])
+def test_deeply_nested_json_is_refused_before_any_policy_or_backend(
+    metered: tuple[GatewayProcess, dict[str, str], Keys], simulator: Simulator, depth: int
+) -> None:
+    gateway, _, keys = metered
+    before = simulator.stats()["requests"]
+    nested = '{"messages": [{"role": "user", "content": "hi"}], "x": ' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+    response = httpx.post(
+        f"{gateway.url}/openai/deployments/gpt-4o/chat/completions",
+        params={"api-version": API_VERSION},
+        headers={"api-key": keys.primary, "content-type": "application/json"},
+        content=nested,
+    )
+    assert response.status_code == 400
+    assert response.json() == {"error": {"code": "BadRequest", "message": "The request body is nested deeper than 64 levels of arrays and objects."}}
+    assert simulator.stats()["requests"] == before  # never forwarded

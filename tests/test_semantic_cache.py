@@ -222,7 +222,7 @@ def test_stream_replay_has_the_backends_chunk_shape_and_reassembles_to_the_answe
     assert chunks[2].choices[0].finish_reason == "stop" and chunks[2].choices[0].delta.content is None
     assert all(c.usage is None for c in chunks[:-1]) and chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 17
     assert {c.id for c in chunks} == {"chatcmpl-1"} and {c.object for c in chunks} == {"chat.completion.chunk"}
-    tap = StreamTap(strip_usage=False)
+    tap = StreamTap(assemble=True)
     tap.feed(response.body)
     assert orjson.loads(tap.assembled() or b"")["choices"] == STORED["choices"]
 

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import orjson
 import pytest
@@ -619,3 +620,98 @@ def test_serve_announces_simulation_and_runs_uvicorn(
     assert calls == [
         {"host": "127.0.0.1", "port": 9911, "loop": "auto", "http": "auto", "access_log": False, "log_level": "warning"}
     ]
+
+
+def live_stream(url: str, fault: str, **headers: str) -> httpx.Response:
+    return httpx.post(
+        url + CHAT,
+        headers={"api-key": "backend-key", "x-sim-stream-fault": fault, **headers},
+        json={"messages": [{"role": "user", "content": "one two three four five"}], "stream": True},
+        timeout=10,
+    )
+
+
+def test_stream_fault_drop_closes_the_connection_mid_body(live_simulator: tuple[str, SimulatorSettings]) -> None:
+    url, _ = live_simulator
+    with pytest.raises(httpx.RemoteProtocolError):
+        live_stream(url, "drop:2")
+    curl = subprocess.run(
+        ["curl", "-sS", "-o", "/dev/null", "-H", "api-key: backend-key", "-H", "x-sim-stream-fault: drop:2", "-H", "content-type: application/json",
+         "-d", '{"messages": [{"role": "user", "content": "hi"}], "stream": true}', url + CHAT],
+        capture_output=True, text=True, timeout=10,
+    )  # fmt: skip
+    assert curl.returncode == 18, curl.stderr  # "transfer closed with outstanding read data remaining"
+    sdk = openai.AzureOpenAI(azure_endpoint=url, api_key="backend-key", api_version="2024-10-21", max_retries=0)
+    stream = sdk.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "a b c"}], stream=True, extra_headers={"x-sim-stream-fault": "drop:1"}
+    )
+    with pytest.raises((httpx.HTTPError, openai.APIError)):
+        list(stream)
+
+
+def test_stream_fault_end_finishes_cleanly_without_closing_chunks_or_done(live_simulator: tuple[str, SimulatorSettings]) -> None:
+    url, _ = live_simulator
+    events = sse_events(live_stream(url, "end:3").text)
+    assert len(events) == 1 + 3 and "[DONE]" not in events
+    assert all(e["choices"][0]["finish_reason"] is None for e in events)
+
+
+def test_stream_fault_stall_goes_silent_then_drops(live_simulator: tuple[str, SimulatorSettings]) -> None:
+    url, _ = live_simulator
+    start = time.monotonic()
+    with pytest.raises(httpx.RemoteProtocolError):
+        live_stream(url, "stall:1", **{"x-sim-hang-s": "0.3"})
+    assert time.monotonic() - start >= 0.3
+
+
+def test_stream_fault_header_invalid_is_400() -> None:
+    response = client().post(CHAT, json={**QUESTION, "stream": True}, headers={"x-sim-stream-fault": "explode"})
+    assert response.status_code == 400 and "x-sim-stream-fault" in response.json()["error"]["message"]
+
+
+def test_strict_mode_refuses_unknown_fields_like_azure() -> None:
+    strict = client(strict=True)
+    ok = strict.post(CHAT, json={**QUESTION, "stream": True, "stream_options": {"include_usage": True}, "temperature": 0})
+    assert ok.status_code == 200
+    refused = strict.post(EMBEDDINGS, json={"input": "x", "stream": True, "stream_options": {"include_usage": True}})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["message"] == "Unrecognized request argument supplied: stream, stream_options"
+    responses = strict.post("/openai/v1/responses", json={"model": "gpt-4o", "input": "hi", "stream": True, "stream_options": {}})
+    assert responses.status_code == 400 and responses.json()["error"]["message"].endswith("stream_options")
+    lenient = client().post(EMBEDDINGS, json={"input": "x", "made_up": 1})
+    assert lenient.status_code == 200
+    per_request = client().post(EMBEDDINGS, json={"input": "x", "made_up": 1}, headers={"x-sim-strict": "true"})
+    assert per_request.status_code == 400
+
+
+def test_forced_tool_call_streams_its_arguments() -> None:
+    http = TestClient(build_app(SimulatorSettings()), base_url="http://sim")
+    sdk = openai.AzureOpenAI(azure_endpoint="http://sim", api_key="k", api_version="2024-10-21", http_client=http)
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {"question": {"type": "string"}}}}}]
+    choice = {"type": "function", "function": {"name": "lookup"}}
+    messages = [{"role": "user", "content": "tides of the north sea"}]
+    plain = sdk.chat.completions.create(model="gpt-4o", messages=messages, tools=tools, tool_choice=choice)  # type: ignore[arg-type]
+    call = plain.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert call.function.name == "lookup" and orjson.loads(call.function.arguments) == {"question": "tides of the north sea"}
+    assert plain.choices[0].finish_reason == "tool_calls" and plain.usage is not None and plain.usage.completion_tokens == 5
+    stream = sdk.chat.completions.create(model="gpt-4o", messages=messages, tools=tools, tool_choice="required", stream=True)  # type: ignore[arg-type]
+    pieces = [c.choices[0].delta.tool_calls[0].function.arguments for c in stream if c.choices and c.choices[0].delta.tool_calls]  # type: ignore[index,union-attr]
+    assert "".join(pieces) == call.function.arguments and len(pieces) == 6  # the opening delta, then five pieces
+
+
+def test_responses_stream_events_end_with_completed_and_usage() -> None:
+    http = TestClient(build_app(SimulatorSettings()), base_url="http://sim")
+    sdk = openai.OpenAI(base_url="http://sim/openai/v1", api_key="k", http_client=http)
+    events = list(sdk.responses.create(model="gpt-4o", input="hi there", stream=True))
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == ANSWER
+    assert events[-1].response.usage is not None and events[-1].response.usage.total_tokens == 2 + 5  # type: ignore[union-attr]
+    raw = http.post("/openai/v1/responses", json={"model": "gpt-4o", "input": "hi", "stream": True}).text
+    assert raw.startswith("event: response.created\ndata: ") and "[DONE]" not in raw
+
+
+def test_ignoring_stream_options_sends_no_usage_chunk() -> None:
+    body = {**QUESTION, "stream": True, "stream_options": {"include_usage": True}}
+    events = sse_events(client().post(CHAT, json=body, headers={"x-sim-ignore-stream-options": "true"}).text)
+    assert events[-1] == "[DONE]" and all(e.get("usage") is None for e in events[:-1])

@@ -176,3 +176,13 @@ def test_emit_token_metric_dimension_errors(body: str, message: str) -> None:
 
     with pytest.raises(PolicyLoadError, match=message):
         pipeline_of(inbound(f"<llm-emit-token-metric>{body}</llm-emit-token-metric>"))
+
+
+async def test_prompt_ceiling_is_the_largest_limit_minus_the_completion_allowance() -> None:
+    services = FakeServices(prompt_tokens=10, allowance=20)
+    both = '<azure-openai-token-limit counter-key="k" tokens-per-minute="100" token-quota="500" token-quota-period="Monthly" estimate-prompt-tokens="true" />'
+    await admit(pipeline_of(inbound(both)), services)
+    await admit(pipeline_of(inbound(TPM.format(extra=""))), services)
+    tiny = '<azure-openai-token-limit counter-key="k" tokens-per-minute="5" estimate-prompt-tokens="true" />'
+    await admit(pipeline_of(inbound(tiny)), services)
+    assert services.ceilings == [480, 80, 0]  # a prompt above it is refused whatever its exact count

@@ -18,7 +18,8 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.errors import BackendError, BackendTimeout
 from gateway.backends.health import CONNECTION_FAILURE, TIMEOUT
-from gateway.handling.usage import StreamTap
+from gateway.handling.usage import DONE_EVENT, StreamTap
+from policies.usage import Usage
 
 if TYPE_CHECKING:
     from gateway.backends.registry import Timeouts
@@ -136,6 +137,53 @@ async def read_body(upstream: aiohttp.ClientResponse) -> bytes:
         upstream.release()
 
 
+class StreamTruncated(Exception):
+    """The backend's stream ended before its end: raised out of the relay so the server aborts the client's response.
+
+    An ASGI server that sees an application raise after the response started closes the connection without the
+    chunked body's terminating chunk (uvicorn does, under both hosts), so the client sees a truncated transfer —
+    the `openai` SDK raises, curl exits 18 — never an answer that merely looks short.
+    """
+
+
+class _QuietTruncation(logging.Filter):
+    """Keeps the server's "Exception in ASGI application" traceback out of the logs for a deliberate abort."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], StreamTruncated))
+
+
+# Both hosts serve through uvicorn (the local host, and the Functions HTTP streaming extension's web server).
+logging.getLogger("uvicorn.error").addFilter(_QuietTruncation())
+
+#: How an OpenAI stream ends: `[DONE]` for chat and completions, a final event for the Responses API. Each is
+#: anchored by a line start or the JSON's own quotes, so no text inside a JSON string can match.
+_END_MARKERS = (
+    b"\ndata: [DONE]", b"\ndata:[DONE]",
+    *(f"\nevent: {kind}".encode() for kind in ("response.completed", "response.incomplete", "response.failed")),
+    *(f'"type":{space}"{kind}"'.encode() for kind in ("response.completed", "response.incomplete", "response.failed") for space in ("", " ")),
+)  # fmt: skip
+_LONGEST_MARKER = max(map(len, _END_MARKERS))
+
+
+class EndWatch:
+    """Whether an SSE stream has shown its end marker, found without parsing its events (for untapped streams)."""
+
+    __slots__ = ("ended", "_tail")
+
+    def __init__(self) -> None:
+        self.ended = False
+        self._tail = b"\n"  # the stream's first line starts a line too
+
+    def feed(self, chunk: bytes) -> None:
+        if self.ended:
+            return
+        window = self._tail + chunk
+        if (b"[DONE]" in window or b"response." in window) and any(marker in window for marker in _END_MARKERS):
+            self.ended = True
+        self._tail = window[-_LONGEST_MARKER:]
+
+
 class RelayResponse(StreamingResponse):
     """Streams a backend response to the client and closes the backend request the moment the client leaves.
 
@@ -143,9 +191,13 @@ class RelayResponse(StreamingResponse):
     backend request open until its next chunk. Listening for `http.disconnect` alongside ends it at once.
     SSE keep-alive comments come from one timer per silence interval that writes only after a silence and only
     between events, so relaying a chunk costs no task or timer of its own.
-    With a `tap`, SSE events pass through it (usage, text); `on_end(aborted)` runs once the stream is over,
-    `aborted` being true when the backend's stream did not reach its end (client gone, backend broke off);
-    `on_break(reason)` hears about a backend that broke off or went silent mid-stream.
+
+    A backend stream that breaks off (connection error, idle timeout) or ends without its end marker (`[DONE]`, a
+    Responses API final event) aborts the client's response (`StreamTruncated`): a truncated answer never looks
+    complete. With a `tap`, SSE events pass through it (usage, text); when it holds back a `[DONE]` for a usage
+    chunk the client asked for and the backend did not send, `estimate()` supplies the usage. `on_end(aborted)`
+    runs once the stream is over, `aborted` being true when the backend's stream did not reach its end (client
+    gone, backend broke off); `on_break(reason)` hears about a backend that broke off or went silent mid-stream.
     """
 
     def __init__(
@@ -157,14 +209,17 @@ class RelayResponse(StreamingResponse):
         tap: StreamTap | None = None,
         on_end: Callable[[bool], Awaitable[None]] | None = None,
         on_break: Callable[[str], None] | None = None,
+        estimate: Callable[[], Awaitable[Usage]] | None = None,
     ) -> None:
         self._upstream = upstream
         self._keepalive_seconds = keepalive_seconds
         self._tap = tap
         self._on_end = on_end
         self._on_break = on_break
+        self._estimate = estimate
         self._complete = False
         self._sse = upstream.content_type == "text/event-stream"
+        self._watch = EndWatch() if self._sse and tap is None else None
         self._at_event_boundary = True
         self._sending = False
         self._client_gone = False
@@ -235,23 +290,33 @@ class RelayResponse(StreamingResponse):
             self._sending = False
 
     async def _relay(self) -> AsyncIterator[bytes]:
-        """The backend's bytes as they arrive (whole SSE events when tapped)."""
-        upstream, tap = self._upstream, self._tap
+        """The backend's bytes as they arrive (whole SSE events when tapped); StreamTruncated if they stop early."""
+        upstream, tap, watch = self._upstream, self._tap, self._watch
         try:
             async for chunk in upstream.content.iter_any():
                 if tap is not None:
                     chunk = tap.feed(chunk)
                     if not chunk:
                         continue
-                elif self._sse:
+                elif watch is not None:
                     self._at_event_boundary = chunk.endswith(b"\n\n")
+                    watch.feed(chunk)
                 yield chunk
             if tap is not None and (rest := tap.flush()):
                 yield rest
-            self._complete = True
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            logger.warning("Backend stream broke off; the client's response ends early.", exc_info=True)
-            if self._on_break is not None:
-                self._on_break(TIMEOUT if isinstance(exc, asyncio.TimeoutError) else CONNECTION_FAILURE)
+            self._broke_off(TIMEOUT if isinstance(exc, asyncio.TimeoutError) else CONNECTION_FAILURE, f"broke off ({type(exc).__name__})")
+            raise StreamTruncated() from exc
         finally:
             upstream.release()
+        if self._sse and not (tap.completed if tap is not None else watch is not None and watch.ended):
+            self._broke_off(CONNECTION_FAILURE, "ended without its end marker")
+            raise StreamTruncated()
+        if tap is not None and tap.done_held:
+            yield tap.usage_event(await self._estimate()) if self._estimate is not None else DONE_EVENT
+        self._complete = True
+
+    def _broke_off(self, reason: str, how: str) -> None:
+        logger.warning("Backend stream %s; the client's response is aborted.", how)
+        if self._on_break is not None:
+            self._on_break(reason)

@@ -2,7 +2,16 @@
 
 It lets newcomers run the gateway with no Azure endpoint, gives end-to-end tests a backend
 they can inspect and break on purpose, and is the cheap "direct" baseline in benchmarks.
-It is not a model: answers echo the question and embeddings are hashed bags of words.
+It is not a model: answers echo the question and embeddings are hashed bags of words; a request whose
+`tool_choice` forces a function gets a call to it, with the question as its arguments.
+
+Faults, chosen per request by header (the gateway forwards them) or armed with POST /sim/faults:
+`x-sim-fault: <status>|hang` fails a request before it is answered; `x-sim-stream-fault: <kind>:<n>`
+breaks a stream after n tokens: `drop` closes the connection without ending the chunked body (a reset
+stream), `end` ends the body cleanly but without the closing chunks and `[DONE]`, `stall` goes silent
+for `x-sim-hang-s` seconds (an idle backend) and then drops. Strict mode (`strict=True`, or the header
+`x-sim-strict: true`) answers 400 to request fields the operation does not have, as Azure OpenAI does;
+`x-sim-ignore-stream-options: true` streams without the usage chunk a request asked for, as some backends do.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import logging
 import math
 import re
 import struct
@@ -95,6 +105,7 @@ class SimulatorSettings:
     embedding_dims: int = 1536
     identity_header: str | None = None  # when set, /msi/token requires a matching X-IDENTITY-HEADER
     token_lifetime_s: int = 3600
+    strict: bool = False  # 400 for unknown request fields; header x-sim-strict overrides it
 
 
 class _ApiError(Exception):
@@ -115,6 +126,29 @@ class _Fault:
     status: int | None
     retry_after: float | None = None
     hang_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class _StreamFault:
+    """A stream that goes wrong after `after` tokens: `drop`, `end` or `stall` (see the module docstring)."""
+
+    kind: str
+    after: int
+    stall_s: float = 0.0
+
+
+class _DroppedStream(Exception):
+    """Raised out of a response body so uvicorn closes the connection without the final chunk."""
+
+
+class _QuietDrops(logging.Filter):
+    """A deliberate drop is not an error of the simulator: keep uvicorn's traceback for it out of the logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], _DroppedStream))
+
+
+logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
 
 
 @dataclass(frozen=True)
@@ -246,6 +280,42 @@ def _header_fault(headers: Headers) -> _Fault | None:
     return _Fault(_fault_status(status), retry)
 
 
+def _stream_fault(headers: Headers) -> _StreamFault | None:
+    raw = headers.get("x-sim-stream-fault")
+    if raw is None:
+        return None
+    kind, _, after = raw.strip().lower().partition(":")
+    if kind not in ("drop", "end", "stall") or not after.isdigit():
+        raise _bad_request(f"Invalid x-sim-stream-fault header: {raw!r} (expected drop:N, end:N or stall:N).")
+    return _StreamFault(kind, int(after), _float_header(headers, "x-sim-hang-s", 30.0) if kind == "stall" else 0.0)
+
+
+def _flag(headers: Headers, name: str, default: bool) -> bool:
+    raw = headers.get(name)
+    return default if raw is None else raw.strip().lower() in ("1", "true", "yes")
+
+
+def _check_fields(payload: Mapping[str, Any], known: frozenset[str]) -> None:
+    unknown = [name for name in payload if name not in known]
+    if unknown:
+        raise _bad_request(f"Unrecognized request argument supplied: {', '.join(unknown)}")
+
+
+def _forced_tool(payload: Mapping[str, Any]) -> str | None:
+    """The function a chat request forces (`tool_choice` naming one, or "required" with tools), else None."""
+    tools = payload.get("tools")
+    if not isinstance(tools, list) or not tools:
+        return None
+    choice = payload.get("tool_choice")
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        name = choice["function"].get("name")
+        return name if isinstance(name, str) else None
+    first = tools[0].get("function") if isinstance(tools[0], dict) else None
+    if choice == "required" and isinstance(first, dict) and isinstance(first.get("name"), str):
+        return first["name"]
+    return None
+
+
 def _fault_from_spec(spec: object) -> tuple[_Fault, int]:
     """Validate a POST /sim/faults body so a typo fails loudly instead of injecting nothing."""
     if not isinstance(spec, dict):
@@ -332,23 +402,40 @@ def _multipart(body: bytes, content_type: str) -> tuple[dict[str, str], tuple[st
     return fields, upload
 
 
+def _event_line(payload: dict[str, Any]) -> bytes:
+    """Responses API events name their type on an `event:` line as well."""
+    kind = payload.get("type")
+    return b"event: " + kind.encode() + b"\n" if isinstance(kind, str) else b""
+
+
 def _frame(payload: dict[str, Any]) -> tuple[bytes, bytes]:
     """Split a chunk around its sentinel once, so each streamed token costs one tiny dumps."""
     head, tail = orjson.dumps(payload).split(_SENTINEL_JSON)
-    return b"data: " + head, tail + b"\n\n"
+    return _event_line(payload) + b"data: " + head, tail + b"\n\n"
 
 
 def _event(payload: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
+    return _event_line(payload) + b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
 async def _sse(
-    opening: list[bytes], frames: list[tuple[bytes, bytes]], words: list[str], closing: list[bytes], delay_s: float
+    opening: list[bytes],
+    frames: list[tuple[bytes, bytes]],
+    words: list[str],
+    closing: list[bytes],
+    delay_s: float,
+    fault: _StreamFault | None = None,
 ) -> AsyncIterator[bytes]:
-    """Yield every event on its own so proxies see real token-by-token streaming."""
+    """Yield every event on its own so proxies see real token-by-token streaming; `closing` ends the stream."""
     for event in opening:
         yield event
     for position, word in enumerate(words):
+        if fault is not None and position == fault.after:
+            if fault.kind == "end":
+                return
+            if fault.kind == "stall":
+                await asyncio.sleep(fault.stall_s)
+            raise _DroppedStream()
         if delay_s:
             await asyncio.sleep(delay_s)
         piece = orjson.dumps(word if position == 0 else " " + word)
@@ -356,7 +443,6 @@ async def _sse(
             yield head + piece + tail
     for event in closing:
         yield event
-    yield _DONE
 
 
 async def _chunks(data: bytes, count: int) -> AsyncIterator[bytes]:
@@ -411,21 +497,22 @@ class _Simulator:
 
     def routes(self) -> list[Route]:
         deployment = "/openai/deployments/{deployment}"
-        data = [
-            (f"{deployment}/chat/completions", self.chat, True, "json"),
-            (f"{deployment}/completions", self.completions, True, "json"),
-            (f"{deployment}/embeddings", self.embeddings, True, "json"),
-            (f"{deployment}/audio/transcriptions", partial(self.audio, "transcription"), True, "multipart"),
-            (f"{deployment}/audio/translations", partial(self.audio, "translation"), True, "multipart"),
-            (f"{deployment}/audio/speech", self.speech, True, "json"),
-            (f"{deployment}/images/generations", self.images, True, "json"),
-            ("/openai/v1/chat/completions", self.chat, False, "json"),
-            ("/openai/v1/embeddings", self.embeddings, False, "json"),
-            ("/openai/v1/responses", self.responses, False, "json"),
-            ("/openai/v1/models", self.models, False, "none"),
+        data: list[tuple[str, Handler, bool, str, frozenset[str] | None]] = [
+            (f"{deployment}/chat/completions", self.chat, True, "json", _CHAT_FIELDS),
+            (f"{deployment}/completions", self.completions, True, "json", _COMPLETIONS_FIELDS),
+            (f"{deployment}/embeddings", self.embeddings, True, "json", _EMBEDDINGS_FIELDS),
+            (f"{deployment}/audio/transcriptions", partial(self.audio, "transcription"), True, "multipart", None),
+            (f"{deployment}/audio/translations", partial(self.audio, "translation"), True, "multipart", None),
+            (f"{deployment}/audio/speech", self.speech, True, "json", None),
+            (f"{deployment}/images/generations", self.images, True, "json", None),
+            ("/openai/v1/chat/completions", self.chat, False, "json", _CHAT_FIELDS),
+            ("/openai/v1/completions", self.completions, False, "json", _COMPLETIONS_FIELDS),
+            ("/openai/v1/embeddings", self.embeddings, False, "json", _EMBEDDINGS_FIELDS),
+            ("/openai/v1/responses", self.responses, False, "json", _RESPONSES_FIELDS),
+            ("/openai/v1/models", self.models, False, "none", None),
         ]
         return [
-            *(Route(p, self.data_endpoint(h, v, b), methods=["GET" if b == "none" else "POST"]) for p, h, v, b in data),
+            *(Route(p, self.data_endpoint(h, v, b, f), methods=["GET" if b == "none" else "POST"]) for p, h, v, b, f in data),
             Route("/msi/token", self.msi_token, methods=["GET"]),
             Route("/sim/faults", self.faults, methods=["POST", "DELETE"]),
             Route("/sim/requests", self.requests, methods=["GET", "DELETE"]),
@@ -433,7 +520,7 @@ class _Simulator:
             Route("/sim/health", self.health, methods=["GET"]),
         ]
 
-    def data_endpoint(self, handler: Handler, versioned: bool, body_kind: str) -> Endpoint:
+    def data_endpoint(self, handler: Handler, versioned: bool, body_kind: str, fields: frozenset[str] | None) -> Endpoint:
         """Run the gates every data route shares, in Azure's order, before the handler."""
 
         async def endpoint(request: Request) -> Response:
@@ -444,6 +531,8 @@ class _Simulator:
                     raise _ApiError(404, "404", "Resource not found")
                 self.authorize(request.headers)
                 payload = self.parse_json(body) if body_kind == "json" else {}
+                if fields is not None and _flag(request.headers, "x-sim-strict", self.settings.strict):
+                    _check_fields(payload, fields)
                 deployment = request.path_params["deployment"] if versioned else self.v1_model(payload, body_kind)
                 if self.deployments and deployment and deployment not in self.deployments:
                     raise _ApiError(404, "DeploymentNotFound", _DEPLOYMENT_NOT_FOUND)
@@ -523,15 +612,25 @@ class _Simulator:
         prompt_tokens = sum(_words(_content_text(m.get("content"))) for m in messages)
         limit = _int_field(payload, "max_completion_tokens") or _int_field(payload, "max_tokens")
         n = _int_field(payload, "n") or 1
-        answer = _answer("Simulated answer to:", _last_user_text(messages), prompt_tokens, limit, n)
+        tool = _forced_tool(payload)
+        if tool is not None:
+            arguments = orjson.dumps({"question": _last_user_text(messages)}).decode()
+            answer = _Answer(arguments.split(" "), "tool_calls", prompt_tokens, n)
+        else:
+            answer = _answer("Simulated answer to:", _last_user_text(messages), prompt_tokens, limit, n)
         base: dict[str, Any] = {
             "id": _ident("chatcmpl-"),
             "created": int(time.time()),
             "model": call.deployment,
             "system_fingerprint": _FINGERPRINT,
         }
+        call_id = _ident("call_")
         if not payload.get("stream"):
-            choice = {"message": {"role": "assistant", "content": answer.text}, "finish_reason": answer.finish_reason}
+            message: dict[str, Any] = {"role": "assistant", "content": answer.text}
+            if tool is not None:
+                function = {"name": tool, "arguments": answer.text}
+                message = {"role": "assistant", "content": None, "tool_calls": [{"id": call_id, "type": "function", "function": function}]}
+            choice = {"message": message, "finish_reason": answer.finish_reason}
             return _json(
                 {
                     **base,
@@ -544,15 +643,21 @@ class _Simulator:
 
         base["object"] = "chat.completion.chunk"
 
-        def chunk(index: int, delta: dict[str, str], finish: str | None) -> dict[str, Any]:
+        def chunk(index: int, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
             return {**base, "choices": [{"index": index, "delta": delta, "finish_reason": finish, **_NO_FILTER}]}
 
+        opening: dict[str, Any] = {"role": "assistant", "content": ""}
+        token: dict[str, Any] = {"content": _SENTINEL}
+        if tool is not None:
+            call_opening = {"index": 0, "id": call_id, "type": "function", "function": {"name": tool, "arguments": ""}}
+            opening = {"role": "assistant", "content": None, "tool_calls": [call_opening]}
+            token = {"tool_calls": [{"index": 0, "function": {"arguments": _SENTINEL}}]}
         return self.stream(
             call,
             base,
             answer,
-            opening=[chunk(i, {"role": "assistant", "content": ""}, None) for i in range(n)],
-            tokens=[chunk(i, {"content": _SENTINEL}, None) for i in range(n)],
+            opening=[chunk(i, opening, None) for i in range(n)],
+            tokens=[chunk(i, token, None) for i in range(n)],
             closing=[chunk(i, {}, answer.finish_reason) for i in range(n)],
         )
 
@@ -591,7 +696,8 @@ class _Simulator:
     ) -> StreamingResponse:
         """Assemble the SSE stream; with include_usage every chunk says usage null until the last."""
         options = call.payload.get("stream_options")
-        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        ignored = _flag(call.request.headers, "x-sim-ignore-stream-options", False)  # as some backends do
+        include_usage = isinstance(options, dict) and bool(options.get("include_usage")) and not ignored
 
         def events(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
             return [{**c, "usage": None} for c in chunks] if include_usage else chunks
@@ -599,13 +705,14 @@ class _Simulator:
         tail = [_event(c) for c in events(closing)]
         if include_usage:
             tail.append(_event({**base, "choices": [], "usage": answer.usage()}))
-        body = _sse(
-            [_event(c) for c in events(opening)],
-            [_frame(c) for c in events(tokens)],
-            answer.words,
-            tail,
-            self.token_delay_s(call.request.headers),
-        )
+        tail.append(_DONE)
+        return self.sse_response(call, [_event(c) for c in events(opening)], [_frame(c) for c in events(tokens)], answer.words, tail)
+
+    def sse_response(
+        self, call: _Call, opening: list[bytes], frames: list[tuple[bytes, bytes]], words: list[str], closing: list[bytes]
+    ) -> StreamingResponse:
+        headers = call.request.headers
+        body = _sse(opening, frames, words, closing, self.token_delay_s(headers), _stream_fault(headers))
         return StreamingResponse(self._tracked(body), media_type="text/event-stream", headers={"cache-control": "no-cache"})
 
     async def _tracked(self, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -667,8 +774,6 @@ class _Simulator:
 
     def responses(self, call: _Call) -> Response:
         payload = call.payload
-        if payload.get("stream"):
-            raise _bad_request("The simulator does not stream the Responses API; send stream=false.")
         raw = payload.get("input")
         items = [{"role": "user", "content": raw}] if isinstance(raw, str) else _messages(raw, "input")
         instructions = payload.get("instructions") if isinstance(payload.get("instructions"), str) else None
@@ -679,26 +784,35 @@ class _Simulator:
         text = {"type": "output_text", "text": answer.text, "annotations": []}
         message = {"type": "message", "id": _ident("msg_"), "role": "assistant", "status": "completed"}
         usage = answer.usage()
-        return _json(
-            {
-                "id": _ident("resp_"),
-                "object": "response",
-                "created_at": int(time.time()),
-                "model": call.deployment,
-                "status": "completed" if complete else "incomplete",
-                "incomplete_details": None if complete else {"reason": "max_output_tokens"},
-                "error": None,
-                "instructions": instructions,
-                "output": [{**message, "content": [text]}],
-                "usage": {
-                    "input_tokens": usage["prompt_tokens"],
-                    "output_tokens": usage["completion_tokens"],
-                    "total_tokens": usage["total_tokens"],
-                    "input_tokens_details": {"cached_tokens": 0},
-                    "output_tokens_details": {"reasoning_tokens": 0},
-                },
-            }
-        )
+        response = {
+            "id": _ident("resp_"),
+            "object": "response",
+            "created_at": int(time.time()),
+            "model": call.deployment,
+            "status": "completed" if complete else "incomplete",
+            "incomplete_details": None if complete else {"reason": "max_output_tokens"},
+            "error": None,
+            "instructions": instructions,
+            "output": [{**message, "content": [text]}],
+            "usage": {
+                "input_tokens": usage["prompt_tokens"],
+                "output_tokens": usage["completion_tokens"],
+                "total_tokens": usage["total_tokens"],
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": 0},
+            },
+        }
+        if not payload.get("stream"):
+            return _json(response)
+        started = {**response, "status": "in_progress", "output": [], "usage": None}
+        place = {"item_id": message["id"], "output_index": 0, "content_index": 0}
+        opening = [_event({"type": "response.created", "response": started})]
+        delta = {"type": "response.output_text.delta", **place, "delta": _SENTINEL}
+        closing = [
+            _event({"type": "response.output_text.done", **place, "text": answer.text}),
+            _event({"type": "response.completed" if complete else "response.incomplete", "response": response}),
+        ]
+        return self.sse_response(call, opening, [_frame(delta)], answer.words, closing)
 
     def models(self, call: _Call) -> Response:
         names = self.settings.deployments or DEFAULT_MODELS
@@ -758,6 +872,29 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = "Resource not found" if exc.status_code == 404 else exc.detail
     return _json({"error": {"code": str(exc.status_code), "message": message}}, exc.status_code, exc.headers)
+
+
+#: The request fields each operation has (strict mode answers 400 to any other).
+_COMMON_FIELDS = frozenset({"model", "user", "stream", "temperature", "top_p", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"})
+_CHAT_FIELDS = _COMMON_FIELDS | frozenset(
+    {
+        "messages", "frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "top_logprobs", "max_tokens",
+        "max_completion_tokens", "n", "response_format", "seed", "stop", "stream_options", "tools", "tool_choice",
+        "parallel_tool_calls", "functions", "function_call", "data_sources", "prediction", "modalities", "audio",
+        "reasoning_effort", "verbosity", "web_search_options", "user_security_context",
+    }
+)  # fmt: skip
+_COMPLETIONS_FIELDS = _COMMON_FIELDS | frozenset(
+    {"prompt", "best_of", "echo", "frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "max_tokens", "n", "seed", "stop", "stream_options", "suffix"}
+)
+_EMBEDDINGS_FIELDS = frozenset({"model", "input", "user", "encoding_format", "dimensions", "input_type"})
+_RESPONSES_FIELDS = _COMMON_FIELDS | frozenset(
+    {
+        "input", "instructions", "max_output_tokens", "max_tool_calls", "tools", "tool_choice", "parallel_tool_calls",
+        "previous_response_id", "conversation", "reasoning", "text", "truncation", "include", "background", "prompt",
+        "top_logprobs",
+    }
+)  # fmt: skip
 
 
 def build_app(settings: SimulatorSettings) -> Starlette:

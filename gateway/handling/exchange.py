@@ -13,6 +13,7 @@ import logging
 import time
 
 import aiohttp
+import orjson
 
 from gateway.backends.health import CONNECTION_FAILURE, TIMEOUT
 from gateway.backends.proxy import is_streaming, read_body, upstream_headers
@@ -22,9 +23,10 @@ from gateway.handling.client_credentials import ClientCredentials
 from gateway.handling.operations import Operation
 from gateway.handling.services import GatewayServices
 from gateway.handling.timing import ServerTiming
-from gateway.handling.tokens import completion_limit
+from gateway.handling.json_body import ParsedBody
+from gateway.handling.tokens import RequestTokens, completion_limit
+from gateway.handling.usage import StreamTap, UsageReporter, request_usage_upstream, stream_usage_available, usage_from_body
 from gateway.stores.semantic_cache import SemanticCacheService
-from gateway.handling.usage import StreamTap, UsageReporter, request_usage_upstream, stream_usage_supported, usage_from_body
 from policies.context import Body, Context, Headers, Response
 from policies.counters import Counters
 from policies.errors import PolicyError, PolicyResponse
@@ -39,7 +41,7 @@ logger = logging.getLogger(__name__)
 class Exchange:
     __slots__ = (
         "services", "deployment", "operation", "client_credentials", "timing", "usage", "usage_requested", "strip_usage",
-        "upstream", "tried", "backend",
+        "upstream", "tried", "backend", "json", "tokens",
     )  # fmt: skip
 
     def __init__(
@@ -50,8 +52,13 @@ class Exchange:
         client_credentials: ClientCredentials,
         timing: ServerTiming,
         usage: UsageReporter,
+        json: ParsedBody,
     ) -> None:
         self.services = services
+        #: The request body's JSON, parsed (and depth-checked) once per distinct body.
+        self.json = json
+        #: The prompt estimate (made once) and the estimated usage of streams that report none.
+        self.tokens = RequestTokens(services.tokens, deployment, json)
         self.deployment = deployment
         self.operation = operation
         self.timing = timing
@@ -91,14 +98,14 @@ class Exchange:
     def token_rate_window_seconds(self) -> float:
         return self.services.token_rate_window_seconds
 
-    def estimate_prompt_tokens(self, context: Context) -> int:
-        return self.services.tokens.estimate_prompt(self.deployment, context.Request.Body.content)
+    async def estimate_prompt_tokens(self, context: Context, ceiling: int | None = None) -> int:
+        return await self.tokens.prompt(context.Request.Body.content, ceiling)
 
     def completion_allowance(self, context: Context) -> int:
         """The most completion tokens the request may use: its max_tokens, or the configured reservation."""
         if self.operation.id in ("embeddings_create", "createEmbedding"):
             return 0
-        allowed = completion_limit(context.Request.Body.content)
+        allowed = completion_limit(self.json.value(context.Request.Body.content))
         return self.services.default_completion_reservation if allowed is None else allowed
 
     async def managed_identity_token(self, resource: str, client_id: str | None) -> str:
@@ -145,16 +152,14 @@ class Exchange:
         if self.usage.wanted and self.upstream is None and context.Response is not None:
             await self.usage.report(usage_from_body(context.Response.Body.content) or Usage())
 
-    def stream_usage(self, context: Context, tap: StreamTap, aborted: bool) -> Usage:
+    async def stream_usage(self, context: Context, tap: StreamTap, aborted: bool) -> Usage:
         """The stream's own usage chunk when it sent one; otherwise a count of the prompt and of what was relayed."""
         if tap.usage is not None:
             return tap.usage
-        tokens = self.services.tokens
-        prompt = tokens.estimate_prompt(self.deployment, context.Request.Body.content)
-        completion = tokens.count(self.deployment, tap.text)
+        usage = await self.tokens.usage(context.Request.Body.content, tap.text)
         if aborted:
-            logger.info("Stream aborted after %d completion tokens; charging what was relayed.", completion)
-        return Usage(prompt=prompt, completion=completion, total=prompt + completion, exact=False)
+            logger.info("Stream aborted after %d completion tokens; charging what was relayed.", usage.completion)
+        return usage
 
     def close_upstream(self) -> None:
         if self.upstream is not None:
@@ -186,13 +191,14 @@ class Exchange:
     def _ask_for_stream_usage(self, context: Context) -> None:
         """A policy needs this request's usage: make a streaming request report it (once, even across retries)."""
         self.usage_requested = True
-        if not self.operation.metered or not stream_usage_supported(context.Request.Url.Query.GetValueOrDefault("api-version")):
+        if not stream_usage_available(self.operation.id, context.Request.Url.Query.GetValueOrDefault("api-version")):
             return
-        rewritten = request_usage_upstream(context.Request.Body.content)
-        if rewritten is not None:
-            body, client_asked = rewritten
+        payload = self.json.value(context.Request.Body.content)
+        if request_usage_upstream(payload):
+            body = orjson.dumps(payload)
             context.Request.Body.replace(body)
-            self.strip_usage = not client_asked
+            self.json.remember(body, payload)
+            self.strip_usage = True
 
 
 class _RequestCache:

@@ -24,13 +24,13 @@ from gateway.backends.proxy import RelayResponse, UpstreamClient, raw_headers
 from gateway.backends.registry import BackendRegistry
 from gateway.config.settings import Settings
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, ResourceNotFound
-from gateway.handling import client_credentials, forwarded, names, operations
+from gateway.handling import client_credentials, forwarded, json_body, names, operations
 from gateway.handling.auth import SubscriptionAuthenticator
 from gateway.handling.exchange import Exchange
 from gateway.handling.services import GatewayServices
 from gateway.handling.timing import ServerTiming
 from gateway.handling.tokens import TokenCounter
-from gateway.handling.usage import StreamTap, UsageReporter
+from gateway.handling.usage import StreamTap, UsageReporter, asks_for_usage, has_usage_option
 from gateway.stores.appinsights import AppInsightsExporter
 from gateway.stores.counters import SharedCounters
 from gateway.stores.metric_rows import ROLLUP_TABLE
@@ -120,14 +120,21 @@ class Gateway:
         timing.add("auth", timing.elapsed())
 
         body = await _read_body(request)
-        deployment = _model_from_body(body) if operation.model_in_body else route.params.get("deployment-id")
+        payload = await self._parse_body(request, body)
+        deployment = _model_from(payload) if operation.model_in_body else route.params.get("deployment-id")
         if operation.id == "listModels" and not self.backends.serves_any_deployment:
             return self._list_models_locally()
 
         pipeline = self.policies.current.pipeline(subscription.product, operation.api, operation.id)
-        context, exchange = self._context(request, route, subscription, key or "", body, deployment, timing)
+        context, exchange = self._context(request, route, subscription, key or "", body, payload, deployment, timing)
         result = await pipeline.execute(context)
         return await self._respond(context, exchange, result)
+
+    async def _parse_body(self, request: Request, body: bytes) -> object:
+        """The body's JSON, depth-checked once for every later reader (400 if invalid); None if empty or multipart."""
+        if not body or request.headers.get("content-type", "").lower().startswith("multipart/"):
+            return None
+        return await json_body.load(body, self.tokens.offload)
 
     async def _preflight(self, request: Request, path: str, timing: ServerTiming) -> Response:
         """A CORS preflight, answered by the operation's `<cors>` policy before any key check (browsers send none).
@@ -143,7 +150,7 @@ class Gateway:
         cors = next((s for s in pipeline.inbound if isinstance(s, Cors)), None)
         if cors is None:
             return PolicyResponse.error(403, "CORS is not enabled for this API (add a <cors> policy).").to_starlette()
-        context, _ = self._context(request, route, None, "", b"", None, timing)
+        context, _ = self._context(request, route, None, "", b"", None, None, timing)
         return cors.preflight(context).to_starlette()
 
     def _context(
@@ -153,6 +160,7 @@ class Gateway:
         subscription: Subscription | None,
         key: str,
         body: bytes,
+        payload: object,
         deployment: str | None,
         timing: ServerTiming,
     ) -> tuple[ctx.Context, Exchange]:
@@ -175,7 +183,8 @@ class Gateway:
             ctx.Body(body),
         )
         usage_listeners: list[UsageListener] = []
-        exchange = Exchange(self.services, deployment, operation, credentials, timing, UsageReporter(usage_listeners))
+        parsed = json_body.ParsedBody(body, payload)
+        exchange = Exchange(self.services, deployment, operation, credentials, timing, UsageReporter(usage_listeners), parsed)
         context = ctx.Context(
             policy_request,
             api=ctx.Named(operation.api, _API_NAMES[operation.api]),
@@ -211,20 +220,34 @@ class Gateway:
         upstream = exchange.upstream
         if upstream is not None:
             exchange.upstream = None
-            tap = StreamTap(exchange.strip_usage) if exchange.usage.wanted or exchange.strip_usage or context.body_listeners else None
+            # The client asked for a usage chunk the gateway did not request for itself: make sure one arrives.
+            add_usage = not exchange.strip_usage and has_usage_option(exchange.operation.id) and asks_for_usage(exchange.json.latest)
+            wanted = exchange.usage.wanted
+            tap = (
+                StreamTap(exchange.strip_usage, wanted or add_usage, bool(context.body_listeners), add_usage)
+                if wanted or exchange.strip_usage or context.body_listeners or add_usage
+                else None
+            )
+
+            async def estimate() -> Usage:
+                if tap is None:
+                    return Usage()
+                tap.usage = await exchange.stream_usage(context, tap, False)
+                return tap.usage
 
             async def on_end(aborted: bool) -> None:
                 if tap is None:
                     return
-                await exchange.usage.report(exchange.stream_usage(context, tap, aborted))
-                assembled = tap.assembled() if tap.completed and not aborted else None
+                await exchange.usage.report(await exchange.stream_usage(context, tap, aborted))
+                assembled = tap.assembled() if not aborted else None
                 if assembled is not None:
                     await _tell_body_listeners(context, answer.StatusCode, assembled)
 
             on_break = exchange.backend.health.record_failure if exchange.backend is not None else None
-            return RelayResponse(
-                upstream, answer.StatusCode, headers, self.settings.sse_keepalive_seconds, tap, on_end if tap is not None else None, on_break
-            )
+            keepalive = self.settings.sse_keepalive_seconds
+            if tap is None:
+                return RelayResponse(upstream, answer.StatusCode, headers, keepalive, on_break=on_break)
+            return RelayResponse(upstream, answer.StatusCode, headers, keepalive, tap, on_end, on_break, estimate)
         await _tell_body_listeners(context, answer.StatusCode, answer.Body.content)
         response = Response(answer.Body.content, status_code=answer.StatusCode)
         response.raw_headers.extend(headers)
@@ -265,6 +288,7 @@ class Gateway:
         await self.health.close()
         await self.upstream.close()
         await self.services.close()
+        self.tokens.close()
         await self.backends.close()
         await self.store.close()
 
@@ -291,9 +315,7 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def _model_from_body(body: bytes) -> str:
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise BadRequest("The request body must be a JSON object.") from None
-    return names.body_model(payload.get("model") if isinstance(payload, dict) else None)
+def _model_from(payload: object) -> str:
+    if not isinstance(payload, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    return names.body_model(payload.get("model"))

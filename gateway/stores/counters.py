@@ -104,6 +104,8 @@ class SharedCounters:
         lease = self._lease(key, window, limit)
         now = time.monotonic()
         lease.last_used = now
+        if amount > limit:  # never admissible: refuse without touching the lease or marking the window spent
+            return Admission(False, self._remaining(lease, limit))
         if lease.balance < amount or now >= lease.valid_until:
             if now < lease.exhausted_until:
                 return Admission(False, self._remaining(lease, limit))

@@ -5,7 +5,7 @@
                      remaining-tokens-header-name="x-remaining-tokens" tokens-consumed-header-name="x-consumed" />
 
 Stricter than APIM, which charges after the fact: before forwarding, the request *reserves* its prompt
-(counted with tiktoken) plus its max_tokens (or the configured default reservation), is admitted only if that
+(counted with tiktoken over every field the model bills as input) plus its max_tokens (or the configured default reservation), is admitted only if that
 reservation fits, and settles to the real usage when it is known. Concurrent bursts therefore stay within
 the limit, across every instance (the counters are shared, see gateway/shared_counters.py).
 
@@ -87,27 +87,30 @@ class TokenLimit(Statement):
     async def run(self, context: Context) -> None:
         key = str(self.counter_key.evaluate(context))
         services = context.services
-        prompt = services.estimate_prompt_tokens(context)
-        reservation = prompt + services.completion_allowance(context)
+        rate_limit = int(self.tokens_per_minute.evaluate(context)) if self.tokens_per_minute is not None else None
+        quota = int(self.token_quota.evaluate(context)) if self.token_quota is not None and self.quota_period is not None else None
+        allowance = services.completion_allowance(context)
+        # A reservation above every limit is refused by the first one: such a prompt need not be tokenized exactly.
+        ceiling = max(limit for limit in (rate_limit, quota) if limit is not None) - allowance
+        prompt = await services.estimate_prompt_tokens(context, max(0, ceiling))
+        reservation = prompt + allowance
         reserved: list[tuple[str, Window, int]] = []
-        if self.tokens_per_minute is not None:
-            limit = int(self.tokens_per_minute.evaluate(context))
+        if rate_limit is not None:
             window = Window.fixed(services.token_rate_window_seconds)
-            admission = await services.counters.acquire(f"tpm:{key}", window, reservation, limit)
+            admission = await services.counters.acquire(f"tpm:{key}", window, reservation, rate_limit)
             self._publish(context, "remaining-tokens", admission.remaining)
             if not admission.allowed:
                 self._refuse(context, window, 429, "OpenAITokenLimitExceeded", "Token limit is exceeded")
-            reserved.append((f"tpm:{key}", window, limit))
-        if self.token_quota is not None and self.quota_period is not None:
-            limit = int(self.token_quota.evaluate(context))
-            window = quota_window(str(self.quota_period.evaluate(context)))
-            admission = await services.counters.acquire(f"quota:{key}", window, reservation, limit)
+            reserved.append((f"tpm:{key}", window, rate_limit))
+        if quota is not None:
+            window = quota_window(str(self.quota_period.evaluate(context)))  # type: ignore[union-attr]
+            admission = await services.counters.acquire(f"quota:{key}", window, reservation, quota)
             self._publish(context, "remaining-quota-tokens", admission.remaining)
             if not admission.allowed:
                 for counter, held_window, held_limit in reserved:
                     await services.counters.add(counter, held_window, -reservation, held_limit)
                 self._refuse(context, window, 403, "OpenAITokenQuotaExceeded", "Token quota is exceeded")
-            reserved.append((f"quota:{key}", window, limit))
+            reserved.append((f"quota:{key}", window, quota))
         self._set_variable(context, "tokens-consumed", prompt if self.estimate_prompt else 0)
 
         async def settle(usage: Usage) -> None:
