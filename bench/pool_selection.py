@@ -15,7 +15,8 @@ import statistics
 import time
 from collections.abc import Callable
 
-from gateway.backends.registry import BackendRegistry, parse_backends
+from gateway.backends.config import parse_backends
+from gateway.backends.registry import BackendRegistry
 from gateway.backends.health import PredictiveRouting
 
 HEADERS = {

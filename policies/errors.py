@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import orjson
-from starlette.responses import Response
 
 
 class PolicyLoadError(ValueError):
@@ -44,11 +43,6 @@ class PolicyResponse:
         """An error in the OpenAI shape: `{"error": {"code": "<status>", "message": ...}}`."""
         body = error_body(code or str(status), message)
         return cls(status, body, [("content-type", "application/json"), *(headers or {}).items()])
-
-    def to_starlette(self) -> Response:
-        response = Response(self.body, status_code=self.status)
-        response.raw_headers.extend((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in self.headers)
-        return response
 
 
 def error_body(code: str, message: str) -> bytes:

@@ -1,15 +1,9 @@
-"""Signing keys for token validation: an OpenID configuration URL resolved to the keys of its JWKS.
+"""Signing keys for token validation: the keys of an OpenID configuration, as validate-jwt and
+validate-azure-ad-token use them, and where they come from (`SigningKeys`).
 
-`validate-jwt` and `validate-azure-ad-token` ask for the keys of a configuration URL on every request, so
-this is a cache in front of the identity provider:
-
-* Configured overrides win (`GATEWAY_OPENID_KEYS`: `{openid-config-url-or-tenant-id: JWKS}`). They serve
-  air-gapped deployments and tests, and are never refreshed. A JWKS override may carry an `"issuer"` member
-  standing in for the configuration's issuer.
-* Otherwise the configuration and its `jwks_uri` are fetched (the cold path) and kept for an hour. A token
-  naming a `kid` the cached set lacks triggers one early refresh, for key rollover, but at most every five
-  minutes, so tokens with made-up `kid`s cannot make the gateway hammer the provider. Only one fetch per URL
-  runs at a time; a failed fetch keeps the previous keys and is retried after thirty seconds.
+Configured keys (`GATEWAY_OPENID_KEYS`: `{openid-config-url-or-tenant-id: JWKS}`) serve air-gapped deployments
+and tests; a JWKS there may carry an `"issuer"` member standing in for the configuration's issuer. Fetching and
+caching the others is the gateway's job (gateway/backends/openid_keys.py).
 
 Only signing algorithms the gateway accepts are kept: RS256/RS384/RS512/PS256 for RSA keys of at least
 2048 bits, ES256 for P-256 keys, HS256 for symmetric keys of at least 32 bytes (RFC 7518 §3.2); never `none`.
@@ -17,14 +11,11 @@ Only signing algorithms the gateway accepts are kept: RS256/RS384/RS512/PS256 fo
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-import httpx
 from jwt.algorithms import ECAlgorithm, HMACAlgorithm, RSAAlgorithm
 from jwt.exceptions import PyJWTError
 
@@ -40,11 +31,6 @@ SUPPORTED_ALGORITHMS = frozenset().union(*ALGORITHMS_BY_KEY_TYPE.values())
 MIN_RSA_BITS = 2048
 MIN_SECRET_BYTES = 32
 
-CACHE_SECONDS = 3600.0
-#: The shortest time between two fetches of one URL triggered by an unknown `kid`.
-REFRESH_SECONDS = 300.0
-#: How long a failed fetch is remembered before the next attempt.
-RETRY_SECONDS = 30.0
 
 
 class SigningKeysUnavailable(Exception):
@@ -128,76 +114,34 @@ class OpenIdKeys:
         return any(key.key_id == key_id for key in self.keys)
 
 
-@dataclass(frozen=True)
-class _Entry:
-    keys: OpenIdKeys | None
-    #: Until when the entry answers without fetching.
-    expires: float
-    #: Before this, an unknown `kid` does not trigger a fetch.
-    refresh_after: float
-
-    def answers(self, key_id: str | None, now: float) -> bool:
-        if now >= self.expires:
-            return False
-        return self.keys is None or key_id is None or self.keys.has(key_id) or now < self.refresh_after
-
-
-class SigningKeys:
-    """Resolve OpenID configuration URLs to signing keys: overrides first, then a cached fetch."""
-
-    def __init__(
-        self,
-        overrides: Mapping[str, Mapping[str, Any]] | None = None,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        timeout: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        # Parsed now, so a bad GATEWAY_OPENID_KEYS fails at startup rather than on the first token.
-        self._overrides = {name: _override(name, jwks) for name, jwks in (overrides or {}).items()}
-        self._transport = transport
-        self._timeout = timeout
-        self._clock = clock
-        self._entries: dict[str, _Entry] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+class SigningKeys(Protocol):
+    """Where validate-jwt and validate-azure-ad-token get an OpenID configuration's keys (the gateway caches and
+    fetches them: gateway/backends/openid_keys.py; policies never touch the network)."""
 
     async def get(self, url: str, key_id: str | None = None, *, tenant_id: str | None = None) -> OpenIdKeys:
-        """The keys of the configuration at `url` (or the override for `url` or `tenant_id`)."""
-        override = self._overrides.get(url) or (self._overrides.get(tenant_id) if tenant_id else None)
-        if override is not None:
-            return override
-        entry = self._entries.get(url)
-        if entry is None or not entry.answers(key_id, self._clock()):
-            async with self._locks.setdefault(url, asyncio.Lock()):
-                entry = self._entries.get(url)
-                if entry is None or not entry.answers(key_id, self._clock()):
-                    entry = await self._refresh(url, entry)
-        if entry.keys is None:
-            raise SigningKeysUnavailable(f"The signing keys of {url} could not be fetched.")
-        return entry.keys
+        """The keys of the configuration at `url` (or configured for `url` or `tenant_id`); raises
+        `SigningKeysUnavailable` when there are none."""
 
-    async def _refresh(self, url: str, previous: _Entry | None) -> _Entry:
-        now = self._clock()
-        try:
-            keys = await self._fetch(url)
-        except (httpx.HTTPError, ValueError) as exc:
-            logger.warning("Fetching signing keys from %s failed: %s.", url, exc)
-            kept = previous.keys if previous is not None else None
-            entry = _Entry(kept, now + RETRY_SECONDS, now + RETRY_SECONDS)
-        else:
-            entry = _Entry(keys, now + CACHE_SECONDS, now + REFRESH_SECONDS)
-        self._entries[url] = entry
-        return entry
 
-    async def _fetch(self, url: str) -> OpenIdKeys:
-        async with httpx.AsyncClient(transport=self._transport, timeout=self._timeout) as client:
-            configuration = await _get_json(client, url)
-            jwks_uri = configuration.get("jwks_uri")
-            if not isinstance(jwks_uri, str):
-                raise ValueError("the OpenID configuration has no jwks_uri")
-            jwks = await _get_json(client, jwks_uri)
-        issuer = configuration.get("issuer")
-        return OpenIdKeys.from_jwks(jwks, issuer if isinstance(issuer, str) else None)
+class StaticSigningKeys:
+    """`SigningKeys` from configuration only (`GATEWAY_OPENID_KEYS`: {openid-config-url-or-tenant-id: JWKS})."""
+
+    def __init__(self, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self.keys = parse_overrides(overrides or {})
+
+    async def get(self, url: str, key_id: str | None = None, *, tenant_id: str | None = None) -> OpenIdKeys:
+        found = self.find(url, tenant_id)
+        if found is None:
+            raise SigningKeysUnavailable(f"No signing keys are configured for {url}.")
+        return found
+
+    def find(self, url: str, tenant_id: str | None) -> OpenIdKeys | None:
+        return self.keys.get(url) or (self.keys.get(tenant_id) if tenant_id else None)
+
+
+def parse_overrides(overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, OpenIdKeys]:
+    """Configured JWKS, parsed now, so a bad GATEWAY_OPENID_KEYS fails at startup rather than on the first token."""
+    return {name: _override(name, jwks) for name, jwks in overrides.items()}
 
 
 def _override(name: str, jwks: Mapping[str, Any]) -> OpenIdKeys:
@@ -206,12 +150,3 @@ def _override(name: str, jwks: Mapping[str, Any]) -> OpenIdKeys:
         return OpenIdKeys.from_jwks(jwks, issuer if isinstance(issuer, str) else None)
     except ValueError as exc:
         raise ValueError(f"Signing keys configured for {name!r}: {exc}.") from None
-
-
-async def _get_json(client: httpx.AsyncClient, url: str) -> Mapping[str, Any]:
-    response = await client.get(url)
-    response.raise_for_status()
-    document = response.json()
-    if not isinstance(document, dict):
-        raise ValueError(f"{url} did not return a JSON object")
-    return document

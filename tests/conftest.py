@@ -20,7 +20,8 @@ from gateway.hosts import local as hosting
 from gateway.config.settings import Settings
 from gateway.stores.memory import MemoryTables
 from gateway.stores.subscriptions import KeyHasher, Subscription, SubscriptionRepository
-from gateway.stores.tables import AzureTables, Table
+from gateway.stores.azure_tables import AzureTables
+from gateway.stores.tables import Table
 
 #: Deployments the test backend is configured to serve; anything else is "DeploymentNotFound".
 DEPLOYMENTS = ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "whisper", "tts", "dall-e-3"]

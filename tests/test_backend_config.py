@@ -7,14 +7,8 @@ import json
 
 import pytest
 
-from gateway.backends.registry import (
-    DEFAULT_TIMEOUTS,
-    BackendConfig,
-    BackendRegistry,
-    PoolConfig,
-    Timeouts,
-    parse_backends,
-)
+from gateway.backends.config import BackendConfig, DEFAULT_TIMEOUTS, PoolConfig, Timeouts, parse_backends
+from gateway.backends.registry import BackendRegistry
 from gateway.backends.health import PredictiveRouting
 from gateway.config.settings import Settings
 

@@ -7,7 +7,8 @@ import email.utils
 
 import pytest
 
-from gateway.backends.registry import Backend, BackendConfig
+from gateway.backends.backend import Backend
+from gateway.backends.config import BackendConfig
 from gateway.errors import BackendUnavailable
 from gateway.backends.health import (
     DEFAULT_THROTTLE_WAIT,

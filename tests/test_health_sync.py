@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.dev import devstack
-from gateway.backends.registry import BackendRegistry, parse_backends
+from gateway.backends.config import parse_backends
+from gateway.backends.registry import BackendRegistry
 from gateway.backends.health_sync import (
     STALE_SECONDS,
     TABLE,

@@ -19,7 +19,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from policies.context import Context
 from policies.document import Scope, load_document
 from policies.errors import PolicyError, PolicyLoadError
-from policies.jwks import SigningKeys, SigningKeysUnavailable
+from policies.jwks import SigningKeysUnavailable, StaticSigningKeys
 from policies.statement import Loader, Statement
 from policies.statements.cors import Cors
 from tests.policy_helpers import FakeServices, make_context
@@ -66,10 +66,10 @@ def context(
     *,
     ip: str = "10.1.2.3",
     method: str = "POST",
-    keys: SigningKeys | None = None,
+    keys: StaticSigningKeys | None = None,
 ) -> Context:
     services = FakeServices()
-    services.signing_keys = keys or SigningKeys({OPENID_URL: {"keys": [jwk()]}, TENANT: {"keys": [jwk()]}})
+    services.signing_keys = keys or StaticSigningKeys({OPENID_URL: {"keys": [jwk()]}, TENANT: {"keys": [jwk()]}})
     built = make_context(services, headers=headers or [], ip=ip)
     built.Request.Method = method
     return built
@@ -399,7 +399,7 @@ async def test_validate_jwt_accepts_token_signed_by_published_key_with_required_
 async def test_validate_jwt_accepts_es256_token_from_published_key() -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     published = {**ECAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "ec1"}
-    ctx = context(bearer(jwt.encode(claims(scp="chat embed"), key, algorithm="ES256", headers={"kid": "ec1"})), keys=SigningKeys({OPENID_URL: {"keys": [published]}}))
+    ctx = context(bearer(jwt.encode(claims(scp="chat embed"), key, algorithm="ES256", headers={"kid": "ec1"})), keys=StaticSigningKeys({OPENID_URL: {"keys": [published]}}))
     await load(OPENID_JWT).run(ctx)
     assert ctx.Variables["jwt"]["sub"] == "alice"
 
@@ -506,7 +506,7 @@ async def test_validate_jwt_reads_token_from_configured_source(source: str, plac
 
 async def test_validate_jwt_requires_openid_issuer_when_no_issuers_are_listed() -> None:
     fragment = OPENID_JWT.replace("<issuers><issuer>https://issuer.example/</issuer></issuers>", "")
-    keys = SigningKeys({OPENID_URL: {"keys": [jwk()], "issuer": ISSUER}})
+    keys = StaticSigningKeys({OPENID_URL: {"keys": [jwk()], "issuer": ISSUER}})
     await load(fragment).run(context(bearer(rs256(claims(scp="chat embed"))), keys=keys))
     error = await refusal(load(fragment), context(bearer(rs256(claims(scp="chat embed", iss="https://evil.example/"))), keys=keys))
     assert error.reason == "TokenIssuerNotAllowed"
@@ -601,28 +601,8 @@ async def test_validate_azure_ad_token_refuses_hs256_token_signed_with_public_ke
 
 async def test_validate_azure_ad_token_matches_domain_tenant_through_configuration_issuer() -> None:
     fragment = AAD.replace("{{tenant}}", "contoso.onmicrosoft.com")
-    keys = SigningKeys({"contoso.onmicrosoft.com": {"keys": [jwk()], "issuer": f"https://login.microsoftonline.com/{TENANT}/v2.0"}})
+    keys = StaticSigningKeys({"contoso.onmicrosoft.com": {"keys": [jwk()], "issuer": f"https://login.microsoftonline.com/{TENANT}/v2.0"}})
     await load(fragment).run(context(bearer(rs256(entra())), keys=keys))
-
-
-async def test_validate_azure_ad_token_fetches_tenant_configuration_url() -> None:
-    requested: list[str] = []
-
-    def provider(request: httpx.Request) -> httpx.Response:
-        requested.append(str(request.url))
-        if request.url.path.endswith("openid-configuration"):
-            return httpx.Response(200, json={"issuer": f"https://login.microsoftonline.com/{TENANT}/v2.0", "jwks_uri": JWKS_URL})
-        return httpx.Response(200, json={"keys": [jwk()]})
-
-    keys = SigningKeys(transport=httpx.MockTransport(provider))
-    await load(AAD).run(context(bearer(rs256(entra())), keys=keys))
-    assert requested == [f"https://login.microsoftonline.com/{TENANT}/v2.0/.well-known/openid-configuration", JWKS_URL]
-
-
-async def test_validate_azure_ad_token_refuses_when_keys_cannot_be_fetched() -> None:
-    keys = SigningKeys(transport=httpx.MockTransport(lambda request: httpx.Response(503)))
-    error = await refusal(load(AAD), context(bearer(rs256(entra())), keys=keys))
-    assert (error.response.status, error.reason) == (401, "TokenSignatureKeyNotFound")
 
 
 AUDIENCE_ONLY = """<validate-azure-ad-token tenant-id="{{tenant}}">
@@ -673,94 +653,12 @@ def test_access_statements_load_only_in_inbound(fragment: str) -> None:
         load(fragment, section="outbound")
 
 
-# signing keys
-
-class Provider:
-    """A scripted identity provider behind httpx.MockTransport, counting configuration fetches."""
-
-    def __init__(self, *keys: dict[str, Any], status: int = 200) -> None:
-        self.keys = list(keys)
-        self.status = status
-        self.fetches = 0
-
-    async def __call__(self, request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(0.001)  # a real round trip suspends, letting concurrent callers pile up
-        if self.status != 200:
-            return httpx.Response(self.status)
-        if str(request.url) == OPENID_URL:
-            self.fetches += 1
-            return httpx.Response(200, json={"issuer": ISSUER, "jwks_uri": JWKS_URL})
-        return httpx.Response(200, json={"keys": self.keys})
-
-
-def signing_keys(provider: Provider, clock: list[float]) -> SigningKeys:
-    return SigningKeys(transport=httpx.MockTransport(provider), clock=lambda: clock[0])
-
-
-async def test_signing_keys_fetch_once_and_cache_for_an_hour() -> None:
-    provider, clock = Provider(jwk()), [0.0]
-    keys = signing_keys(provider, clock)
-    first = await keys.get(OPENID_URL, "k1")
-    clock[0] = 3599.0
-    assert await keys.get(OPENID_URL, "k1") is first
-    assert (provider.fetches, first.issuer, [key.key_id for key in first.keys]) == (1, ISSUER, ["k1"])
-    clock[0] = 3600.0
-    await keys.get(OPENID_URL, "k1")
-    assert provider.fetches == 2
-
-
-async def test_signing_keys_refresh_once_for_unknown_kid_then_wait() -> None:
-    provider, clock = Provider(jwk()), [0.0]
-    keys = signing_keys(provider, clock)
-    await keys.get(OPENID_URL, "k1")
-    clock[0] = 301.0
-    provider.keys.append(jwk(OTHER_RSA_KEY, kid="k2"))
-    assert (await keys.get(OPENID_URL, "k2")).has("k2")
-    await keys.get(OPENID_URL, "made-up")
-    await keys.get(OPENID_URL, "made-up-too")
-    assert provider.fetches == 2
-
-
-async def test_signing_keys_fetch_at_most_once_concurrently() -> None:
-    provider = Provider(jwk())
-    keys = signing_keys(provider, [0.0])
-    results = await asyncio.gather(*(keys.get(OPENID_URL) for _ in range(10)))
-    assert provider.fetches == 1
-    assert all(result is results[0] for result in results)
-
-
-async def test_signing_keys_keep_previous_keys_when_refresh_fails() -> None:
-    provider, clock = Provider(jwk()), [0.0]
-    keys = signing_keys(provider, clock)
-    cached = await keys.get(OPENID_URL)
-    provider.status, clock[0] = 500, 4000.0
-    assert await keys.get(OPENID_URL) is cached
-
-
-async def test_signing_keys_unavailable_without_cache_and_retried_later() -> None:
-    provider, clock = Provider(jwk(), status=404), [0.0]
-    keys = signing_keys(provider, clock)
-    with pytest.raises(SigningKeysUnavailable):
-        await keys.get(OPENID_URL)
-    provider.status = 200
-    with pytest.raises(SigningKeysUnavailable):
-        await keys.get(OPENID_URL)
-    clock[0] = 31.0
-    assert (await keys.get(OPENID_URL)).has("k1")
-
-
-async def test_signing_keys_overrides_never_touch_the_network() -> None:
-    def offline(request: httpx.Request) -> httpx.Response:
-        raise AssertionError(f"unexpected fetch of {request.url}")
-
-    keys = SigningKeys({OPENID_URL: {"keys": [jwk()]}, TENANT: {"keys": [jwk(kid="t1")]}}, transport=httpx.MockTransport(offline))
-    assert (await keys.get(OPENID_URL, "unknown")).has("k1")
-    assert (await keys.get("https://login.example/other", tenant_id=TENANT)).has("t1")
+# configured signing keys
 
 
 async def test_signing_keys_skip_keys_the_gateway_cannot_verify_with() -> None:
     weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-    keys = SigningKeys(
+    keys = StaticSigningKeys(
         {
             OPENID_URL: {
                 "keys": [
@@ -780,4 +678,4 @@ async def test_signing_keys_skip_keys_the_gateway_cannot_verify_with() -> None:
 
 def test_signing_keys_refuse_malformed_override_at_startup() -> None:
     with pytest.raises(ValueError, match="tenant-a"):
-        SigningKeys({"tenant-a": {"kty": "RSA"}})
+        StaticSigningKeys({"tenant-a": {"kty": "RSA"}})

@@ -9,7 +9,8 @@ from collections import Counter
 import orjson
 import pytest
 
-from gateway.backends.registry import BackendRegistry, parse_backends
+from gateway.backends.config import parse_backends
+from gateway.backends.registry import BackendRegistry
 from gateway.errors import DeploymentNotFound, PoolUnavailable
 from gateway.backends.health import PredictiveRouting
 from gateway.backends.pools import Pool

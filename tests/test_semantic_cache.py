@@ -18,7 +18,8 @@ import pytest
 from openai.types.chat import ChatCompletionChunk
 
 from gateway.stores import semantic_cache as service
-from gateway.backends.registry import BackendRegistry, parse_backends
+from gateway.backends.config import parse_backends
+from gateway.backends.registry import BackendRegistry
 from gateway.config.settings import SemanticCacheSettings, Settings
 from gateway.handling.timing import ServerTiming
 from gateway.errors import StorageUnavailable

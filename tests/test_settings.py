@@ -6,12 +6,8 @@ import json
 
 import pytest
 
-from gateway.backends.registry import (
-    ApiKeyAuth,
-    BackendRegistry,
-    ManagedIdentityAuth,
-    parse_backends,
-)
+from gateway.backends.config import ApiKeyAuth, ManagedIdentityAuth, parse_backends
+from gateway.backends.registry import BackendRegistry
 from gateway.config.settings import Settings
 
 BASE = {"GATEWAY_STORAGE_CONNECTION": "UseDevelopmentStorage=true", "GATEWAY_KEY_PEPPER": "p" * 20}

@@ -33,7 +33,8 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from gateway.backends.health import BackendHealth, HealthSnapshot
-from gateway.backends.registry import Backend, BackendConfig, Config, PoolConfig
+from gateway.backends.backend import Backend
+from gateway.backends.config import BackendConfig, Config, PoolConfig
 from gateway.errors import StorageError
 from gateway.stores.tables import Query, Table, Tables
 

@@ -19,15 +19,10 @@ Pure in-memory work on at most 30 members; `bench/pool_selection.py` measures it
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from typing import TYPE_CHECKING
 
-from gateway.errors import DeploymentNotFound, PoolUnavailable
+from gateway.backends.backend import Backend
 from gateway.backends.health import BackendHealth
-
-if TYPE_CHECKING:
-    from gateway.backends.registry import Backend
-
-MAX_MEMBERS = 30
+from gateway.errors import DeploymentNotFound, PoolUnavailable
 
 
 class PoolMember:

@@ -22,7 +22,7 @@ from gateway.handling.usage import DONE_EVENT, StreamTap
 from policies.usage import Usage
 
 if TYPE_CHECKING:
-    from gateway.backends.registry import Timeouts
+    from gateway.backends.config import Timeouts
 
 #: Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus those the gateway recomputes.
 _HOP_BY_HOP = frozenset(

@@ -523,7 +523,7 @@ class _Account:
 
 def _run_with_account(settings: Settings, action: Callable[[_Account], Awaitable[T]]) -> T:
     from gateway.stores.policies import PolicyRepository
-    from gateway.stores.tables import AzureTables
+    from gateway.stores.azure_tables import AzureTables
 
     async def go() -> T:
         store = AzureTables(settings.storage_connection.reveal(), settings.table_prefix, deadline_seconds=30)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.backends.registry import Config, Timeouts, parse_backends
+from gateway.backends.config import Config, Timeouts, parse_backends
 from gateway.backends.health import PredictiveRouting
 from gateway.config.sensitive import Secret
 

@@ -17,7 +17,7 @@ import orjson
 
 from gateway.backends.health import CONNECTION_FAILURE, TIMEOUT
 from gateway.backends.proxy import is_streaming, read_body, upstream_headers
-from gateway.backends.registry import Backend
+from gateway.backends.backend import Backend
 from gateway.errors import BackendError, BackendTimeout, DeploymentNotFound, GatewayError
 from gateway.handling.client_credentials import ClientCredentials
 from gateway.handling.operations import Operation

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.backends.health_sync import HealthSync
+from gateway.backends.openid_keys import OpenIdKeyCache
 from gateway.backends.proxy import RelayResponse, UpstreamClient, raw_headers
 from gateway.backends.registry import BackendRegistry
 from gateway.config.settings import Settings
@@ -39,10 +40,10 @@ from gateway.stores.policies import PolicyManager, PolicyRepository
 from gateway.stores.rollups import RollupCompactor
 from gateway.stores.semantic_cache import SemanticCacheService
 from gateway.stores.subscriptions import KeyHasher, Subscription, SubscriptionRepository
-from gateway.stores.tables import AzureTables, Tables
+from gateway.stores.azure_tables import AzureTables
+from gateway.stores.tables import Tables
 from policies import context as ctx
 from policies.errors import PolicyResponse
-from policies.jwks import SigningKeys
 from policies.statement import Loader
 from policies.statements.cors import Cors
 from policies.usage import Usage, UsageListener
@@ -75,7 +76,7 @@ class Gateway:
         cache_store = AzureTables(cache.connection.reveal(), settings.table_prefix) if cache.connection else self.store
         self.semantic_cache = SemanticCacheService(cache_store, self.backends, self.upstream, cache, close_store=cache_store is not self.store)
         self.services = GatewayServices(
-            self.backends, self.upstream, self.counters, self.metrics, self.semantic_cache, SigningKeys(settings.openid_keys),
+            self.backends, self.upstream, self.counters, self.metrics, self.semantic_cache, OpenIdKeyCache(settings.openid_keys),
             self.tokens, settings.default_completion_reservation, settings.token_rate_window_seconds,
         )  # fmt: skip
         self.loader = Loader(
@@ -149,9 +150,9 @@ class Gateway:
         pipeline = self.policies.current.pipeline(None, route.operation.api, route.operation.id)
         cors = next((s for s in pipeline.inbound if isinstance(s, Cors)), None)
         if cors is None:
-            return PolicyResponse.error(403, "CORS is not enabled for this API (add a <cors> policy).").to_starlette()
+            return _http_response(PolicyResponse.error(403, "CORS is not enabled for this API (add a <cors> policy)."))
         context, _ = self._context(request, route, None, "", b"", None, None, timing)
-        return cors.preflight(context).to_starlette()
+        return _http_response(cors.preflight(context))
 
     def _context(
         self,
@@ -210,7 +211,7 @@ class Gateway:
             await exchange.usage.report(context.cache_hit_usage or Usage())
             # 429/403 refusals, for the dashboard
             self.metrics.record_refusal(result.status, context.Subscription.Id if context.Subscription else "", exchange.deployment or "")
-            response = result.to_starlette()
+            response = _http_response(result)
             response.raw_headers.extend(raw_headers(context.response_headers))
             return response
         answer = context.Response
@@ -291,6 +292,13 @@ class Gateway:
         self.tokens.close()
         await self.backends.close()
         await self.store.close()
+
+
+def _http_response(answer: PolicyResponse) -> Response:
+    """A response a policy made (a refusal, return-response, a CORS preflight), as the hosts send it."""
+    response = Response(answer.body, status_code=answer.status)
+    response.raw_headers.extend(raw_headers(answer.headers))
+    return response
 
 
 async def _tell_body_listeners(context: ctx.Context, status: int, body: bytes) -> None:

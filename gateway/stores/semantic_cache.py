@@ -54,7 +54,8 @@ from urllib.parse import quote
 import numpy as np
 import orjson
 
-from gateway.backends.registry import Backend, BackendRegistry
+from gateway.backends.backend import Backend
+from gateway.backends.registry import BackendRegistry
 from gateway.backends.proxy import UpstreamClient, read_body
 from gateway.config.settings import SemanticCacheSettings
 from gateway.errors import BackendError, Conflict, GatewayError, StorageError
