@@ -21,16 +21,25 @@ class MetricsSink(Protocol):
 
 
 class Services(Protocol):
-    #: Where rate limits and token limits count (shared across instances by the gateway).
-    counters: Counters
-    #: Where emit-token-metric records usage.
-    metrics: MetricsSink
-    #: The window of tokens-per-minute limits (60 s; shorter only in tests).
-    token_rate_window_seconds: float
-    #: Where validate-jwt and validate-azure-ad-token get identity providers' signing keys.
-    signing_keys: SigningKeys
-    #: Embeddings, entries and the vector index of semantic-cache lookups and stores.
-    semantic_cache: SemanticCache
+    @property
+    def counters(self) -> Counters:
+        """Where rate limits and token limits count (shared across instances by the gateway)."""
+
+    @property
+    def metrics(self) -> MetricsSink:
+        """Where emit-token-metric records usage."""
+
+    @property
+    def token_rate_window_seconds(self) -> float:
+        """The window of tokens-per-minute limits (60 s; shorter only in tests)."""
+
+    @property
+    def signing_keys(self) -> SigningKeys:
+        """Where validate-jwt and validate-azure-ad-token get identity providers' signing keys."""
+
+    @property
+    def semantic_cache(self) -> SemanticCache:
+        """Embeddings, entries and the vector index of semantic-cache lookups and stores."""
 
     async def forward(self, context: Context, timeout: float | None) -> None:
         """Send `context.Request` to the selected backend and set `context.Response` (status and headers).

@@ -182,7 +182,8 @@ def show_subscription(subscription_id: str) -> None:
     sub = _run_with_repository(settings, lambda repo: repo.get(subscription_id))
     if sub is None:
         _fail_unknown(subscription_id)
-    _echo_json(sub.public_view())
+    else:
+        _echo_json(sub.public_view())
 
 
 @subscriptions.command("rotate")

@@ -53,7 +53,7 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes] | None = None, tim
     deadline = time.monotonic() + timeout
     while not port_open(port):
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited with code {process.returncode} before listening on {port}.")
+            raise RuntimeError(f"{process.args!r} exited with code {process.returncode} before listening on {port}.")
         if time.monotonic() > deadline:
             raise TimeoutError(f"Nothing listens on 127.0.0.1:{port} after {timeout:.0f} s.")
         time.sleep(0.05)

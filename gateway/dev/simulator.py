@@ -71,7 +71,7 @@ _FAULT_BODIES = {
 # A 1x1 transparent PNG: the smallest answer an image client can decode.
 _PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 _FINGERPRINT = "fp_simulated"
-_NO_FILTER = {"logprobs": None, "content_filter_results": {}}
+_NO_FILTER: dict[str, Any] = {"logprobs": None, "content_filter_results": {}}
 _MODELS_CREATED = 1_700_000_000
 _RECORD_LIMIT = 200
 _SPEECH_BYTES = 64 * 1024
@@ -394,7 +394,8 @@ def _multipart(body: bytes, content_type: str) -> tuple[dict[str, str], tuple[st
     upload = None
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
-        data = part.get_payload(decode=True) or b""
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
         if name == "file":
             upload = (part.get_filename() or "file", data)
         elif isinstance(name, str):

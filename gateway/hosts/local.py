@@ -108,7 +108,7 @@ def serve(host: str, port: int) -> None:
         timeout_keep_alive=max(1, round(timeouts.idle)),
         server_header=False,
         # A stop waits for open streams (up to the platform's own 230 s limit on a response), then gives leases back.
-        timeout_graceful_shutdown=gateway.settings.shutdown_drain_seconds,
+        timeout_graceful_shutdown=round(gateway.settings.shutdown_drain_seconds),
         # The client address comes from gateway/handling/forwarded.py, through GATEWAY_TRUSTED_PROXY_HOPS only:
         # uvicorn's own rewriting would believe any X-Forwarded-For sent from 127.0.0.1.
         proxy_headers=False,

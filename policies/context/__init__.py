@@ -181,31 +181,43 @@ class Variables:
         return list(self._values.items())
 
 
+# Context's members carry APIM's names, which are also their classes' names: aliases keep annotations clear.
+_Request = Request
+_Response = Response
+_Subscription = Subscription
+_Api = Api
+_Operation = Operation
+_User = User
+_Deployment = Deployment
+_Variables = Variables
+_LastError = LastError
+
+
 class Context:
     """One request's policy context. The gateway builds it; statements read and change it."""
 
-    Request: Request
-    Response: Optional[Response]
-    Subscription: Optional[Subscription]
+    Request: _Request
+    Response: Optional[_Response]
+    Subscription: Optional[_Subscription]
     Product: Optional[Named]
-    Api: Api
-    Operation: Operation
-    User: Optional[User]
-    Deployment: Deployment
-    Variables: Variables
-    LastError: Optional[LastError]
+    Api: _Api
+    Operation: _Operation
+    User: Optional[_User]
+    Deployment: _Deployment
+    Variables: _Variables
+    LastError: Optional[_LastError]
     RequestId: str
 
     def __init__(
         self,
-        request: Request,
+        request: _Request,
         api: Named,
-        operation: Operation,
-        deployment: Deployment,
+        operation: _Operation,
+        deployment: _Deployment,
         request_id: str,
-        subscription: Subscription | None = None,
+        subscription: _Subscription | None = None,
         product: Named | None = None,
-        user: User | None = None,
+        user: _User | None = None,
         services: Services | None = None,
     ) -> None:
         """`api` may be a plain Named (an Api with the default path and revision, and no service URL)."""

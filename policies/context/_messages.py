@@ -177,17 +177,23 @@ class Body:
 _JSON_TYPES: dict[str, type] = {"JObject": dict, "JArray": list}
 
 
+# The messages' members carry APIM's names, which are also their classes' names: aliases keep annotations clear.
+_Headers = Headers
+_Url = Url
+_Body = Body
+
+
 class Request:
     Method: str
     IpAddress: str
-    Headers: Headers
-    Url: Url
-    OriginalUrl: Url
+    Headers: _Headers
+    Url: _Url
+    OriginalUrl: _Url
     MatchedParameters: ReadOnlyMap
-    Body: Body
+    Body: _Body
 
     def __init__(
-        self, method: str, ip_address: str, headers: Headers, url: Url, original_url: Url, matched: ReadOnlyMap, body: Body
+        self, method: str, ip_address: str, headers: _Headers, url: _Url, original_url: _Url, matched: ReadOnlyMap, body: _Body
     ) -> None:
         self.Method, self.IpAddress, self.Headers = method, ip_address, headers
         self.Url, self.OriginalUrl, self.MatchedParameters, self.Body = url, original_url, matched, body
@@ -196,8 +202,8 @@ class Request:
 class Response:
     StatusCode: int
     StatusReason: str
-    Headers: Headers
-    Body: Body
+    Headers: _Headers
+    Body: _Body
 
-    def __init__(self, status_code: int, status_reason: str, headers: Headers, body: Body) -> None:
+    def __init__(self, status_code: int, status_reason: str, headers: _Headers, body: _Body) -> None:
         self.StatusCode, self.StatusReason, self.Headers, self.Body = status_code, status_reason, headers, body
