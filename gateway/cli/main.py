@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from gateway.cli import console
+from gateway.cli import console, owners
 from gateway.cli.account import Account, echo_json, loader_for, run_with_account, run_with_repository, settings_or_exit
 from gateway.cli.fragments import fragments
 from gateway.dev import devstack
@@ -122,16 +122,21 @@ def subscriptions() -> None:
 @click.argument("name")
 @click.option("--scope", default="all", show_default=True, help="all, api:<id> or product:<name>.")
 @click.option("--id", "subscription_id", default=None, help="Subscription id (default: random).")
-def create_subscription(name: str, scope: str, subscription_id: str | None) -> None:
+@owners.owner_options
+def create_subscription(name: str, scope: str, subscription_id: str | None, **owner: Any) -> None:
     """Create a subscription and print its two keys, once."""
     settings = settings_or_exit()
     try:
         validate_scope(scope, settings.products, (VERSIONED_API, V1_API))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--scope") from None
-    sub, primary, secondary = run_with_repository(settings, lambda repo: repo.create(name, scope, subscription_id))
+    user = owners.owner_of(**owner)
+    sub, primary, secondary = run_with_repository(settings, lambda repo: repo.create(name, scope, subscription_id, user))
     echo_json({**sub.public_view(), "primaryKey": primary, "secondaryKey": secondary})
     click.echo("Store these keys now: the gateway keeps only their hashes and cannot show them again.", err=True)
+
+
+subscriptions.add_command(owners.owner)
 
 
 @subscriptions.command("create-bulk")
