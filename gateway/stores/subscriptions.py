@@ -146,7 +146,7 @@ class SubscriptionRepository:
         new_hash = self._hasher.hash(key)
         old_hash = sub.primary_key_hash if slot == "primary" else sub.secondary_key_hash
         await self._index(new_hash, sub.id)
-        updated = replace(sub, **{f"{slot}_key_hash": new_hash})
+        updated = replace(sub, primary_key_hash=new_hash) if slot == "primary" else replace(sub, secondary_key_hash=new_hash)
         await self._table.replace(_to_entity(updated), entity.etag)
         await self._unindex(old_hash)
         return key
