@@ -8,6 +8,7 @@ import secrets
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -15,14 +16,15 @@ import click
 from gateway.cli import console, owners
 from gateway.cli.account import Account, echo_json, loader_for, run_with_account, run_with_repository, settings_or_exit
 from gateway.cli.fragments import fragments
-from gateway.dev import devstack
+from gateway.dev import devstack, starter
 from gateway.cli import progress
 from gateway.handling.operations import V1_API, VERSIONED_API, check_policy_scope
 from gateway.config.settings import Settings
 from gateway.stores.subscriptions import SubscriptionRepository, validate_scope
 from policies.document import Scope
 
-LOCAL_DIR = devstack.REPO_ROOT / ".local"
+#: Local state (Azurite data, the pepper, the demo key); GATEWAY_LOCAL_DIR moves it (tests do).
+LOCAL_DIR = Path(os.environ.get("GATEWAY_LOCAL_DIR") or devstack.REPO_ROOT / ".local")
 
 
 @click.group()
@@ -99,6 +101,8 @@ def run(port: int, simulator_port: int, token_ms: float) -> None:
         os.environ.update(env)
         settings = settings_or_exit()
         key = _demo_key(settings)
+        if "GATEWAY_BACKENDS" in env and run_with_account(settings, lambda account: starter.apply_if_fresh(account.policy_repository, account.loader)):
+            click.echo(starter.announcement())
         click.echo(
             f"\nGateway: http://127.0.0.1:{port}   demo subscription key: {key}\n"
             f"  python -c \"from openai import AzureOpenAI; c = AzureOpenAI(azure_endpoint='http://127.0.0.1:{port}', "
