@@ -83,3 +83,12 @@ def test_fragments_of_a_store_that_does_not_answer_are_reported(tmp_path: Path) 
     xml = '<policies><inbound><include-fragment fragment-id="auth" /></inbound></policies>'
     code, output = check(tmp_path, xml, GATEWAY_STORAGE_CONNECTION=closed, GATEWAY_BACKENDS=BACKENDS)
     assert code == 0 and "fragments auth (taken as empty): the policy store did not answer" in output
+
+
+def test_apply_refuses_a_misspelled_scope_before_touching_storage(tmp_path: Path) -> None:
+    path = tmp_path / "policy.xml"
+    path.write_text("<policies />")
+    closed = devstack.AzuritePorts(devstack.free_port(), devstack.free_port(), devstack.free_port()).connection_string()
+    env = {**BARE, "GATEWAY_STORAGE_CONNECTION": closed, "GATEWAY_KEY_PEPPER": "p" * 16}
+    result = CliRunner().invoke(cli, ["policies", "apply", str(path), "--scope", "api:opnai"], env=env)
+    assert result.exit_code == 1 and "Did you mean api:openai?" in result.output and "Nothing was applied" in result.output
