@@ -10,8 +10,11 @@ Table `<prefix>policies`:
 Writers (the CLI, the queue trigger, the Event Grid trigger) validate a document completely before writing
 it, then bump the version. A document is validated with the stored fragments; a fragment is validated on
 its own and with every stored document and fragment that includes it, so a change cannot stop the stored set
-from loading; a fragment something includes cannot be deleted. Every instance re-reads the version row at most every `poll_seconds` in a
-background task (never on the request path), and swaps in a freshly validated policy set when it changed; a set that fails to load (a
+from loading; a fragment something includes cannot be deleted. (Two writers racing can still store a set that
+does not load; the gateways then keep the previous one, as below.)
+
+Every instance re-reads the version row at most every `poll_seconds` in a background task (never on the
+request path), and swaps in a freshly validated policy set when it changed; a set that fails to load (a
 document written past validation) is logged and the previous one stays in force.
 """
 
