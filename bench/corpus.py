@@ -4,6 +4,10 @@
 
 Every document in the manifest goes through `load_document` with the loader `policies check` builds from
 settings (named values, backend ids), here configured once from the manifest so every run is the same. A
+`<fragment>` document is checked as `policies fragments apply` checks it (`check_fragment`), under its file's
+stem (or the id its manifest entry gives); a document that includes fragments gets, as a user deploying the
+sample would have stored them, the fragments beside it (same directory, by stem) and those its manifest entry
+maps by id (`fragments = { "id" = "path" }`, for samples whose deployment names them otherwise). A
 document either loads, is refused with a `PolicyLoadError`, or crashes the loader (any other exception: a
 bug). For refused documents the first error is what a user sees; to rank what to build, the tool also
 finds every blocker in the document by taking out what each error names (the value that does not compile,
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import html
 import re
 import tomllib
@@ -25,19 +30,22 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from policies.policy_set import compile_policy_set
+from policies.policy_set import check_fragment, compile_policy_set
 from policies.document import Scope, load_document
 from policies.errors import PolicyLoadError
 from policies.expressions import ExpressionError, compile_value
 from policies.semantic_cache import CacheLookup, CachedAnswer, CacheQuery
-from policies.statement import Loader, registered
+from policies.statement import Loader, elements_of, registered
 from policies.xml import PolicyElement, parse
 from tests import policy_helpers
 
 MANIFEST = Path(__file__).resolve().parent.parent / "tests" / "corpus" / "manifest.toml"
 #: Blockers searched per document before giving up (each step takes one blocker out).
 MAX_BLOCKERS = 40
+#: A document whose first element is `<fragment>` (well-formed or not: a malformed fragment is still one).
+_FRAGMENT_ROOT = re.compile(r"\s*(?:<\?xml[^>]*\?>\s*)?(?:<!--.*?-->\s*)*<fragment\b", re.S)
 
 
 @dataclass(frozen=True)
@@ -50,8 +58,14 @@ class Document:
     scope: str = "api:openai"
     #: Deploy-time placeholders (Bicep `replace()`, Terraform templates) and their fill-ins.
     replace: Mapping[str, str] = field(default_factory=dict)
-    #: For `<fragment>` documents: the section their content is written for.
+    #: For `<fragment>` documents: the section their content is written for (to find what blocks them).
     fragment_section: str = "inbound"
+    #: Whether the file is a `<fragment>` document (measured as a fragment, never run on its own).
+    is_fragment: bool = False
+    #: For a fragment: the id documents include it by (default: the file's stem, without `.fragment`).
+    fragment_id: str = ""
+    #: Fragments by id this document includes that are not beside it under that stem (paths from the manifest).
+    fragments: Mapping[str, Path] = field(default_factory=dict)
 
     def text(self) -> str:
         xml = self.file.read_text(encoding="utf-8")
@@ -65,6 +79,14 @@ class Corpus:
     loader: Loader
     documents: tuple[Document, ...]
 
+    def loader_for(self, document: Document) -> Loader:
+        """The loader a user deploying `document` has: the manifest's settings, and the fragments beside it
+        (by id) plus those its entry maps."""
+        beside = {d.fragment_id: d.text() for d in self.documents if d.is_fragment and d.file.parent == document.file.parent}
+        by_file = {d.file: d for d in self.documents}
+        mapped = {fragment_id: by_file[path].text() for fragment_id, path in document.fragments.items()}
+        return dataclasses.replace(self.loader, fragments={**beside, **mapped})
+
 
 def read_manifest(path: Path = MANIFEST) -> Corpus:
     """The documents and the one loader configuration every measurement uses."""
@@ -75,18 +97,24 @@ def read_manifest(path: Path = MANIFEST) -> Corpus:
         backend_ids=frozenset(settings["backend_ids"]),
         embeddings_backend_ids=frozenset(settings["embeddings_backend_ids"]),
     )
-    documents = tuple(
-        Document(
-            file=path.parent / entry["file"],
-            genai=entry["genai"],
-            source=entry["source"],
-            scope=entry.get("scope", "api:openai"),
-            replace=entry.get("replace", {}),
-            fragment_section=entry.get("fragment_section", "inbound"),
-        )
-        for entry in data["document"]
-    )
+    documents = tuple(_document(path.parent, entry) for entry in data["document"])
     return Corpus(loader, documents)
+
+
+def _document(root: Path, entry: Mapping[str, Any]) -> Document:
+    document = Document(
+        file=root / entry["file"],
+        genai=entry["genai"],
+        source=entry["source"],
+        scope=entry.get("scope", "api:openai"),
+        replace=entry.get("replace", {}),
+        fragment_section=entry.get("fragment_section", "inbound"),
+        fragments={fragment_id: root / file for fragment_id, file in entry.get("fragments", {}).items()},
+    )
+    if not _FRAGMENT_ROOT.match(document.text()):
+        return document
+    stem = document.file.name.removesuffix(".xml").removesuffix(".fragment")
+    return dataclasses.replace(document, is_fragment=True, fragment_id=entry.get("fragment_id", stem))
 
 
 @dataclass(frozen=True)
@@ -103,25 +131,34 @@ class LoadResult:
 
 
 def measure_load(document: Document, loader: Loader) -> LoadResult:
-    """Load one document as `policies check` does; never raises."""
+    """Load one document as `policies check` does (a fragment as `policies fragments apply` does); never raises."""
     xml = document.text()
     try:
-        loaded = load_document(xml, Scope.parse(document.scope), loader)
+        if document.is_fragment:
+            check_fragment(document.fragment_id, xml, loader)
+            statements = len(elements_of(parse(xml)))
+        else:
+            loaded = load_document(xml, Scope.parse(document.scope), loader)
+            statements = sum(len(items) for items in loaded.sections.values())
     except PolicyLoadError as exc:
         return LoadResult(document, "refused", str(exc), all_causes(xml, loader, document.fragment_section))
     except Exception as exc:  # a crash is what this tool exists to find; report it, never stop
         return LoadResult(document, "crashed", f"{type(exc).__name__}: {exc}", (f"loader crash: {type(exc).__name__}",))
-    return LoadResult(document, "loads", statements=sum(len(items) for items in loaded.sections.values()))
+    return LoadResult(document, "loads", statements=statements)
 
 
 def all_causes(xml: str, loader: Loader, fragment_section: str) -> tuple[str, ...]:
     """Every blocker: load, note the cause, take out what the error names, load again.
 
-    Taking out an element also hides what is inside it, so nested blockers count only where their parent
-    loads; that is the order in which they would surface for a user fixing one at a time.
+    A fragment is loaded as the section it is written for. Taking out an element also hides what is inside
+    it, so nested blockers count only where their parent loads; that is the order in which they would surface
+    for a user fixing one at a time.
     """
     causes: list[str] = []
     scope = Scope("global")
+    root = _parse_or_none(xml)
+    if root is not None and root.tag == "fragment":
+        xml = _as_policies(root, fragment_section)
     for _ in range(MAX_BLOCKERS):
         try:
             load_document(xml, scope, loader)
@@ -131,9 +168,6 @@ def all_causes(xml: str, loader: Loader, fragment_section: str) -> tuple[str, ..
             root = _parse_or_none(xml)
             if root is None:
                 break
-            if root.tag == "fragment" and exc.element == "fragment":
-                xml = _as_policies(root, fragment_section)
-                continue
             element = _find(root, exc.element, exc.line)
             if element is None or not _neutralise(root, element, loader):
                 break
@@ -216,6 +250,8 @@ _CAUSES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern), template)
     for pattern, template in (
         (r"The root element must be <policies>", "<{element}> documents (not <policies>)"),
+        (r"Unknown fragment '", "include-fragment of a fragment not in the corpus"),
+        (r"In fragment '[^']+': ", "include-fragment of a fragment that does not load"),
         (r"Unknown policy element", "unknown element <{element}>"),
         (r"Multi-statement expressions '@\{", "`@{ … }` multi-statement blocks"),
         (r"Unsupported member '([\w]+)' on ([\w.<>\[\]]+)", "unsupported member {2}.{1}"),
@@ -403,13 +439,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--documents", action="store_true", help="list every document with its outcome")
     args = parser.parse_args(argv)
     corpus = read_manifest(args.manifest)
-    results = [measure_load(document, corpus.loader) for document in corpus.documents]
+    results = [measure_load(document, corpus.loader_for(document)) for document in corpus.documents]
     print("\n".join(load_table(results)))
     if args.documents:
         print("\n" + "\n".join(document_lines(results, args.manifest.parent)))
     if args.run:
-        loaded = [r.document for r in results if r.status == "loads"]
-        runs = [asyncio.run(run_once(document, corpus.loader)) for document in loaded]
+        loaded = [r.document for r in results if r.status == "loads" and not r.document.is_fragment]
+        runs = [asyncio.run(run_once(document, corpus.loader_for(document))) for document in loaded]
         print("\n" + "\n".join(run_table(runs)))
         if args.documents:
             print("\n" + "\n".join(f"{r.status:8} {r.document.file.relative_to(args.manifest.parent)}: {r.detail}" for r in runs))

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from policies.errors import PolicyLoadError
-from policies.statement import SECTIONS, Loader, Statement
+from policies.statement import SECTIONS, Expansion, Loader, Statement
 from policies.xml import PolicyElement, parse
 
 SCOPE_KINDS = ("global", "product", "api", "operation")
@@ -59,6 +59,7 @@ class PolicyDocument:
 def load_document(xml: str, scope: Scope, loader: Loader) -> PolicyDocument:
     """Parse and validate a whole document; any problem raises PolicyLoadError and nothing is kept."""
     root = parse(xml)
+    loader = dataclasses.replace(loader, expanded=Expansion())
     if root.tag != "policies":
         raise PolicyLoadError("The root element must be <policies>.", root.tag, root.line)
     sections: dict[str, tuple[Item, ...]] = {}

@@ -219,6 +219,13 @@ def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
 
 
 @dataclass
+class Expansion:
+    """How many elements fragments have added to the document being loaded (`include-fragment` bounds it)."""
+
+    count: int = 0
+
+
+@dataclass
 class Loader:
     """What statements need at load time: named values, known backend ids and fragments, the section being loaded."""
 
@@ -231,6 +238,8 @@ class Loader:
     fragments: Mapping[str, str] = field(default_factory=dict)
     #: The fragments being included around the element being loaded, outermost first (cycle detection).
     including: tuple[str, ...] = ()
+    #: Shared by the copies made while loading one document; `load_document` starts a fresh one per document.
+    expanded: Expansion = field(default_factory=Expansion)
 
     def fail(self, element: PolicyElement, message: str) -> PolicyLoadError:
         return PolicyLoadError(message, element.tag, element.line)

@@ -16,8 +16,8 @@ from bench.corpus import MANIFEST, Document, LoadResult, all_causes, block_const
 from policies.statement import Loader
 
 #: Documents that load today, of all and of the GenAI ones.
-LOADS_ALL = 57
-LOADS_GENAI = 48
+LOADS_ALL = 96
+LOADS_GENAI = 77
 
 CORPUS = MANIFEST.parent
 
@@ -25,7 +25,7 @@ CORPUS = MANIFEST.parent
 @pytest.fixture(scope="module")
 def results() -> list[LoadResult]:
     corpus = read_manifest()
-    return [measure_load(document, corpus.loader) for document in corpus.documents]
+    return [measure_load(document, corpus.loader_for(document)) for document in corpus.documents]
 
 
 def test_corpus_loads_at_least_todays_rate(results: list[LoadResult]) -> None:
@@ -84,11 +84,41 @@ def test_blockers_are_all_found_and_nested_statements_still_load(tmp_path: Path)
 
 def test_a_fragment_is_measured_as_the_section_it_is_written_for() -> None:
     xml = "<fragment><forward-request /><include-fragment fragment-id='f' /></fragment>"
-    assert all_causes(xml, Loader(), "backend") == (
-        "<fragment> documents (not <policies>)",
-        "<include-fragment>: Unknown fragment 'f'; known fragments: none defined.",
-    )
-    assert all_causes(xml, Loader(), "inbound")[1] == "<forward-request> in <inbound>"
+    assert all_causes(xml, Loader(), "backend") == ("include-fragment of a fragment not in the corpus",)
+    assert all_causes(xml, Loader(), "inbound")[0] == "<forward-request> in <inbound>"
+
+
+def test_fragments_resolve_beside_the_document_and_by_the_manifests_mapping(tmp_path: Path) -> None:
+    files = {
+        "lab/policy.xml": '<policies><inbound><include-fragment fragment-id="tag" /><include-fragment fragment-id="route-v2" /></inbound></policies>',
+        "lab/tag.xml": '<!-- a comment first --><fragment><set-header name="x" exists-action="delete" /></fragment>',
+        "other/route.xml": '<fragment><set-backend-service backend-id="b" /></fragment>',
+        "other/broken.fragment.xml": "<fragment><nope /></fragment>",
+        "other/uses-broken.xml": '<policies><inbound><include-fragment fragment-id="broken" /></inbound></policies>',
+    }
+    for name, xml in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(xml)
+    entries = "".join(f'[[document]]\nfile = "{name}"\nsource = "s"\ngenai = true\n\n' for name in files)
+    entries = entries.replace('file = "lab/policy.xml"', 'file = "lab/policy.xml"\nfragments = { "route-v2" = "other/route.xml" }')
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text('[loader]\nbackend_ids = ["b"]\nembeddings_backend_ids = []\n[loader.named_values]\n\n' + entries)
+    corpus = read_manifest(manifest)
+    measured = {r.document.file.relative_to(tmp_path).as_posix(): r for r in (measure_load(d, corpus.loader_for(d)) for d in corpus.documents)}
+    assert {name: r.status for name, r in measured.items()} == {
+        "lab/policy.xml": "loads", "lab/tag.xml": "loads", "other/route.xml": "loads",
+        "other/broken.fragment.xml": "refused", "other/uses-broken.xml": "refused",
+    }  # fmt: skip
+    assert measured["lab/policy.xml"].statements == 2
+    assert measured["other/broken.fragment.xml"].causes == ("unknown element <nope>",)
+    assert measured["other/uses-broken.xml"].causes == ("include-fragment of a fragment that does not load",)
+
+
+def test_every_fragment_mapping_names_a_fragment_of_the_corpus() -> None:
+    corpus = read_manifest()
+    fragments = {d.file for d in corpus.documents if d.is_fragment}
+    mapped = [path for d in corpus.documents for path in d.fragments.values()]
+    assert mapped and all(path in fragments for path in mapped)
 
 
 def test_block_constructs_name_what_a_block_uses_and_ignore_single_expressions() -> None:

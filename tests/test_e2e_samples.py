@@ -46,7 +46,7 @@ def chat(gateway: GatewayProcess, key: str) -> httpx.Response:
 
 def test_every_sample_is_a_valid_document(gateway_env: dict[str, str], simulator: Simulator) -> None:
     backends = [{"id": name, "url": simulator.url} for name in ("primary", "secondary")]
-    backends.append({"id": "embeddings-backend", "url": simulator.url, "embeddings_deployment": "text-embedding-3-small"})
+    backends += [{"id": name, "url": simulator.url, "embeddings_deployment": "text-embedding-3-small"} for name in ("embeddings-backend", "simulator")]
     backends.append({"id": "gpt-4o-pool", "type": "pool", "pool": {"services": [{"id": "primary"}, {"id": "secondary"}]}})
     env = sample_env(gateway_env, simulator, GATEWAY_BACKENDS=json.dumps(backends))
     for sample in sorted(SAMPLES.glob("*.xml")):

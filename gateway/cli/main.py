@@ -2,34 +2,29 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import secrets
 import signal
 import sys
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import click
 
-from gateway.cli import console
-from gateway.dev import devstack
+from gateway.cli import console, owners
+from gateway.cli.account import Account, echo_json, loader_for, run_with_account, run_with_repository, settings_or_exit
+from gateway.cli.fragments import fragments
+from gateway.dev import devstack, starter
 from gateway.cli import progress
-from gateway.handling.operations import V1_API, VERSIONED_API
+from gateway.handling.operations import V1_API, VERSIONED_API, check_policy_scope
 from gateway.config.settings import Settings
-from gateway.errors import StorageError
-from gateway.stores.subscriptions import KeyHasher, SubscriptionRepository, validate_scope
+from gateway.stores.subscriptions import SubscriptionRepository, validate_scope
 from policies.document import Scope
-from policies.statement import Loader
 
-if TYPE_CHECKING:
-    from gateway.stores.policies import PolicyRepository
-    from gateway.stores.tables import Tables
-
-T = TypeVar("T")
-LOCAL_DIR = devstack.REPO_ROOT / ".local"
+#: Local state (Azurite data, the pepper, the demo key); GATEWAY_LOCAL_DIR moves it (tests do).
+LOCAL_DIR = Path(os.environ.get("GATEWAY_LOCAL_DIR") or devstack.REPO_ROOT / ".local")
 
 
 @click.group()
@@ -44,7 +39,7 @@ def serve(host: str, port: int) -> None:
     """Serve the gateway with uvicorn, configured from the environment (as under `func start`)."""
     from gateway.hosts.local import serve as serve_gateway
 
-    _settings_or_exit()
+    settings_or_exit()
     serve_gateway(host, port)
 
 
@@ -104,8 +99,10 @@ def run(port: int, simulator_port: int, token_ms: float) -> None:
                 err=True,
             )
         os.environ.update(env)
-        settings = _settings_or_exit()
+        settings = settings_or_exit()
         key = _demo_key(settings)
+        if "GATEWAY_BACKENDS" in env and run_with_account(settings, lambda account: starter.apply_if_fresh(account.policy_repository, account.loader)):
+            click.echo(starter.announcement())
         click.echo(
             f"\nGateway: http://127.0.0.1:{port}   demo subscription key: {key}\n"
             f"  python -c \"from openai import AzureOpenAI; c = AzureOpenAI(azure_endpoint='http://127.0.0.1:{port}', "
@@ -129,16 +126,21 @@ def subscriptions() -> None:
 @click.argument("name")
 @click.option("--scope", default="all", show_default=True, help="all, api:<id> or product:<name>.")
 @click.option("--id", "subscription_id", default=None, help="Subscription id (default: random).")
-def create_subscription(name: str, scope: str, subscription_id: str | None) -> None:
+@owners.owner_options
+def create_subscription(name: str, scope: str, subscription_id: str | None, **owner: Any) -> None:
     """Create a subscription and print its two keys, once."""
-    settings = _settings_or_exit()
+    settings = settings_or_exit()
     try:
         validate_scope(scope, settings.products, (VERSIONED_API, V1_API))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--scope") from None
-    sub, primary, secondary = _run_with_repository(settings, lambda repo: repo.create(name, scope, subscription_id))
-    _echo_json({**sub.public_view(), "primaryKey": primary, "secondaryKey": secondary})
+    user = owners.owner_of(**owner)
+    sub, primary, secondary = run_with_repository(settings, lambda repo: repo.create(name, scope, subscription_id, user))
+    echo_json({**sub.public_view(), "primaryKey": primary, "secondaryKey": secondary})
     click.echo("Store these keys now: the gateway keeps only their hashes and cannot show them again.", err=True)
+
+
+subscriptions.add_command(owners.owner)
 
 
 @subscriptions.command("create-bulk")
@@ -148,14 +150,14 @@ def create_bulk(file: Any, output_format: str) -> None:
     """Create a subscription per row of a CSV (header: name[,scope][,id]) or JSON file; print every key, once."""
     from gateway.cli import bulk
 
-    settings = _settings_or_exit()
+    settings = settings_or_exit()
     try:
         rows = bulk.parse(file.read(), file.name, settings.products, (VERSIONED_API, V1_API))
     except ValueError as exc:
         raise click.ClickException(f"{exc}\nNothing was created. Fix the file and run the command again.") from None
 
     with click.progressbar(length=len(rows), label=f"Creating {len(rows)} subscriptions", file=sys.stderr, hidden=not progress.interactive()) as bar:
-        results = _run_with_repository(settings, lambda repo: bulk.create_all(repo, rows, lambda: bar.update(1)))
+        results = run_with_repository(settings, lambda repo: bulk.create_all(repo, rows, lambda: bar.update(1)))
     views = [r.view for r in results if isinstance(r, bulk.Created)]
     if views:
         click.echo(bulk.to_csv(views) if output_format == "csv" else json.dumps(views, indent=2), nl=output_format == "json")
@@ -169,21 +171,21 @@ def create_bulk(file: Any, output_format: str) -> None:
 @subscriptions.command("list")
 def list_subscriptions() -> None:
     """List subscriptions (without keys)."""
-    settings = _settings_or_exit()
-    subs = _run_with_repository(settings, lambda repo: repo.list())
-    _echo_json([s.public_view() for s in subs])
+    settings = settings_or_exit()
+    subs = run_with_repository(settings, lambda repo: repo.list())
+    echo_json([s.public_view() for s in subs])
 
 
 @subscriptions.command("show")
 @click.argument("subscription_id")
 def show_subscription(subscription_id: str) -> None:
     """Show one subscription (without keys)."""
-    settings = _settings_or_exit()
-    sub = _run_with_repository(settings, lambda repo: repo.get(subscription_id))
+    settings = settings_or_exit()
+    sub = run_with_repository(settings, lambda repo: repo.get(subscription_id))
     if sub is None:
         _fail_unknown(subscription_id)
     else:
-        _echo_json(sub.public_view())
+        echo_json(sub.public_view())
 
 
 @subscriptions.command("rotate")
@@ -191,17 +193,17 @@ def show_subscription(subscription_id: str) -> None:
 @click.option("--key", "slot", type=click.Choice(["primary", "secondary"]), default="primary", show_default=True)
 def rotate_subscription(subscription_id: str, slot: str) -> None:
     """Replace one key and print the new one, once."""
-    settings = _settings_or_exit()
+    settings = settings_or_exit()
 
     async def rotate(repo: SubscriptionRepository) -> str | None:
         if await repo.get(subscription_id) is None:
             return None
         return await repo.rotate(subscription_id, "primary" if slot == "primary" else "secondary")
 
-    key = _run_with_repository(settings, rotate)
+    key = run_with_repository(settings, rotate)
     if key is None:
         _fail_unknown(subscription_id)
-    _echo_json({"id": subscription_id, f"{slot}Key": key})
+    echo_json({"id": subscription_id, f"{slot}Key": key})
     click.echo(
         f"The old {slot} key stops working within {settings.subscription_cache_seconds:g} s on running gateways.",
         err=True,
@@ -212,17 +214,17 @@ def _state_command(name: str, state: str, help_text: str) -> None:
     @subscriptions.command(name, help=help_text)
     @click.argument("subscription_id")
     def command(subscription_id: str) -> None:
-        settings = _settings_or_exit()
+        settings = settings_or_exit()
 
         async def change(repo: SubscriptionRepository) -> Any:
             if await repo.get(subscription_id) is None:
                 return None
             return await repo.set_state(subscription_id, state)
 
-        sub = _run_with_repository(settings, change)
+        sub = run_with_repository(settings, change)
         if sub is None:
             _fail_unknown(subscription_id)
-        _echo_json(sub.public_view())
+        echo_json(sub.public_view())
 
 
 _state_command("suspend", "suspended", "Suspend a subscription: its keys are refused until it is resumed.")
@@ -234,8 +236,8 @@ _state_command("cancel", "cancelled", "Cancel a subscription for good (its keys 
 @click.argument("subscription_id")
 def delete_subscription(subscription_id: str) -> None:
     """Delete a subscription and its key index."""
-    settings = _settings_or_exit()
-    if not _run_with_repository(settings, lambda repo: repo.delete(subscription_id)):
+    settings = settings_or_exit()
+    if not run_with_repository(settings, lambda repo: repo.delete(subscription_id)):
         _fail_unknown(subscription_id)
     click.echo(f"Deleted subscription {subscription_id}.")
 
@@ -259,20 +261,26 @@ def _parse_scope(scope_text: str) -> Scope:
         raise click.BadParameter(str(exc), param_hint="--scope") from None
 
 
+policies.add_command(fragments)
+
+
 @policies.command("check")
 @click.argument("file", type=click.File("r", encoding="utf-8"))
 @_scope_option("global")
 def check_policy(file: Any, scope_text: str) -> None:
-    """Validate a document exactly as `apply` would, without storing it."""
-    from policies.policy_set import load_scoped
+    """Validate a document exactly as `apply` would, without storing it; say what settings left unchecked."""
+    from gateway.cli.policy_check import check_document
 
     scope = _parse_scope(scope_text)
     try:
-        document = load_scoped(file.read(), scope, _loader())
+        checked = check_document(file.read(), scope, os.environ)
     except ValueError as exc:
         raise click.ClickException(f"{exc}\nNothing was applied. Fix the document and run `policies check` again.") from None
-    count = sum(len(items) for items in document.sections.values())
+    count = sum(len(items) for items in checked.document.sections.values())
     click.echo(f"OK: {file.name} is a valid policy document for scope {scope} ({count} top-level items).")
+    if checked.unchecked:
+        click.echo("Not checked, for want of settings (apply checks these with the gateway's):")
+        click.echo("\n".join(f"  - {item}" for item in checked.unchecked))
 
 
 @policies.command("apply")
@@ -283,15 +291,16 @@ def apply_policy(file: Any, scope_text: str) -> None:
     from gateway.stores.policies import apply_document
 
     scope = _parse_scope(scope_text)
-    settings = _settings_or_exit()
+    settings = settings_or_exit()
     xml = file.read()
 
-    async def apply(account: _Account) -> int:
+    async def apply(account: Account) -> int:
         return await apply_document(account.policy_repository, scope, xml, account.loader)
 
     try:
+        check_policy_scope(scope, settings.products)
         with progress.spinner(f"Applying {file.name} to {scope}"):
-            version = _run_with_account(settings, apply)
+            version = run_with_account(settings, apply)
     except ValueError as exc:
         raise click.ClickException(f"{exc}\nNothing was applied; the policies in force are unchanged.") from None
     click.echo(
@@ -305,15 +314,15 @@ def apply_policy(file: Any, scope_text: str) -> None:
 def delete_policy(scope_text: str) -> None:
     """Remove the document of one scope (the scope then inherits everything)."""
     scope = _parse_scope(scope_text)
-    settings = _settings_or_exit()
+    settings = settings_or_exit()
 
-    async def delete(account: _Account) -> int | None:
+    async def delete(account: Account) -> int | None:
         repository = account.policy_repository
         if await repository.document(scope) is None:
             return None
         return int(await repository.delete(scope))
 
-    version = _run_with_account(settings, delete)
+    version = run_with_account(settings, delete)
     if version is None:
         raise click.ClickException(f"No document is stored for scope {scope}. `policies list` shows the stored scopes.")
     click.echo(f"Deleted the policy of scope {scope} (config version {version}).")
@@ -325,10 +334,10 @@ def show_policy(scope_text: str) -> None:
     """Print the stored document of one scope."""
     scope = _parse_scope(scope_text)
 
-    async def show(account: _Account) -> str | None:
+    async def show(account: Account) -> str | None:
         return await account.policy_repository.document(scope)
 
-    xml = _run_with_account(_settings_or_exit(), show)
+    xml = run_with_account(settings_or_exit(), show)
     if xml is None:
         raise click.ClickException(f"No document is stored for scope {scope}. `policies list` shows the stored scopes.")
     click.echo(xml)
@@ -338,12 +347,12 @@ def show_policy(scope_text: str) -> None:
 def list_policies() -> None:
     """List stored scopes and the config version."""
 
-    async def listing(account: _Account) -> tuple[int, dict[str, str]]:
+    async def listing(account: Account) -> tuple[int, dict[str, str]]:
         repository = account.policy_repository
         return await repository.version(), await repository.documents()
 
-    version, documents = _run_with_account(_settings_or_exit(), listing)
-    _echo_json({"version": version, "scopes": {scope: len(xml) for scope, xml in sorted(documents.items())}})
+    version, documents = run_with_account(settings_or_exit(), listing)
+    echo_json({"version": version, "scopes": {scope: len(xml) for scope, xml in sorted(documents.items())}})
 
 
 @policies.command("effective")
@@ -359,11 +368,12 @@ def effective_policy(operation_id: str, product: str | None) -> None:
         known = ", ".join(op.id for op in ALL_OPERATIONS)
         raise click.BadParameter(f"Unknown operation {operation_id!r}; known: {known}.", param_hint="--operation")
 
-    async def documents(account: _Account) -> dict[str, str]:
-        return await account.policy_repository.documents()
+    async def stored(account: Account) -> tuple[dict[str, str], dict[str, str]]:
+        return await account.policy_repository.documents(), await account.policy_repository.fragments()
 
-    settings = _settings_or_exit()
-    policy_set = compile_policy_set(_run_with_account(settings, documents), 0, _loader())
+    settings = settings_or_exit()
+    documents, fragments = run_with_account(settings, stored)
+    policy_set = compile_policy_set(documents, 0, loader_for(settings), fragments)
     click.echo(policy_set.pipeline(product, operation.api, operation.id).to_xml())
 
 
@@ -376,7 +386,7 @@ def enqueue_policy(file: Any, scope_text: str) -> None:
     from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
     scope = _parse_scope(scope_text)
-    settings = _settings_or_exit()
+    settings = settings_or_exit()
     queue = QueueClient.from_connection_string(
         settings.storage_connection.reveal(), settings.policy_queue, message_encode_policy=TextBase64EncodePolicy()
     )
@@ -404,15 +414,15 @@ def usage(since: str, group_by: str, as_json: bool) -> None:
     if group_by not in ("subscription", "deployment", "namespace") and not group_by.startswith("dimension:"):
         raise click.BadParameter("use subscription, deployment, namespace or dimension:NAME.", param_hint="--by")
 
-    settings = _settings_or_exit()
+    settings = settings_or_exit()
     with progress.spinner(f"Reading metrics since {start:%Y-%m-%d %H:%M} UTC") as show:
 
-        async def read(account: _Account) -> list[dict[str, Any]]:
+        async def read(account: Account) -> list[dict[str, Any]]:
             return await summarize(account.store.table("metrics"), start, group_by, lambda count: show(f"{count:,} rows"))
 
-        rows = _run_with_account(settings, read)
+        rows = run_with_account(settings, read)
     if as_json:
-        _echo_json(rows)
+        echo_json(rows)
         return
     if not rows:
         click.echo(f"No token metrics since {start:%Y-%m-%d %H:%M} UTC. Is an emit-token-metric policy applied?")
@@ -435,10 +445,10 @@ def backends_status(as_json: bool) -> None:
     """Each backend's breaker state, wait-until, recent failures and p50 latency; each pool's members."""
     from gateway.backends.health_sync import backend_status
 
-    settings = _settings_or_exit()
-    report = _run_with_account(settings, lambda account: backend_status(account.store, settings.backends))
+    settings = settings_or_exit()
+    report = run_with_account(settings, lambda account: backend_status(account.store, settings.backends))
     if as_json:
-        _echo_json(report)
+        echo_json(report)
         return
     singles = [entry for entry in report if entry["type"] == "backend"]
     if not singles:
@@ -489,64 +499,6 @@ def try_deployment(
         raise click.ClickException(console.advice(attempt, outcome))
 
 
-def _loader() -> Loader:
-    """The loader `apply` uses: named values and backend ids from settings, when settings are complete."""
-    from gateway.backends.registry import BackendRegistry
-
-    try:
-        settings = Settings.from_env()
-    except ValueError:
-        return Loader()
-    registry = BackendRegistry(settings.backends)
-    return Loader(named_values=settings.named_values, backend_ids=registry.ids, embeddings_backend_ids=registry.embeddings_ids)
-
-
-def _settings_or_exit() -> Settings:
-    try:
-        return Settings.from_env()
-    except ValueError as exc:
-        raise click.ClickException(f"{exc}\nLocally, `python -m gateway run` sets up Azurite and a pepper for you.") from None
-
-
-def _run_with_repository(settings: Settings, action: Callable[[SubscriptionRepository], Awaitable[T]]) -> T:
-    return _run_with_account(settings, lambda account: action(account.subscriptions))
-
-
-@dataclass
-class _Account:
-    """The tables of the gateway's storage account, as the commands need them (no gateway is built)."""
-
-    store: Tables
-    subscriptions: SubscriptionRepository
-    policy_repository: PolicyRepository
-    loader: Loader
-
-
-def _run_with_account(settings: Settings, action: Callable[[_Account], Awaitable[T]]) -> T:
-    from gateway.stores.policies import PolicyRepository
-    from gateway.stores.azure_tables import AzureTables
-
-    async def go() -> T:
-        store = AzureTables(settings.storage_connection.reveal(), settings.table_prefix, deadline_seconds=30)
-        account = _Account(
-            store, SubscriptionRepository(store.table("subscriptions"), KeyHasher(settings.key_pepper.reveal())),
-            PolicyRepository(store.table("policies")), _loader(),
-        )  # fmt: skip
-        try:
-            return await action(account)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(go())
-    except StorageError as exc:
-        raise click.ClickException(
-            f"Table Storage failed: {exc.message} Check GATEWAY_STORAGE_CONNECTION (or AzureWebJobsStorage): locally, is "
-            "Azurite running? `python -m gateway run` starts it; in Azure, check the connection string, the account key "
-            "and the account's firewall."
-        ) from None
-
-
 def _local_secret(name: str) -> str:
     """A random secret for local runs, kept in .local/ (git-ignored) so keys survive restarts."""
     path = LOCAL_DIR / name
@@ -568,15 +520,11 @@ def _demo_key(settings: Settings) -> str:
             return (await repo.create("demo", "all", "demo"))[1]
         return await repo.rotate("demo", "primary")
 
-    primary = _run_with_repository(settings, create_or_rotate)
+    primary = run_with_repository(settings, create_or_rotate)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(primary)
     path.chmod(0o600)
     return primary
-
-
-def _echo_json(data: object) -> None:
-    click.echo(json.dumps(data, indent=2))
 
 
 def _fail_unknown(subscription_id: str) -> None:

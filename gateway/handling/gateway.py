@@ -27,6 +27,7 @@ from gateway.config.settings import Settings
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, ResourceNotFound
 from gateway.handling import client_credentials, forwarded, json_body, names, operations
 from gateway.handling.auth import SubscriptionAuthenticator
+from gateway.handling.context_parts import api_contexts, user_of
 from gateway.handling.exchange import Exchange
 from gateway.handling.services import GatewayServices
 from gateway.handling.timing import ServerTiming
@@ -52,7 +53,6 @@ logger = logging.getLogger(__name__)
 
 #: Audio uploads may be 25 MB; leave room for the multipart framing.
 MAX_BODY_BYTES = 26 * 1024 * 1024
-_API_NAMES = {operations.VERSIONED_API: "Azure OpenAI", operations.V1_API: "Azure OpenAI v1"}
 
 
 class Gateway:
@@ -60,6 +60,7 @@ class Gateway:
         self.settings = settings
         self.store: Tables = tables or AzureTables(settings.storage_connection.reveal(), settings.table_prefix)
         self.backends = BackendRegistry(settings.backends, settings.upstream_timeouts, settings.predictive_routing)
+        self.apis = api_contexts(self.backends)
         self.health = HealthSync(self.store, self.backends.backends, settings.health_sync_seconds, settings.gateway_id)
         self.hasher = KeyHasher(settings.key_pepper.reveal())
         self.upstream = UpstreamClient(settings.upstream_connect_timeout, settings.upstream_read_timeout)
@@ -188,12 +189,13 @@ class Gateway:
         exchange = Exchange(self.services, deployment, operation, credentials, timing, UsageReporter(usage_listeners), parsed)
         context = ctx.Context(
             policy_request,
-            api=ctx.Named(operation.api, _API_NAMES[operation.api]),
+            api=self.apis[operation.api],
             operation=ctx.Operation(operation.id, operation.method, "/" + operation.template),
             deployment=ctx.Deployment(self.settings.region, self.settings.gateway_id, self.settings.gateway_id),
             request_id=str(uuid.uuid4()),
             subscription=ctx.Subscription(subscription.id, subscription.name, key, subscription.created) if subscription else None,
             product=ctx.Named(subscription.product, subscription.product) if subscription and subscription.product else None,
+            user=user_of(subscription),
             services=exchange,
         )
         context.usage_listeners = usage_listeners

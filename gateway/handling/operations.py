@@ -7,10 +7,13 @@ They are what policy documents scope to, so they are part of the public surface.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Collection
 from dataclasses import dataclass
 from urllib.parse import quote
 
 from gateway.handling.names import valid_path_id
+from policies.document import Scope
 
 #: The API ids subscriptions and products are scoped to.
 VERSIONED_API = "openai"
@@ -107,3 +110,23 @@ def match(method: str, path: str) -> RouteMatch | None:
         if op is not None:
             return RouteMatch(op, {name: tail}) if valid_path_id(name, tail) else None
     return None
+
+
+def check_policy_scope(scope: Scope, products: Collection[str] | None) -> None:
+    """Refuse a policy scope no request can match: an unknown API, operation id or product (None: products unknown).
+
+    The message suggests the closest known name, so `api:opnai` points to `api:openai`.
+    """
+    known = {
+        "api": (VERSIONED_API, V1_API),
+        "operation": tuple(op.id for op in ALL_OPERATIONS),
+        "product": tuple(products) if products is not None else None,
+    }.get(scope.kind)
+    if known is None or scope.name in known:
+        return
+    close = difflib.get_close_matches(scope.name, known, n=1, cutoff=0.6)
+    hint = f" Did you mean {scope.kind}:{close[0]}?" if close else ""
+    source = " (from GATEWAY_PRODUCTS)" if scope.kind == "product" else ""
+    listed = ", ".join(known) or "none"
+    kind = "API" if scope.kind == "api" else scope.kind
+    raise ValueError(f"Unknown {kind} {scope.name[:100]!r} in scope {str(scope)[:120]!r}: no request can match it.{hint} Known{source}: {listed}.")

@@ -8,18 +8,22 @@ policies in force stay as they were.
 Queue message (JSON, base64-encoded as the Functions queue extension expects), on the queue named by the
 `GATEWAY_POLICY_QUEUE` setting (default `policy-updates`):
     {"scope": "api:openai", "xml": "<policies>…</policies>"}   or   {"scope": "…", "delete": true}
-Blob names: `global.xml`, `products/<name>.xml`, `apis/<id>.xml`, `operations/<id>.xml`.
+    {"fragment": "<id>", "xml": "<fragment>…</fragment>"}      or   {"fragment": "<id>", "delete": true}
+Blob names: `global.xml`, `products/<name>.xml`, `apis/<id>.xml`, `operations/<id>.xml`, `fragments/<id>.xml`.
+A scope must name a known API, operation or product (GATEWAY_PRODUCTS), as the CLI requires.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from gateway.stores.policies import apply_document
+from gateway.handling.operations import check_policy_scope
+from gateway.stores.policies import apply_document, apply_fragment, delete_fragment
 from policies.document import Scope
 
 if TYPE_CHECKING:
@@ -32,19 +36,20 @@ logger = logging.getLogger(__name__)
 QUEUE_SETTING = "GATEWAY_POLICY_QUEUE"
 BLOB_CONTAINER = "policies"
 _BLOB_FOLDERS = {"products": "product", "apis": "api", "operations": "operation"}
+_FRAGMENT_FOLDER = "fragments"
 
 
 async def apply_message(gateway: Gateway, text: str) -> int | None:
     """Apply one queue message; returns the new config version, or None when the message was rejected."""
     try:
         message: Any = orjson.loads(text)
-        scope = Scope.parse(message["scope"])
+        target = Fragment(message["fragment"]) if "fragment" in message else Scope.parse(message["scope"])
         if message.get("delete") is True:
-            return await gateway.policy_repository.delete(scope)
+            return await _delete(gateway, target)
         xml = message["xml"]
         if not isinstance(xml, str):
             raise TypeError("'xml' must be a string")
-        return await apply_document(gateway.policy_repository, scope, xml, gateway.loader)
+        return await _apply(gateway, target, xml)
     except (ValueError, KeyError, TypeError) as exc:
         logger.error("Rejected a policy update message: %s", exc)
         return None
@@ -53,14 +58,38 @@ async def apply_message(gateway: Gateway, text: str) -> int | None:
 async def apply_blob(gateway: Gateway, name: str, content: bytes) -> int | None:
     """Apply a policy blob (name relative to the container); None when rejected."""
     try:
-        scope = scope_from_blob_name(name)
-        return await apply_document(gateway.policy_repository, scope, content.decode("utf-8"), gateway.loader)
+        return await _apply(gateway, target_from_blob_name(name), content.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         logger.error("Rejected policy blob %r: %s", name, exc)
         return None
 
 
-def scope_from_blob_name(name: str) -> Scope:
+@dataclass(frozen=True)
+class Fragment:
+    """A policy fragment an update names (by id), as opposed to a document's `Scope`."""
+
+    id: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str):
+            raise TypeError("'fragment' must be a string")
+
+
+async def _apply(gateway: Gateway, target: Scope | Fragment, xml: str) -> int:
+    if isinstance(target, Fragment):
+        return (await apply_fragment(gateway.policy_repository, target.id, xml, gateway.loader))[0]
+    check_policy_scope(target, gateway.settings.products)
+    return await apply_document(gateway.policy_repository, target, xml, gateway.loader)
+
+
+async def _delete(gateway: Gateway, target: Scope | Fragment) -> int | None:
+    if isinstance(target, Fragment):
+        return await delete_fragment(gateway.policy_repository, target.id)
+    return await gateway.policy_repository.delete(target)
+
+
+def target_from_blob_name(name: str) -> Scope | Fragment:
+    """The scope or fragment a blob in the `policies` container stands for; ValueError for other names."""
     name = name.removeprefix(BLOB_CONTAINER + "/")
     if not name.endswith(".xml"):
         raise ValueError(f"Policy blob {name!r} must end in .xml.")
@@ -68,9 +97,11 @@ def scope_from_blob_name(name: str) -> Scope:
     if stem == "global":
         return Scope("global")
     folder, _, item = stem.partition("/")
-    if folder not in _BLOB_FOLDERS or not item or "/" in item:
-        raise ValueError(f"Policy blob {name!r}: use global.xml, products/<name>.xml, apis/<id>.xml or operations/<id>.xml.")
-    return Scope(_BLOB_FOLDERS[folder], item)
+    if folder not in (*_BLOB_FOLDERS, _FRAGMENT_FOLDER) or not item or "/" in item:
+        raise ValueError(
+            f"Policy blob {name!r}: use global.xml, products/<name>.xml, apis/<id>.xml, operations/<id>.xml or fragments/<id>.xml."
+        )
+    return Fragment(item) if folder == _FRAGMENT_FOLDER else Scope(_BLOB_FOLDERS[folder], item)
 
 
 class LocalQueueWorker:

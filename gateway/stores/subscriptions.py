@@ -2,7 +2,8 @@
 
 Table `<prefix>subscriptions` holds two partitions:
 
-* `subscription` / `<id>`: name, state, scope, primary and secondary key hashes, creation time;
+* `subscription` / `<id>`: name, state, scope, primary and secondary key hashes, creation time, and the
+  optional owner (gateway/stores/owners.py);
 * `key` / `<hash>`: an index from a key's hash to its subscription id.
 
 A key is stored only as HMAC-SHA-256(pepper, key). Lookup goes through the index, then the subscription
@@ -21,6 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+from gateway.stores.owners import Owner, owner_from, owner_properties
 from gateway.stores.tables import Query, Table
 
 STATES = ("active", "suspended", "cancelled")
@@ -39,6 +41,8 @@ class Subscription:
     primary_key_hash: str
     secondary_key_hash: str
     created: str
+    #: The user the subscription belongs to (`context.User`), if any.
+    owner: Owner | None = None
 
     def grants(self, api: str, products: Mapping[str, tuple[str, ...]]) -> bool:
         if self.state != "active":
@@ -55,9 +59,12 @@ class Subscription:
         kind, _, target = self.scope.partition(":")
         return target if kind == "product" else None
 
-    def public_view(self) -> dict[str, str]:
-        """What the CLI and admin views may show: everything but the key hashes."""
-        return {"id": self.id, "name": self.name, "state": self.state, "scope": self.scope, "created": self.created}
+    def public_view(self) -> dict[str, Any]:
+        """What the CLI and admin views may show: everything but the key hashes (the owner when there is one)."""
+        view: dict[str, Any] = {"id": self.id, "name": self.name, "state": self.state, "scope": self.scope, "created": self.created}
+        if self.owner is not None:
+            view["owner"] = self.owner.view()
+        return view
 
 
 def validate_scope(scope: str, products: Mapping[str, tuple[str, ...]], apis: tuple[str, ...]) -> str:
@@ -92,7 +99,9 @@ class SubscriptionRepository:
         self._table = table
         self._hasher = hasher
 
-    async def create(self, name: str, scope: str, subscription_id: str | None = None) -> tuple[Subscription, str, str]:
+    async def create(
+        self, name: str, scope: str, subscription_id: str | None = None, owner: Owner | None = None
+    ) -> tuple[Subscription, str, str]:
         """Create a subscription; returns it with its two plain keys, which are never stored."""
         primary, secondary = new_key(), new_key()
         sub = Subscription(
@@ -103,6 +112,7 @@ class SubscriptionRepository:
             primary_key_hash=self._hasher.hash(primary),
             secondary_key_hash=self._hasher.hash(secondary),
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            owner=owner,
         )
         await self._table.insert(_to_entity(sub))
         await self._index(sub.primary_key_hash, sub.id)
@@ -136,7 +146,7 @@ class SubscriptionRepository:
         new_hash = self._hasher.hash(key)
         old_hash = sub.primary_key_hash if slot == "primary" else sub.secondary_key_hash
         await self._index(new_hash, sub.id)
-        updated = replace(sub, **{f"{slot}_key_hash": new_hash})
+        updated = replace(sub, primary_key_hash=new_hash) if slot == "primary" else replace(sub, secondary_key_hash=new_hash)
         await self._table.replace(_to_entity(updated), entity.etag)
         await self._unindex(old_hash)
         return key
@@ -150,6 +160,15 @@ class SubscriptionRepository:
         if sub is None:
             raise KeyError(subscription_id)
         return sub
+
+    async def set_owner(self, subscription_id: str, owner: Owner | None) -> Subscription:
+        """Give the subscription an owner (None: none); KeyError if there is no such subscription."""
+        entity = await self._table.get(_SUBSCRIPTION, subscription_id)
+        if entity is None:
+            raise KeyError(subscription_id)
+        updated = replace(_from_entity(entity), owner=owner)
+        await self._table.replace(_to_entity(updated), entity.etag)
+        return updated
 
     async def delete(self, subscription_id: str) -> bool:
         sub = await self.get(subscription_id)
@@ -177,6 +196,7 @@ def _to_entity(sub: Subscription) -> dict[str, Any]:
         "primaryKeyHash": sub.primary_key_hash,
         "secondaryKeyHash": sub.secondary_key_hash,
         "created": sub.created,
+        **owner_properties(sub.owner),
     }
 
 
@@ -189,4 +209,5 @@ def _from_entity(entity: Mapping[str, Any]) -> Subscription:
         primary_key_hash=entity["primaryKeyHash"],
         secondary_key_hash=entity["secondaryKeyHash"],
         created=entity["created"],
+        owner=owner_from(entity),
     )

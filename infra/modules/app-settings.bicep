@@ -52,6 +52,7 @@
 // optional: GATEWAY_TRUST_FORWARDED_FOR — the former setting: true reads as GATEWAY_TRUSTED_PROXY_HOPS=1 when that is unset
 // local: SIMULATOR_API_KEY — the simulated backend's key, local runs only
 // local: GATEWAY_TRY_KEY — the subscription key `python -m gateway try` sends
+// local: GATEWAY_LOCAL_DIR — where `python -m gateway run` keeps local state (default .local/; tests move it)
 // host: PYTHON_ENABLE_INIT_INDEXING — read by the Functions Python worker (the HTTP streaming extension needs it)
 // dynamic: the setting a backend's `api_key_setting` names in GATEWAY_BACKENDS (pass it in extraAppSettings,
 //          ideally as a Key Vault reference: @Microsoft.KeyVault(SecretUri=...))

@@ -1,0 +1,52 @@
+"""What the gateway puts in the policy context beyond the request: `context.Api` and `context.User`.
+
+`context.Api` is APIM's API: its id, name, path below the gateway (`openai`, `openai/v1`), revision and the
+service URL (the backend that serves requests without a routing policy). One object per API is built when the
+gateway starts and shared by every request: nothing in it changes.
+
+`context.User` is the owner of the calling subscription (gateway/stores/owners.py), built per request (its
+`Groups` is a list a block could change); null when the subscription has no owner, as in APIM for
+subscriptions without a user.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from gateway.backends.pools import Pool
+from gateway.backends.registry import BackendRegistry
+from gateway.handling.operations import V1_API, VERSIONED_API
+from gateway.stores.subscriptions import Subscription
+from policies import context as ctx
+
+#: API id -> (display name, path below the gateway's host), as APIM's Azure OpenAI import names them.
+_APIS = {VERSIONED_API: ("Azure OpenAI", "openai"), V1_API: ("Azure OpenAI v1", "openai/v1")}
+REVISION = "1"
+
+
+def api_contexts(backends: BackendRegistry) -> dict[str, ctx.Api]:
+    """`context.Api` for each API, with the default backend's URL (plus the API's path) as `ServiceUrl`."""
+    target = backends.default
+    backend = target.members[0].backend if isinstance(target, Pool) and target.members else target
+    base = getattr(backend, "base_url", None)
+    return {api: ctx.Api(api, name, path, REVISION, "", _url(f"{base}/{path}") if base else None) for api, (name, path) in _APIS.items()}
+
+
+def _url(text: str) -> ctx.Url:
+    parts = urlsplit(text)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return ctx.Url(parts.scheme, parts.hostname or "", port, parts.path, ctx.QueryParameters([]))
+
+
+def user_of(subscription: Subscription | None) -> ctx.User | None:
+    """`context.User` for a request with `subscription`: its owner, or None."""
+    owner = subscription.owner if subscription is not None else None
+    if owner is None:
+        return None
+    try:
+        registered = datetime.fromisoformat(owner.registered) if owner.registered else None
+    except ValueError:  # a row edited by hand: the date is unknown, the request goes on
+        registered = None
+    groups = [ctx.Group(group) for group in owner.groups]
+    return ctx.User(owner.id, owner.email, owner.first_name, owner.last_name, owner.note, registered, groups)
