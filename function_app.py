@@ -17,12 +17,14 @@ from azure.functions.decorators.function_app import FunctionBuilder  # noqa: E40
 from azurefunctions.extensions.http.fastapi import Request, Response  # noqa: E402
 
 from gateway.stores import policy_updates  # noqa: E402
-from gateway.hosts import log_redaction  # noqa: E402
+from gateway.hosts import lifecycle, log_redaction  # noqa: E402
 from gateway.hosts.local import current_gateway  # noqa: E402
 from gateway.hosts.routes import ROUTES, HttpRoute  # noqa: E402
 
-# Before the worker starts the streaming extension's uvicorn server: no key in its access log, no SDK chatter.
+# Before the worker starts the streaming extension's uvicorn server: no key in its access log, no SDK chatter,
+# and a SIGTERM handler that uvicorn chains to (leases and metrics handed back on a stop).
 log_redaction.install()
+lifecycle.install()
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 

@@ -81,6 +81,8 @@ def index(module: Any) -> dict[str, IndexedFunction]:
     indexed = {}
     for function in apps[0].get_functions():
         name = function.get_function_name()
+        if not name:
+            raise FunctionLoadError("A function has no name.")
         user = function.get_user_function()
         bindings = json.loads(function.get_function_json())["bindings"]
         hints = typing.get_type_hints(user)
@@ -111,13 +113,21 @@ class Coordinator:
             slots[invocation] = asyncio.get_running_loop().create_future()
         return slots[invocation]
 
-    async def park(self, invocation: str, request: Any) -> Any:
-        """Called by the catch-all route: offer the request, wait for the function's answer."""
+    async def park(self, request: Any) -> Any:
+        """The catch-all route's work: offer the request under its invocation id, wait for the function's answer."""
+        invocation = request.headers.get(INVOCATION_HEADER)
+        if invocation is None:
+            raise ValueError(f"Header {INVOCATION_HEADER} not found")
+        logger.info("Received HTTP request for invocation %s", invocation)
         self._slot(self._requests, invocation).set_result(request)
         try:
-            return await self._slot(self._responses, invocation)
+            response = await self._slot(self._responses, invocation)
         finally:
             self._responses.pop(invocation, None)
+        logger.info("Sending HTTP response for invocation %s", invocation)
+        if isinstance(response, Exception):
+            raise response
+        return response
 
     async def request(self, invocation: str) -> Any:
         try:
@@ -147,15 +157,7 @@ class Worker:
         coordinator = self.coordinator
 
         async def catch_all(request: request_type) -> Any:  # type: ignore[valid-type]
-            invocation = request.headers.get(INVOCATION_HEADER)
-            if invocation is None:
-                raise ValueError(f"Header {INVOCATION_HEADER} not found")
-            logger.info("Received HTTP request for invocation %s", invocation)
-            response = await coordinator.park(invocation, request)
-            logger.info("Sending HTTP response for invocation %s", invocation)
-            if isinstance(response, Exception):
-                raise response
-            return response
+            return await coordinator.park(request)
 
         web_app.route(catch_all)
         port = devstack.free_port()
