@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import azure.functions as func
+import azurefunctions.extensions.base as base
 import httpx
 
 from gateway.dev import devstack
@@ -72,9 +74,6 @@ class FunctionLoadError(RuntimeError):
 
 def index(module: Any) -> dict[str, IndexedFunction]:
     """The functions of the module's one `FunctionApp`, checked as the worker's `Registry.add_indexed_function`."""
-    import azure.functions as func
-    import azurefunctions.extensions.base as base
-
     apps = [value for value in vars(module).values() if isinstance(value, func.FunctionRegister)]
     if len(apps) != 1:
         raise FunctionLoadError(f"Expected one top-level function app, found {len(apps)}.")
@@ -149,8 +148,6 @@ class Worker:
 
     async def start_http_server(self) -> None:
         """The worker's `initialize_http_server`: the extension's app and server, on this loop."""
-        import azurefunctions.extensions.base as base
-
         extension = importlib.import_module(base.ModuleTrackerMeta.get_module())
         web_app = extension.WebApp()
         request_type = base.RequestTrackerMeta.get_request_type()
@@ -168,16 +165,15 @@ class Worker:
 
     async def invoke(self, message: dict[str, Any]) -> dict[str, Any]:
         """One invocation request: the function's HTTP request arrives separately, through the extension's server."""
-        import azure.functions as func
-        import azurefunctions.extensions.base as base
-
         indexed = self.functions[message["function"]]
+        if indexed.http_parameter is None:
+            raise FunctionLoadError(f"{indexed.name} is not an HTTP function.")
         invocation = message["invocation_id"]
         request = await self.coordinator.request(invocation)
         trigger = func.HttpRequest(message["method"], message["url"], route_params=message["route_params"], body=b"")
         base.RequestTrackerMeta.get_synchronizer().sync_route_params(request, trigger.route_params)
         try:
-            result = await indexed.function(**{indexed.http_parameter or "req": request})
+            result = await indexed.function(**{indexed.http_parameter: request})
         except Exception as exc:
             self.coordinator.answer(invocation, exc)
             return {"invocation_id": invocation, "status": "failure", "error": repr(exc)}
@@ -208,8 +204,6 @@ async def run_worker(control_port: int) -> None:
     root.setLevel(logging.INFO)
     root.addHandler(logging.StreamHandler(sys.stdout))
     worker = Worker(index(importlib.import_module("function_app")))  # imported inside the loop, as on init
-    import azurefunctions.extensions.base as base
-
     if not base.HttpV2FeatureChecker.http_v2_enabled():
         raise RuntimeError("function_app does not use the HTTP streaming extension.")
     await worker.start_http_server()
