@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import orjson
 import pytest
+from starlette.responses import Response
 
 from gateway.config.settings import Settings
 from gateway.handling.gateway import Gateway
@@ -42,17 +43,14 @@ async def test_ready_when_policies_loaded_and_storage_answers(gateway: Gateway) 
 async def test_not_ready_during_a_storage_outage_with_since_and_last_error(gateway: Gateway, memory_tables: MemoryTables) -> None:
     assert (await health.readiness(gateway)).status_code == 200
     memory_tables.outage = True
-    await _next_poll(gateway)
-    response = await health.readiness(gateway)
-    assert response.status_code == 503
+    response = await _readiness_becomes(gateway, 503)  # the next policy poll finds storage down
     body = orjson.loads(response.body)
     assert body["status"] == "not-ready"
     assert body["storage"]["available"] is False
     assert isinstance(body["storage"]["unavailableSince"], float) and body["storage"]["lastError"] == "outage"
     assert body["policies"] == {"loaded": True}  # the last good set stays in force
     memory_tables.outage = False
-    await _next_poll(gateway)
-    assert (await health.readiness(gateway)).status_code == 200
+    await _readiness_becomes(gateway, 200)
 
 
 async def test_not_ready_until_policies_load(gateway: Gateway, memory_tables: MemoryTables) -> None:
@@ -61,15 +59,15 @@ async def test_not_ready_until_policies_load(gateway: Gateway, memory_tables: Me
     assert response.status_code == 503
     assert orjson.loads(response.body)["policies"] == {"loaded": False}
     memory_tables.outage = False
-    await _next_poll(gateway)
-    assert (await health.readiness(gateway)).status_code == 200
+    response = await _readiness_becomes(gateway, 200)
+    assert orjson.loads(response.body)["policies"] == {"loaded": True}
 
 
-async def _next_poll(gateway: Gateway) -> None:
-    """Wait for the policy poller to call storage again (every 0.05 s here)."""
-    calls = gateway.store.calls
-    for _ in range(200):
+async def _readiness_becomes(gateway: Gateway, status: int) -> Response:
+    """Readiness once it answers `status`; the policy poller calls storage every 0.05 s here."""
+    for _ in range(250):
+        response = await health.readiness(gateway)
+        if response.status_code == status:
+            return response
         await asyncio.sleep(0.02)
-        if gateway.store.calls > calls + 1:
-            return
-    raise AssertionError("the policy poller made no storage call")
+    raise AssertionError(f"readiness never answered {status}")
