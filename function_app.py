@@ -1,6 +1,8 @@
 """Azure Functions entry point (Python v2 model with the HTTP streaming extension).
 
-Only bindings live here; every request goes to the same `gateway` handler the local host serves. With the
+Only bindings live here. The HTTP functions are the routes of gateway/hosts/routes.py, the table the local host
+serves too, each bound below as the decorators would bind a module-level function (the worker indexes
+`app.get_functions()` and checks each function's parameters and annotations, not module names). With the
 streaming extension every HTTP function of the app takes a Starlette `Request` and returns a Starlette
 `Response`, so responses stream chunk by chunk instead of being buffered.
 """
@@ -11,49 +13,32 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import azure.functions as func  # noqa: E402
+from azure.functions.decorators.function_app import FunctionBuilder  # noqa: E402
 from azurefunctions.extensions.http.fastapi import Request, Response  # noqa: E402
 
-from gateway.ops import dashboard
-from gateway.ops import openapi
-from gateway.ops import admin
 from gateway.stores import policy_updates  # noqa: E402
-from gateway.hosts import log_redaction  # noqa: E402
-from gateway.hosts.local import current_gateway, health_response  # noqa: E402
+from gateway.hosts import lifecycle, log_redaction  # noqa: E402
+from gateway.hosts.local import current_gateway  # noqa: E402
+from gateway.hosts.routes import ROUTES, HttpRoute  # noqa: E402
 
-# Before the worker starts the streaming extension's uvicorn server: no key in its access log, no SDK chatter.
+# Before the worker starts the streaming extension's uvicorn server: no key in its access log, no SDK chatter,
+# and a SIGTERM handler that uvicorn chains to (leases and metrics handed back on a stop).
 log_redaction.install()
+lifecycle.install()
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 
-@app.function_name("openai")
-@app.route(route="openai/{*path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
-async def openai(req: Request) -> Response:
-    return await current_gateway().handle(req)
+def _http_function(route: HttpRoute) -> FunctionBuilder:
+    # Annotations stay real classes (no `from __future__ import annotations` here): the worker resolves them.
+    async def function(req: Request) -> Response:
+        return await route.handler(current_gateway, req)
+
+    return app.function_name(route.name)(app.route(route=route.template, methods=list(route.methods))(function))
 
 
-@app.function_name("health")
-@app.route(route="health", methods=["GET"])
-async def health(req: Request) -> Response:
-    return await health_response()
-
-
-@app.function_name("ops_backends")
-@app.route(route="ops/backends", methods=["GET"])
-async def ops_backends(req: Request) -> Response:
-    return await admin.backends_response(current_gateway(), req)
-
-
-@app.function_name("ops_dashboard")
-@app.route(route="ops/dashboard", methods=["GET", "POST"])
-async def ops_dashboard(req: Request) -> Response:
-    return await dashboard.dashboard_response(current_gateway(), req)
-
-
-@app.function_name("openapi")
-@app.route(route="openapi/{name}", methods=["GET"])
-async def openapi_document(req: Request) -> Response:
-    return await openapi.document_response(current_gateway(), req)
+#: Function name -> the bound HTTP function (calling it calls the handler, as the worker does).
+http_functions = {route.name: _http_function(route) for route in ROUTES}
 
 
 @app.function_name("policy_updates")

@@ -1,4 +1,4 @@
-"""The Functions HTTP streaming extension's web server, serving `function_app.openai` as the Python worker does.
+"""The Functions HTTP streaming extension's web server, serving the `openai` function as the Python worker does.
 
     python -m tests.functions_web_server --port N     (gateway settings from the environment)
 
@@ -26,7 +26,7 @@ async def catch_all(request: Request) -> Response:
     path = request.url.path
     request.path_params.clear()
     request.path_params["path"] = path[len(_PREFIX) :] if path.startswith(_PREFIX) else path
-    response: Response = await function_app.openai(request)
+    response: Response = await function_app.http_functions["openai"](request)
     return response
 
 

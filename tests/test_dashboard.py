@@ -228,8 +228,8 @@ async def test_the_functions_handler_serves_the_page_to_an_admin(functions_env: 
         return Request({"type": "http", "method": "GET", "scheme": "https", "path": "/ops/dashboard", "query_string": b"window=1h", "headers": raw})
 
     try:
-        assert (await function_app.ops_dashboard(request({}))).status_code == 401
-        page = await function_app.ops_dashboard(request({"x-admin-key": ADMIN_KEY}))
+        assert (await function_app.http_functions["ops_dashboard"](request({}))).status_code == 401
+        page = await function_app.http_functions["ops_dashboard"](request({"x-admin-key": ADMIN_KEY}))
         assert page.status_code == 200 and b'id="totals"' in page.body
     finally:
         await hosting.current_gateway().close()

@@ -90,7 +90,7 @@ async def test_the_functions_handler_serves_it_too(functions_env: None, monkeypa
     headers = [(b"host", b"my-gateway.azurewebsites.net"), (b"x-forwarded-proto", b"https")]
     request = Request({"type": "http", "method": "GET", "scheme": "http", "path": "/openapi/2024-02-01.json", "query_string": b"", "headers": headers})
     try:
-        response = await function_app.openapi_document(request)
+        response = await function_app.http_functions["openapi"](request)
         assert response.status_code == 200
         assert orjson.loads(response.body)["servers"][0]["url"] == "https://my-gateway.azurewebsites.net/openai"
     finally:

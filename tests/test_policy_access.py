@@ -336,9 +336,11 @@ def test_cors_load_errors_name_element_and_line(fragment: str, element: str, pro
 # validate-jwt
 
 def claims(**changes: Any) -> dict[str, Any]:
-    """Valid claims for ISSUER/AUDIENCE; a change to None removes that claim."""
+    """Valid claims for ISSUER/AUDIENCE; a change to None removes that claim.
+
+    Valid for a day: parametrised tokens are made at collection, and the whole suite may run longer than minutes."""
     now = int(time.time())
-    base = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "iat": now, "exp": now + 3600, "roles": ["reader", "writer"]}
+    base = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "iat": now, "exp": now + 86_400, "roles": ["reader", "writer"]}
     base.update(changes)
     return {name: value for name, value in base.items() if value is not None}
 

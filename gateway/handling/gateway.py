@@ -275,6 +275,15 @@ class Gateway:
             await asyncio.get_running_loop().run_in_executor(None, self.tokens.warm_up)
             self._started = True
 
+    async def hand_back(self) -> None:
+        """What other instances and chargeback need from this one before it goes: its unused leases back in the
+        shared counters, its buffered metrics written (gateway/hosts/lifecycle.py calls this alone at exit)."""
+        await self.counters.release()
+        try:
+            await self.metrics.close()
+        except GatewayError as exc:
+            logger.warning("The final metrics flush failed (%s); what was not written is lost.", exc.message)
+
     async def clean_semantic_cache(self) -> int:
         """Delete expired semantic-cache entries; returns how many (the Functions timer trigger calls this)."""
         return await self.semantic_cache.cleanup()
@@ -282,11 +291,7 @@ class Gateway:
     async def close(self) -> None:
         """Give leases back, flush metrics, stop background work and close connections (a graceful stop)."""
         await self.policies.close()
-        await self.counters.release()
-        try:
-            await self.metrics.close()
-        except GatewayError as exc:
-            logger.warning("The final metrics flush failed (%s); what was not written is lost.", exc.message)
+        await self.hand_back()
         await self.semantic_cache.close()
         await self.health.close()
         await self.upstream.close()

@@ -9,25 +9,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import __version__
 from gateway.hosts import log_redaction, slow_clients
-from gateway.ops import dashboard
-from gateway.ops import openapi
-from gateway.ops import admin
+from gateway.hosts.routes import OPENAI_METHODS, ROUTES, Handler
 from gateway.handling.gateway import Gateway
 from gateway.errors import ResourceNotFound
 from gateway.stores.policy_updates import LocalQueueWorker
 from gateway.config.settings import Settings
 
 _current: Gateway | None = None
-_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def current_gateway() -> Gateway:
@@ -37,27 +33,19 @@ def current_gateway() -> Gateway:
     return _current
 
 
-async def health_response() -> Response:
-    return JSONResponse({"status": "ok", "version": __version__})
+def built_gateway() -> Gateway | None:
+    """The process-wide gateway if something built it: a shutdown has nothing to close otherwise."""
+    return _current
 
 
 def create_local_app(gateway: Gateway) -> Starlette:
-    """A Starlette app with the routes `function_app.py` declares, backed by `gateway`."""
+    """A Starlette app with the routes of gateway/hosts/routes.py (those `function_app.py` binds), backed by `gateway`."""
 
-    async def openai(request: Request) -> Response:
-        return await gateway.handle(request)
+    def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def serve(request: Request) -> Response:
+            return await handler(lambda: gateway, request)
 
-    async def health(request: Request) -> Response:
-        return await health_response()
-
-    async def ops_backends(request: Request) -> Response:
-        return await admin.backends_response(gateway, request)
-
-    async def ops_dashboard(request: Request) -> Response:
-        return await dashboard.dashboard_response(gateway, request)
-
-    async def openapi_document(request: Request) -> Response:
-        return await openapi.document_response(gateway, request)
+        return serve
 
     async def not_found(request: Request) -> Response:
         return ResourceNotFound().to_response()
@@ -78,12 +66,8 @@ def create_local_app(gateway: Gateway) -> Starlette:
 
     return Starlette(
         routes=[
-            Route("/openai/{path:path}", openai, methods=_METHODS),
-            Route("/health", health, methods=["GET"]),
-            Route("/ops/backends", ops_backends, methods=["GET"]),
-            Route("/ops/dashboard", ops_dashboard, methods=["GET", "POST"]),
-            Route("/openapi/{name}", openapi_document, methods=["GET"]),
-            Route("/{path:path}", not_found, methods=_METHODS),
+            *(Route(route.starlette_path, endpoint(route.handler), methods=list(route.methods)) for route in ROUTES),
+            Route("/{path:path}", not_found, methods=list(OPENAI_METHODS)),
         ],
         lifespan=lifespan,
     )

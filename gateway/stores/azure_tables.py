@@ -42,20 +42,24 @@ class AzureTables:
 
     def __init__(self, connection_string: str, prefix: str, deadline_seconds: float = 5.0) -> None:
         self._calls = 0
+        self._connection_string = connection_string
+        self._prefix = prefix
+        self._deadline = deadline_seconds
+        self._service = self._connect()
+        self._tables: dict[str, AzureTable] = {}
+        self._health = StorageHealth()
+
+    def _connect(self) -> TableServiceClient:
         # Few, quick retries: the gateway has its own fallbacks, and a request must not wait out a long backoff.
-        self._service = TableServiceClient.from_connection_string(
-            connection_string,
+        return TableServiceClient.from_connection_string(
+            self._connection_string,
             raw_request_hook=self._count,  # the one policy the SDK passes on to its table clients
             retry_total=2,
             retry_backoff_factor=0.2,
             retry_backoff_max=1,
-            connection_timeout=min(5.0, deadline_seconds),
+            connection_timeout=min(5.0, self._deadline),
             read_timeout=30,
         )
-        self._prefix = prefix
-        self._deadline = deadline_seconds
-        self._tables: dict[str, AzureTable] = {}
-        self._health = StorageHealth()
 
     @property
     def calls(self) -> int:
@@ -77,6 +81,16 @@ class AzureTables:
     def health(self) -> StorageHealth:
         return self._health
 
+    def reopen(self) -> None:
+        """New clients for the tables already handed out, on whatever loop runs next.
+
+        The async clients keep their connections on the event loop that first used them; once that loop is
+        closed (a Functions worker exiting), they can neither be used nor closed, so they are dropped.
+        """
+        self._service = self._connect()
+        for table in self._tables.values():
+            table.rebind(self._service)
+
     async def close(self) -> None:
         for table in self._tables.values():
             await table.client.close()
@@ -91,6 +105,12 @@ class AzureTable:
         self._health = health
         self._deadline = deadline
         self._created = False
+        self._create_lock = asyncio.Lock()
+
+    def rebind(self, service: TableServiceClient) -> None:
+        """Use `service`'s connections from now on (see `AzureTables.reopen`)."""
+        self._service = service
+        self.client = service.get_table_client(self.name)
         self._create_lock = asyncio.Lock()
 
     async def get(self, partition: str, row: str) -> Row | None:

@@ -147,10 +147,10 @@ class SharedCounters:
 
     async def release(self) -> None:
         """Give every unused balance of windows still open back to the table, and report what was spent."""
-        if self._maintainer is not None:
-            self._maintainer.cancel()
-            await asyncio.gather(self._maintainer, return_exceptions=True)
-            self._maintainer = None
+        maintainer, self._maintainer = self._maintainer, None
+        if maintainer is not None and not maintainer.done():  # done already if its event loop has shut down
+            maintainer.cancel()
+            await asyncio.gather(maintainer, return_exceptions=True)
         for ident, lease in list(self._leases.items()):
             if lease.window.end > time.time() and (lease.reported or lease.unreported):
                 try:

@@ -47,6 +47,9 @@ class MemoryTables:
     def health(self) -> StorageHealth:
         return self._health
 
+    def reopen(self) -> None:
+        """Nothing to reconnect in memory."""
+
     def rows(self, name: str) -> list[dict[str, Any]]:
         """Every row of a table, for assertions."""
         table = self._tables.get(name)

@@ -276,9 +276,10 @@ class MetricsRecorder:
             del self._series_per_minute[minute]
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        task, self._task = self._task, None
+        if task is not None and not task.done():  # done already if its event loop has shut down
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         await self.flush()
         if self._exporter is not None:
             await self._exporter.close()

@@ -120,6 +120,9 @@ class Tables(Protocol):
 
     def health(self) -> StorageHealth: ...
 
+    def reopen(self) -> None:
+        """Use new connections from now on, for an event loop other than the one the old ones belong to."""
+
     async def close(self) -> None: ...
 
 
