@@ -489,15 +489,15 @@ def try_deployment(
 
 
 def _loader() -> Loader:
-    """The loader `apply` uses: named values and backend ids from settings, when settings are complete."""
+    """The loader `apply` uses: the gateway's (gateway/config/policy_loader.py), when settings are complete."""
     from gateway.backends.registry import BackendRegistry
+    from gateway.config.policy_loader import policy_loader
 
     try:
         settings = Settings.from_env()
     except ValueError:
         return Loader()
-    registry = BackendRegistry(settings.backends)
-    return Loader(named_values=settings.named_values, backend_ids=registry.ids, embeddings_backend_ids=registry.embeddings_ids)
+    return policy_loader(settings, BackendRegistry(settings.backends))
 
 
 def _settings_or_exit() -> Settings:
