@@ -2,7 +2,9 @@
 
 It lets newcomers run the gateway with no Azure endpoint, gives end-to-end tests a backend
 they can inspect and break on purpose, and is the cheap "direct" baseline in benchmarks.
-It is not a model: answers echo the question and embeddings are hashed bags of words.
+It is not a model: answers echo the question and embeddings are hashed bags of words. It also plays Azure
+AI Content Safety (`/contentsafety/text:analyze` and `text:shieldPrompt`, gateway/dev/content_safety.py), with
+a fixed word list, so `llm-content-safety` runs locally.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.dev import content_safety
 
 DEFAULT_MODELS = ("gpt-4o", "gpt-4o-mini", "text-embedding-3-small")
 
@@ -426,6 +430,8 @@ class _Simulator:
         ]
         return [
             *(Route(p, self.data_endpoint(h, v, b), methods=["GET" if b == "none" else "POST"]) for p, h, v, b in data),
+            Route("/contentsafety/text:analyze", self.content_safety_endpoint(content_safety.analyze), methods=["POST"]),
+            Route("/contentsafety/text:shieldPrompt", self.content_safety_endpoint(content_safety.shield_prompt), methods=["POST"]),
             Route("/msi/token", self.msi_token, methods=["GET"]),
             Route("/sim/faults", self.faults, methods=["POST", "DELETE"]),
             Route("/sim/requests", self.requests, methods=["GET", "DELETE"]),
@@ -449,6 +455,26 @@ class _Simulator:
                     raise _ApiError(404, "DeploymentNotFound", _DEPLOYMENT_NOT_FOUND)
                 await self.inject_fault(request.headers)
                 return handler(_Call(request, deployment, payload, body))
+            except _ApiError as error:
+                return error.response()
+
+        return endpoint
+
+    def content_safety_endpoint(self, check: Callable[[dict[str, Any]], dict[str, Any]]) -> Endpoint:
+        """A Content Safety route: its key comes in `Ocp-Apim-Subscription-Key` (or a bearer token, as for OpenAI)."""
+
+        async def endpoint(request: Request) -> Response:
+            body = await request.body()
+            self.record(request, body)
+            try:
+                if "api-version" not in request.query_params:
+                    raise _ApiError(404, "404", "Resource not found")
+                key = request.headers.get("ocp-apim-subscription-key")
+                headers = request.headers if key is None else Headers({**request.headers, "api-key": key})
+                self.authorize(headers)
+                return _json(check(self.parse_json(body)))
+            except content_safety.ContentSafetyError as error:
+                return _ApiError(error.status, error.code, error.message).response()
             except _ApiError as error:
                 return error.response()
 
