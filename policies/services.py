@@ -83,9 +83,10 @@ class Services(Protocol):
     async def send(self, request: OutgoingRequest, timeout: float) -> Response:
         """Send a policy's own request and return the whole (bounded) response; no redirects are followed.
 
-        The URL must be allowed (the caller checked; the gateway checks again). Credential headers the client
-        sent are not sent on unless a policy set them. Transport failures, timeouts and oversized answers
-        raise `PolicyError` (reason `BackendConnectionFailure`, `Timeout` or `ResponseTooLarge`).
+        The URL must be allowed (the caller checked; the gateway checks again: `PolicyError` `UrlNotAllowed`).
+        Credential headers the client sent are not sent on unless a policy set them. Transport failures,
+        timeouts, oversized answers and unsendable headers raise a `ServiceError` (codes
+        `BackendConnectionFailure`, `BackendTimeout`, `ResponseTooLarge`, `InvalidOutboundRequest`).
         """
 
     def send_one_way(self, request: OutgoingRequest, timeout: float) -> None:
@@ -95,7 +96,7 @@ class Services(Protocol):
         """POST a JSON body to `path` (with its query) on a configured backend, with that backend's credential.
 
         For Azure AI services such as Content Safety: a key is sent as `Ocp-Apim-Subscription-Key`. An unknown
-        backend, a transport failure or a timeout raise `PolicyError`.
+        backend, a transport failure or a timeout raise a `ServiceError`, as for `send`.
         """
 
     async def managed_identity_token(self, resource: str, client_id: str | None) -> str:
