@@ -54,6 +54,15 @@ DOCUMENT = f"""<policies>
           <set-body>@((string)((IResponse)context.Variables["answer"]).Body.As&lt;JObject&gt;()["choices"][0]["message"]["content"])</set-body>
         </return-response>
       </when>
+      <when condition='@({CASE} == "send-mi")'>
+        <send-request mode="copy" response-variable-name="answer" timeout="10">
+          <set-url>{{{{sim-url}}}}/openai/deployments/gpt-4o-mini/chat/completions?api-version={API_VERSION}</set-url>
+          <authentication-managed-identity resource="https://cognitiveservices.azure.com" />
+        </send-request>
+        <return-response response-variable-name="answer">
+          <set-header name="x-sent-by" exists-action="override"><value>send-request</value></set-header>
+        </return-response>
+      </when>
       <when condition='@({CASE} == "hostile")'>
         <set-backend-service base-url='@(context.Request.Headers.GetValueOrDefault("x-target", ""))' />
       </when>
@@ -70,6 +79,16 @@ DOCUMENT = f"""<policies>
     <base />
     <log-to-eventhub logger-id="local-queue">@("status " + context.Response.StatusCode + " case " + {CASE})</log-to-eventhub>
     <log-to-eventhub logger-id="local-blob">@("blob line " + {CASE})</log-to-eventhub>
+    <choose>
+      <when condition='@({CASE} == "one-way")'>
+        <send-one-way-request mode="new" timeout="5">
+          <set-url>{{{{sim-url}}}}/openai/deployments/gpt-4o/embeddings?api-version={API_VERSION}</set-url>
+          <set-method>POST</set-method>
+          <set-header name="api-key" exists-action="override"><value>{{{{sim-key}}}}</value></set-header>
+          <set-body>@(new JObject(new JProperty("input", "status " + context.Response.StatusCode)).ToString())</set-body>
+        </send-one-way-request>
+      </when>
+    </choose>
   </outbound>
   <on-error>
     <base />
@@ -107,6 +126,8 @@ def stack(
             "local-blob": {"type": "blob", "connection_setting": connection, "name": container},
         }),
         GATEWAY_NAMED_VALUES=json.dumps({"sim-url": simulator.url, "sim-key": simulator.api_key}),
+        IDENTITY_ENDPOINT=f"{simulator.url}/msi/token",
+        IDENTITY_HEADER="local-identity-header",
     )  # fmt: skip
     gateway = start_gateway(env)
     keys = create_subscription("services-team", env=env)
@@ -150,6 +171,23 @@ def test_send_request_answer_reads_back_as_iresponse(stack: Stack, simulator: Si
     sent = simulator.requests()
     assert len(sent) == 1 and sent[0]["path"] == "/openai/deployments/gpt-4o/chat/completions"
     assert sent[0]["headers"]["api-key"] == simulator.api_key and stack.keys.primary not in repr(sent)
+
+
+def test_send_request_copies_the_request_with_a_managed_identity_token(stack: Stack, simulator: Simulator) -> None:
+    simulator.clear_requests()
+    answer = call(stack.gateway, stack.keys.primary, "send-mi", content="copied question")
+    assert answer.status_code == 200 and answer.headers["x-sent-by"] == "send-request"
+    assert answer.json()["choices"][0]["message"]["content"] == "Simulated answer to: copied question"
+    (sent,) = simulator.requests()
+    assert sent["path"].endswith("/gpt-4o-mini/chat/completions") and sent["headers"]["x-case"] == "send-mi"
+    assert sent["headers"]["authorization"].startswith("Bearer sim-mi-") and "api-key" not in sent["headers"]  # the client's key stayed
+
+
+def test_one_way_request_goes_out_after_the_answer(stack: Stack, simulator: Simulator) -> None:
+    simulator.clear_requests()
+    assert call(stack.gateway, stack.keys.primary, "one-way").status_code == 200
+    paths = eventually(lambda: [r["path"] for r in simulator.requests() if r["path"].endswith("/embeddings")])
+    assert paths == ["/openai/deployments/gpt-4o/embeddings"]
 
 
 def test_header_driven_base_url_is_refused(stack: Stack, simulator: Simulator) -> None:
