@@ -12,6 +12,7 @@ The tree::
     │   ├── BackendCredentialError  502  no token for the backend (managed identity endpoint failed)
     │   └── ResponseTooLarge      502  a policy's own request (send-request) got an answer above its bound
     ├── OutboundRequestInvalid    500  a policy's own request has a header that cannot be sent
+    ├── BackendNotFound           500  a policy named (by a computed id) a backend that is not configured
     ├── BackendUnavailable        503  circuit breaker open (CircuitBreakerOpen), or every pool member
     │                                  tripped or throttled (PoolIsInactive); with Retry-After
     ├── StorageError              Table Storage failed
@@ -149,6 +150,13 @@ class OutboundRequestInvalid(GatewayError):
 
     code = "InvalidOutboundRequest"
     message = "The policy built a request that cannot be sent."
+
+
+class BackendNotFound(GatewayError):
+    """A computed backend id names no configured backend (a constant one fails when the document is loaded)."""
+
+    code = "BackendNotFound"
+    message = "The policy names a backend that is not configured."
 
 
 class BackendUnavailable(GatewayError):

@@ -336,9 +336,10 @@ def test_cors_load_errors_name_element_and_line(fragment: str, element: str, pro
 # validate-jwt
 
 def claims(**changes: Any) -> dict[str, Any]:
-    """Valid claims for ISSUER/AUDIENCE; a change to None removes that claim."""
+    """Valid claims for ISSUER/AUDIENCE; a change to None removes that claim. Valid for a day: parametrized tokens
+    are made when the suite is collected, which can be many minutes before they are checked."""
     now = int(time.time())
-    base = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "iat": now, "exp": now + 300, "roles": ["reader", "writer"]}
+    base = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "iat": now, "exp": now + 86400, "roles": ["reader", "writer"]}
     base.update(changes)
     return {name: value for name, value in base.items() if value is not None}
 
@@ -418,7 +419,7 @@ def _unsigned(payload: dict[str, Any]) -> str:
         (hs256(claims(iss="https://evil.example/")), "TokenIssuerNotAllowed"),
         (hs256(claims(), secret=secrets.token_bytes(32)), "TokenSignatureInvalid"),
         (hs256(claims(exp=None)), "TokenClaimNotFound"),
-        (hs256(claims(nbf=int(time.time()) + 600)), "JwtInvalid"),
+        (hs256(claims(nbf=int(time.time()) + 86400)), "JwtInvalid"),
         (_unsigned(claims()), "JwtInvalid"),
         (jwt.encode(claims(), SECRET, algorithm="HS512"), "JwtInvalid"),
         (rs256(claims()), "TokenSignatureKeyNotFound"),

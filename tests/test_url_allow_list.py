@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from gateway.cli.main import main as cli
 from gateway.config.settings import Settings
 from policies.errors import PolicyLoadError
 from policies.statement import Loader
@@ -123,3 +126,19 @@ async def test_header_driven_base_url_is_refused_at_run_time_and_on_error_runs()
     assert services.forwarded == []
     allowed, _, services = await run_document(xml, headers=[("x-target", "https://east.openai.azure.com/openai")])
     assert allowed is None and services.forwarded[0]["base_url"] == "https://east.openai.azure.com"
+
+
+def test_policies_check_uses_the_gateways_allow_list_and_loggers(tmp_path: Path) -> None:
+    def check(inbound: str, **env: str) -> str:
+        path = tmp_path / "doc.xml"
+        path.write_text(doc(inbound=inbound))
+        result = CliRunner().invoke(cli, ["policies", "check", str(path)], env=_env(**env))
+        return result.output
+
+    send = '<send-request response-variable-name="r"><set-url>https://hooks.example.com/in</set-url></send-request>'
+    assert "not a configured backend and not in GATEWAY_ALLOWED_URLS" in check(send)
+    assert "OK:" in check(send, GATEWAY_ALLOWED_URLS="hooks.example.com")
+    log = '<log-to-eventhub logger-id="audit">m</log-to-eventhub>'
+    assert "Unknown logger-id 'audit'" in check(log)
+    loggers = json.dumps({"audit": {"type": "queue", "connection_setting": "GATEWAY_STORAGE_CONNECTION", "name": "audit"}})
+    assert "OK:" in check(log, GATEWAY_LOGGERS=loggers)

@@ -8,7 +8,7 @@ from gateway.backends.credentials import TokenProvider, managed_identity_credent
 from gateway.backends.outbound import OutboundClient
 from gateway.backends.proxy import UpstreamClient
 from gateway.backends.registry import Backend, BackendRegistry
-from gateway.errors import GatewayError
+from gateway.errors import BackendNotFound
 from gateway.handling.tokens import TokenCounter
 from gateway.stores.semantic_cache import SemanticCacheService
 from policies.context import Response
@@ -16,12 +16,6 @@ from policies.counters import Counters
 from policies.jwks import SigningKeys
 from policies.services import EventLog, MetricsSink, OutgoingRequest, ValueCache
 from policies.url_allow_list import UrlAllowList
-
-
-class UnknownBackend(GatewayError):
-    """A policy named a backend id that is not configured (a computed id; constant ones fail at load)."""
-
-    code = "BackendNotFound"
 
 
 @dataclass
@@ -56,7 +50,7 @@ class GatewayServices:
         """POST JSON to a configured backend (an Azure AI service: a key goes in `Ocp-Apim-Subscription-Key`)."""
         target = self.backends.by_id(backend_id)
         if target is None:
-            raise UnknownBackend(f"Backend {backend_id!r} is not configured.")
+            raise BackendNotFound(f"Backend {backend_id[:100]!r} is not configured.")
         backend: Backend = target.select(None, ())
         headers = [("content-type", "application/json")]
         for name, value in await backend.auth_headers():
