@@ -183,3 +183,12 @@ async def test_one_way_requests_are_bounded_in_flight(server: TestServer, client
     messages = [r.getMessage() for r in caplog.records if r.name == "gateway.backends.outbound"]
     assert sum("Dropping one-way requests" in m for m in messages) == 1  # once per burst, not per request
     assert sum("one-way request failed" in m for m in messages) == 2  # the two that went out timed out
+
+
+async def test_return_response_with_an_unset_variable_starts_blank_and_refuses_a_non_response() -> None:
+    blank = doc(inbound='<return-response response-variable-name="existing context variable"><set-body>ok</set-body></return-response>')
+    result, _, _ = await run_document(blank)
+    assert result is not None and (result.status, result.body) == (200, b"ok")
+    wrong = doc(inbound='<set-variable name="r" value="text" /><return-response response-variable-name="r" />')
+    result, context, _ = await run_document(wrong)
+    assert result is not None and result.status == 500 and "holds no response" in context.LastError.Message

@@ -7,7 +7,9 @@
     </return-response>
 
 With `response-variable-name`, the answer starts as the response `send-request` stored in that variable (its
-status, reason, headers and body), and the children change it.
+status, reason, headers and body), and the children change it. A variable that is not set starts a blank
+answer, as APIM evidently does (a public sample deployed with the docs' placeholder name, "existing context
+variable"); one that holds anything but a response is an error.
 """
 
 from __future__ import annotations
@@ -85,6 +87,8 @@ class ReturnResponseStatement(Statement):
 
     def _stored(self, context: Context) -> Response | None:
         if self.variable is None:
+            return None
+        if not context.Variables.ContainsKey(self.variable):
             return None
         stored = context.Variables.get(self.variable)
         if not isinstance(stored, Response):
