@@ -9,7 +9,10 @@ The tree::
     ├── PayloadTooLarge           413  request body above the configured limit
     ├── SubscriptionKeyError      401  missing, invalid, ambiguous (sent twice), inactive or out-of-scope key
     ├── BackendError              502/504  the backend could not be reached or did not answer in time
-    │   └── BackendCredentialError  502  no token for the backend (managed identity endpoint failed)
+    │   ├── BackendCredentialError  502  no token for the backend (managed identity endpoint failed)
+    │   └── ResponseTooLarge      502  a policy's own request (send-request) got an answer above its bound
+    ├── OutboundRequestInvalid    500  a policy's own request has a header that cannot be sent
+    ├── BackendNotFound           500  a policy named (by a computed id) a backend that is not configured
     ├── BackendUnavailable        503  circuit breaker open (CircuitBreakerOpen), or every pool member
     │                                  tripped or throttled (PoolIsInactive); with Retry-After
     ├── StorageError              Table Storage failed
@@ -133,6 +136,27 @@ class BackendCredentialError(BackendError):
 
     code = "BackendCredentialFailure"
     message = "The gateway could not get a credential for the backend service."
+
+
+class ResponseTooLarge(BackendError):
+    """The answer to a policy's own request (`send-request`, Content Safety) is larger than the gateway reads."""
+
+    code = "ResponseTooLarge"
+    message = "The answer to the policy's request is too large."
+
+
+class OutboundRequestInvalid(GatewayError):
+    """A policy built a request that cannot be sent (a header name or value HTTP does not allow)."""
+
+    code = "InvalidOutboundRequest"
+    message = "The policy built a request that cannot be sent."
+
+
+class BackendNotFound(GatewayError):
+    """A computed backend id names no configured backend (a constant one fails when the document is loaded)."""
+
+    code = "BackendNotFound"
+    message = "The policy names a backend that is not configured."
 
 
 class BackendUnavailable(GatewayError):

@@ -38,6 +38,7 @@ from typing import Any, ClassVar, TypeVar
 from policies.context import Context
 from policies.errors import PolicyError, PolicyLoadError, ReturnResponse, ServiceError
 from policies.expressions import ExpressionError, ExpressionRuntimeError, Value, compile_value
+from policies.url_allow_list import UrlAllowList
 from policies.xml import PolicyElement
 
 logger = logging.getLogger(__name__)
@@ -240,9 +241,27 @@ class Loader:
     including: tuple[str, ...] = ()
     #: Shared by the copies made while loading one document; `load_document` starts a fresh one per document.
     expanded: Expansion = field(default_factory=Expansion)
+    #: Where `base-url` and `send-request` may send (constant URLs are checked at load); None: not checked.
+    allowed_urls: UrlAllowList | None = None
+    #: The loggers `log-to-eventhub` may name (`GATEWAY_LOGGERS`); None: not checked.
+    logger_ids: frozenset[str] | None = None
 
     def fail(self, element: PolicyElement, message: str) -> PolicyLoadError:
         return PolicyLoadError(message, element.tag, element.line)
+
+    def check_url(self, element: PolicyElement, url: Value) -> None:
+        """Refuse a constant URL the allow-list refuses, or that no list could allow (not http(s), user info, …);
+        a computed one is checked when it runs."""
+        if url.is_constant:
+            refusal = (self.allowed_urls or UrlAllowList(anything=True)).refusal(str(url.constant))
+            if refusal is not None:
+                raise self.fail(element, f"{str(url.constant)[:200]!r} may not be sent to: {refusal}.")
+
+    def check_backend_id(self, element: PolicyElement, backend_id: Value) -> None:
+        """Refuse a constant backend id that is not configured (a computed one is checked when it runs)."""
+        if backend_id.is_constant and self.backend_ids is not None and backend_id.constant not in self.backend_ids:
+            known = ", ".join(sorted(self.backend_ids)) or "none configured"
+            raise self.fail(element, f"Unknown backend-id {backend_id.constant!r}; configured: {known}.")
 
     def settings(self, element: PolicyElement, cls: type[SettingsType]) -> SettingsType:
         """Validate `element`'s attributes against what `cls` declares, and build the typed settings."""

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import orjson
 
 from policies import context as ctx
 from policies.counters import LocalCounters
-from policies.errors import PolicyError, PolicyResponse
+from policies.errors import PolicyError, PolicyResponse, ServiceError
 from policies.pipeline import Pipeline
+from policies.services import OutgoingRequest
 from policies.statement import Loader
+from policies.url_allow_list import UrlAllowList
 from policies.usage import Usage
+
+#: Answers a fake `send` or `call_backend` gives: a response, or a ServiceError to raise.
+Answer = Callable[[OutgoingRequest], ctx.Response | ServiceError]
+
+
+def json_response(status: int, payload: object) -> ctx.Response:
+    return ctx.Response(status, "", ctx.Headers([("content-type", "application/json")]), ctx.Body(orjson.dumps(payload)))
 
 
 class FakeServices:
@@ -27,6 +39,26 @@ class FakeServices:
         self.allowance = allowance
         self.metrics = RecordingMetrics()
         self.token_rate_window_seconds = 60.0
+        self.allowed_urls = UrlAllowList.parse(["*.example.com", "*.openai.azure.com", "https://backend.example/"])
+        self.value_cache = MemoryValueCache()
+        self.event_log = RecordingEventLog()
+        #: Requests `send`, `send_one_way` and `call_backend` were given (call_backend's as POSTs to backend-id:path).
+        self.sent: list[OutgoingRequest] = []
+        self.one_way: list[OutgoingRequest] = []
+        self.answer: Answer = lambda request: json_response(200, {"ok": True})
+
+    async def send(self, request: OutgoingRequest, timeout: float) -> ctx.Response:
+        self.sent.append(request)
+        answer = self.answer(request)
+        if isinstance(answer, ServiceError):
+            raise answer
+        return answer
+
+    def send_one_way(self, request: OutgoingRequest, timeout: float) -> None:
+        self.one_way.append(request)
+
+    async def call_backend(self, backend_id: str, path: str, body: bytes, timeout: float) -> ctx.Response:
+        return await self.send(OutgoingRequest("POST", f"{backend_id}:{path}", (), body), timeout)
 
     async def estimate_prompt_tokens(self, context: ctx.Context, ceiling: int | None = None) -> int:
         self.ceilings.append(ceiling)
@@ -62,9 +94,39 @@ class FakeServices:
 class RecordingMetrics:
     def __init__(self) -> None:
         self.records: list[tuple[str, list[tuple[str, str]], Usage, str, str]] = []
+        self.custom: list[tuple[str, str, float, list[tuple[str, str]]]] = []
 
     def record(self, namespace: str, dimensions: list[tuple[str, str]], usage: Usage, subscription: str, deployment: str) -> None:
         self.records.append((namespace, list(dimensions), usage, subscription, deployment))
+
+    def record_custom(self, namespace: str, name: str, value: float, dimensions: list[tuple[str, str]]) -> None:
+        self.custom.append((namespace, name, value, list(dimensions)))
+
+
+class MemoryValueCache:
+    """The value cache's contract in a dict (expiry is the store's business, tested with the store)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, tuple[Any, float]] = {}
+
+    async def lookup(self, key: str) -> tuple[bool, Any]:
+        if key in self.values:
+            return True, self.values[key][0]
+        return False, None
+
+    async def store(self, key: str, value: Any, ttl_seconds: float) -> None:
+        self.values[key] = (value, ttl_seconds)
+
+    async def remove(self, key: str) -> None:
+        self.values.pop(key, None)
+
+
+class RecordingEventLog:
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, str, str | None, str | None]] = []
+
+    def log(self, logger_id: str, message: str, partition_key: str | None, partition_id: str | None) -> None:
+        self.messages.append((logger_id, message, partition_key, partition_id))
 
 
 async def report_usage(context: ctx.Context, usage: Usage) -> None:

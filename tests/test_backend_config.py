@@ -136,3 +136,11 @@ def test_health_settings_and_admin_key() -> None:
         Settings.from_env({**BASE, "GATEWAY_ADMIN_KEY": "short"})
     with pytest.raises(ValueError, match="GATEWAY_HEALTH_SYNC_SECONDS"):
         Settings.from_env({**BASE, "GATEWAY_HEALTH_SYNC_SECONDS": "0"})
+
+
+def test_a_backend_without_deployments_is_reached_only_by_id() -> None:
+    registry = BackendRegistry(load(backend("content-safety", deployments=[]), backend("aoai", deployments=["gpt-4o"])))
+    assert registry.by_id("content-safety") is not None
+    assert registry.for_deployment("other") is None and not registry.serves_any_deployment
+    with pytest.raises(ValueError, match="a list of names"):
+        load(pool([{"id": "a"}], deployments=[]), backend())

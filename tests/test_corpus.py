@@ -68,17 +68,17 @@ def test_placeholders_are_filled_in_as_a_deploying_user_would(results: list[Load
 
 def test_blockers_are_all_found_and_nested_statements_still_load(tmp_path: Path) -> None:
     xml = """<policies><inbound>
-        <cache-lookup-value key="k" variable-name="v" />
+        <get-authorization-context provider-id="p" authorization-id="a" context-variable-name="c" />
         <choose><when condition="@(true)">
             <set-variable name="x" value="@{ return 1; }" />
             <set-header name="a" exists-action="override"><value>@(new JObject())</value></set-header>
         </when></choose>
-        <log-to-eventhub logger-id="l">m</log-to-eventhub>
+        <publish-to-dapr topic="t">m</publish-to-dapr>
     </inbound></policies>"""
     causes = all_causes(xml, Loader(), "inbound")
     assert causes == (
-        "unknown element <cache-lookup-value>",
-        "unknown element <log-to-eventhub>",
+        "unknown element <get-authorization-context>",
+        "unknown element <publish-to-dapr>",
     )  # the @{ } block and `new JObject()` load now
 
 

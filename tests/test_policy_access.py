@@ -420,7 +420,7 @@ def _unsigned(payload: dict[str, Any]) -> str:
         (hs256(claims(iss="https://evil.example/")), "TokenIssuerNotAllowed"),
         (hs256(claims(), secret=secrets.token_bytes(32)), "TokenSignatureInvalid"),
         (hs256(claims(exp=None)), "TokenClaimNotFound"),
-        (hs256(claims(nbf=int(time.time()) + 600)), "JwtInvalid"),
+        (hs256(claims(nbf=int(time.time()) + 86400)), "JwtInvalid"),
         (_unsigned(claims()), "JwtInvalid"),
         (jwt.encode(claims(), SECRET, algorithm="HS512"), "JwtInvalid"),
         (rs256(claims()), "TokenSignatureKeyNotFound"),

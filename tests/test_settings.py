@@ -62,7 +62,7 @@ def test_backend_list_routes_exact_deployments_before_wildcard() -> None:
         ({**BASE, "GATEWAY_BACKENDS": '[{"id": "a", "url": "ftp://x"}]'}, "not an http(s) URL"),
         ({**BASE, "GATEWAY_BACKENDS": '[{"id": "a", "url": "https://x", "api_key_setting": "MISSING"}]'}, "'MISSING' is missing"),
         ({**BASE, "GATEWAY_BACKENDS": '[{"id": "a", "url": "https://x"}, {"id": "a", "url": "https://y"}]'}, "repeats"),
-        ({**BASE, "GATEWAY_BACKENDS": '[{"id": "a", "url": "https://x", "deployments": []}]'}, "deployments"),
+        ({**BASE, "GATEWAY_BACKENDS": '[{"id": "a", "url": "https://x", "deployments": [""]}]'}, "deployments"),
     ],
 )
 def test_bad_settings_fail_at_load_naming_the_problem(env: dict[str, str], message: str) -> None:

@@ -28,7 +28,8 @@ Configuration comes from settings, in one of two forms:
                              {"id": "paygo-west", "priority": 2, "weight": 50}]}}
 
   For deployment routing, pools come before single backends (exact names first, then "*"), so members can
-  still list "*" for direct use.
+  still list "*" for direct use. `"deployments": []` makes a backend that serves no model and is reached only by
+  id: an Azure AI Content Safety resource for `llm-content-safety`, for instance.
 
   `"embeddings_deployment": "text-embedding-3-small"` names the deployment semantic-cache lookups with
   `embeddings-backend-id="<this backend>"` get embeddings from. APIM's way of naming it is accepted too: a
@@ -169,8 +170,8 @@ def _config_from_json(item: dict[str, Any], env: Mapping[str, str]) -> Config:
         allowed = ", ".join(sorted(_POOL_KEYS if is_pool else _BACKEND_KEYS))
         raise ValueError(f"{where}: unknown key {unknown[0]!r}; allowed: {allowed}.")
     deployments = item.get("deployments", [ANY_DEPLOYMENT])
-    if not isinstance(deployments, list) or not deployments or not all(isinstance(d, str) and d for d in deployments):
-        raise ValueError(f"{where}: 'deployments' must be a non-empty list of names (or [\"*\"]).")
+    if not isinstance(deployments, list) or not all(isinstance(d, str) and d for d in deployments) or (is_pool and not deployments):
+        raise ValueError(f"{where}: 'deployments' must be a list of names (or [\"*\"]; [] for a backend only named by id).")
     if is_pool:
         return PoolConfig(backend_id, frozenset(deployments), _pool_members(item.get("pool"), where))
     url_value, embeddings_deployment = _embeddings_deployment(item, where)

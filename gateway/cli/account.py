@@ -42,11 +42,11 @@ def settings_or_exit() -> Settings:
 
 
 def loader_for(settings: Settings) -> Loader:
-    """The loader a gateway with `settings` loads documents with: its named values and backend ids."""
+    """The loader a gateway with `settings` loads documents with (gateway.handling.policy_loader.py)."""
     from gateway.backends.registry import BackendRegistry
+    from gateway.handling.policy_loader import policy_loader
 
-    registry = BackendRegistry(settings.backends)
-    return Loader(named_values=settings.named_values, backend_ids=registry.ids, embeddings_backend_ids=registry.embeddings_ids)
+    return policy_loader(settings, BackendRegistry(settings.backends))
 
 
 def run_with_account(settings: Settings, action: Callable[[Account], Awaitable[T]]) -> T:

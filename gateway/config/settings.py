@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.backends.config import Config, Timeouts, parse_backends
+from gateway.backends.config import BackendConfig, Config, Timeouts, parse_backends
 from gateway.backends.health import PredictiveRouting
+from gateway.config.loggers import LoggerConfig, parse_loggers
 from gateway.config.sensitive import Secret
+from policies.url_allow_list import UrlAllowList
 
 
 DEFAULT_APIS = ("openai", "openai-v1")
@@ -121,6 +123,15 @@ class Settings:
     semantic_cache: SemanticCacheSettings = field(default_factory=SemanticCacheSettings)
     #: How long the local host waits for a client's headers, body and next request (gateway/hosts/slow_clients.py).
     client_timeouts: ClientTimeouts = field(default_factory=ClientTimeouts)
+    #: Hosts and URL prefixes `base-url` and `send-request` may reach besides the backends (policies/url_allow_list.py).
+    allowed_urls: tuple[str, ...] = ()
+    #: The loggers `log-to-eventhub` names (`GATEWAY_LOGGERS`; gateway/config/loggers.py).
+    loggers: Mapping[str, LoggerConfig] = field(default_factory=dict)
+
+    def url_allow_list(self) -> UrlAllowList:
+        """What policies may send requests to: every configured backend's URL, and `GATEWAY_ALLOWED_URLS`."""
+        backends = [config.url for config in self.backends if isinstance(config, BackendConfig)]
+        return UrlAllowList.parse([*backends, *self.allowed_urls])
 
     @property
     def upstream_timeouts(self) -> Timeouts:
@@ -184,6 +195,8 @@ class Settings:
             shutdown_drain_seconds=_number(env, "GATEWAY_SHUTDOWN_DRAIN_SECONDS", 230.0),
             token_rate_window_seconds=_number(env, "GATEWAY_TOKEN_RATE_WINDOW_SECONDS", 60.0),
             appinsights_connection=Secret(env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "")),
+            allowed_urls=_allowed_urls(env),
+            loggers=parse_loggers(env),
         )
 
 
@@ -281,6 +294,22 @@ def _semantic_cache(env: Mapping[str, str]) -> SemanticCacheSettings:
         max_mib=_number(env, "GATEWAY_SEMANTIC_CACHE_MAX_MIB", 128.0),
         connection=Secret(connection) if connection else None,
     )
+
+
+def _allowed_urls(env: Mapping[str, str]) -> tuple[str, ...]:
+    """`GATEWAY_ALLOWED_URLS`: a JSON list, or comma-separated hosts and URL prefixes; each entry checked here."""
+    raw = env.get("GATEWAY_ALLOWED_URLS", "").strip()
+    if raw.startswith("["):
+        entries = _json_setting(env, "GATEWAY_ALLOWED_URLS")
+        if not all(isinstance(entry, str) for entry in entries):
+            raise ValueError("Setting 'GATEWAY_ALLOWED_URLS' must be a JSON list of strings (hosts or URL prefixes).")
+    else:
+        entries = [entry for entry in raw.split(",") if entry.strip()]
+    try:
+        UrlAllowList.parse(entries)
+    except ValueError as exc:
+        raise ValueError(f"Setting 'GATEWAY_ALLOWED_URLS': {exc}.") from None
+    return tuple(entry.strip() for entry in entries)
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

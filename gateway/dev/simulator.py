@@ -12,6 +12,9 @@ stream), `end` ends the body cleanly but without the closing chunks and `[DONE]`
 for `x-sim-hang-s` seconds (an idle backend) and then drops. Strict mode (`strict=True`, or the header
 `x-sim-strict: true`) answers 400 to request fields the operation does not have, as Azure OpenAI does;
 `x-sim-ignore-stream-options: true` streams without the usage chunk a request asked for, as some backends do.
+
+It also plays Azure AI Content Safety (`/contentsafety/text:analyze` and `text:shieldPrompt`,
+gateway/dev/content_safety.py), with a fixed word list, so `llm-content-safety` runs locally.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.dev import content_safety
 
 DEFAULT_MODELS = ("gpt-4o", "gpt-4o-mini", "text-embedding-3-small")
 
@@ -514,6 +519,8 @@ class _Simulator:
         ]
         return [
             *(Route(p, self.data_endpoint(h, v, b, f), methods=["GET" if b == "none" else "POST"]) for p, h, v, b, f in data),
+            Route("/contentsafety/text:analyze", self.content_safety_endpoint(content_safety.analyze), methods=["POST"]),
+            Route("/contentsafety/text:shieldPrompt", self.content_safety_endpoint(content_safety.shield_prompt), methods=["POST"]),
             Route("/msi/token", self.msi_token, methods=["GET"]),
             Route("/sim/faults", self.faults, methods=["POST", "DELETE"]),
             Route("/sim/requests", self.requests, methods=["GET", "DELETE"]),
@@ -539,6 +546,26 @@ class _Simulator:
                     raise _ApiError(404, "DeploymentNotFound", _DEPLOYMENT_NOT_FOUND)
                 await self.inject_fault(request.headers)
                 return handler(_Call(request, deployment, payload, body))
+            except _ApiError as error:
+                return error.response()
+
+        return endpoint
+
+    def content_safety_endpoint(self, check: Callable[[dict[str, Any]], dict[str, Any]]) -> Endpoint:
+        """A Content Safety route: its key comes in `Ocp-Apim-Subscription-Key` (or a bearer token, as for OpenAI)."""
+
+        async def endpoint(request: Request) -> Response:
+            body = await request.body()
+            self.record(request, body)
+            try:
+                if "api-version" not in request.query_params:
+                    raise _ApiError(404, "404", "Resource not found")
+                key = request.headers.get("ocp-apim-subscription-key")
+                headers = request.headers if key is None else Headers({**request.headers, "api-key": key})
+                self.authorize(headers)
+                return _json(check(self.parse_json(body)))
+            except content_safety.ContentSafetyError as error:
+                return _ApiError(error.status, error.code, error.message).response()
             except _ApiError as error:
                 return error.response()
 

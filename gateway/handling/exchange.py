@@ -32,7 +32,8 @@ from policies.counters import Counters
 from policies.errors import PolicyError, PolicyResponse
 from policies.jwks import SigningKeys
 from policies.semantic_cache import CachedAnswer, CacheLookup, CacheQuery, SemanticCache
-from policies.services import MetricsSink
+from policies.services import EventLog, MetricsSink, OutgoingRequest, ValueCache
+from policies.url_allow_list import UrlAllowList, require_allowed
 from policies.usage import Usage
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,40 @@ class Exchange:
     def token_rate_window_seconds(self) -> float:
         return self.services.token_rate_window_seconds
 
+    @property
+    def allowed_urls(self) -> UrlAllowList:
+        return self.services.allowed_urls
+
+    @property
+    def value_cache(self) -> ValueCache:
+        return self.services.value_cache
+
+    @property
+    def event_log(self) -> EventLog:
+        return self.services.event_log
+
+    async def send(self, request: OutgoingRequest, timeout: float) -> Response:
+        """A policy's own request: allowed URL only, without the client's credentials; its time in Server-Timing."""
+        started = time.perf_counter()
+        try:
+            return await self.services.outbound.send(self._outgoing(request), timeout)
+        finally:
+            self.timing.add("send", time.perf_counter() - started)
+
+    def send_one_way(self, request: OutgoingRequest, timeout: float) -> None:
+        self.services.outbound.send_one_way(self._outgoing(request), timeout)
+
+    async def call_backend(self, backend_id: str, path: str, body: bytes, timeout: float) -> Response:
+        started = time.perf_counter()
+        try:
+            return await self.services.call_backend(backend_id, path, body, timeout)
+        finally:
+            self.timing.add("send", time.perf_counter() - started)
+
+    def _outgoing(self, request: OutgoingRequest) -> OutgoingRequest:
+        require_allowed(self.services.allowed_urls, request.url, "send-request")
+        return OutgoingRequest(request.method, request.url, tuple(self.client_credentials.outbound(request.headers)), request.body)
+
     async def estimate_prompt_tokens(self, context: Context, ceiling: int | None = None) -> int:
         return await self.tokens.prompt(context.Request.Body.content, ceiling)
 
@@ -121,6 +156,8 @@ class Exchange:
         request = context.Request
         headers = self.client_credentials.outbound(request.Headers)
         url = base_url + request.Url.Path + request.Url.QueryString
+        if backend is None:  # a policy's base-url: checked when set, and here as the URL actually sent to
+            require_allowed(self.services.allowed_urls, url, "forward-request")
         started = time.perf_counter()
         try:
             if backend is not None and not any(name.lower() in ("api-key", "authorization") for name, _ in headers):

@@ -21,8 +21,10 @@ from starlette.responses import Response
 
 from gateway.backends.health_sync import HealthSync
 from gateway.backends.openid_keys import OpenIdKeyCache
+from gateway.backends.outbound import OutboundClient
 from gateway.backends.proxy import RelayResponse, UpstreamClient, raw_headers
 from gateway.backends.registry import BackendRegistry
+from gateway.handling.policy_loader import policy_loader
 from gateway.config.settings import Settings
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, ResourceNotFound
 from gateway.handling import client_credentials, forwarded, json_body, names, operations
@@ -35,6 +37,8 @@ from gateway.handling.tokens import TokenCounter
 from gateway.handling.usage import StreamTap, UsageReporter, asks_for_usage, has_usage_option
 from gateway.stores.appinsights import AppInsightsExporter
 from gateway.stores.counters import SharedCounters
+from gateway.stores.custom_metrics import TABLE as CUSTOM_METRICS_TABLE
+from gateway.stores.event_log import EventLogger
 from gateway.stores.metric_rows import ROLLUP_TABLE
 from gateway.stores.metrics import MetricsRecorder
 from gateway.stores.policies import PolicyManager, PolicyRepository
@@ -43,9 +47,9 @@ from gateway.stores.semantic_cache import SemanticCacheService
 from gateway.stores.subscriptions import KeyHasher, Subscription, SubscriptionRepository
 from gateway.stores.azure_tables import AzureTables
 from gateway.stores.tables import Tables
+from gateway.stores.value_cache import ValueCacheStore
 from policies import context as ctx
 from policies.errors import PolicyResponse
-from policies.statement import Loader
 from policies.statements.cors import Cors
 from policies.usage import Usage, UsageListener
 
@@ -71,18 +75,20 @@ class Gateway:
         rollups = self.store.table(ROLLUP_TABLE)
         exporter = AppInsightsExporter(settings.appinsights_connection.reveal()) if settings.appinsights_connection else None
         self.metrics = MetricsRecorder(
-            self.store.table("metrics"), settings.metrics_flush_seconds, exporter, rollups=rollups, compactor=RollupCompactor(rollups)
-        )
+            self.store.table("metrics"), settings.metrics_flush_seconds, exporter, rollups=rollups, compactor=RollupCompactor(rollups),
+            custom=self.store.table(CUSTOM_METRICS_TABLE),
+        )  # fmt: skip
+        self.value_cache = ValueCacheStore(self.store)
+        self.event_log = EventLogger(settings.loggers)
         cache = settings.semantic_cache
         cache_store = AzureTables(cache.connection.reveal(), settings.table_prefix) if cache.connection else self.store
         self.semantic_cache = SemanticCacheService(cache_store, self.backends, self.upstream, cache, close_store=cache_store is not self.store)
         self.services = GatewayServices(
             self.backends, self.upstream, self.counters, self.metrics, self.semantic_cache, OpenIdKeyCache(settings.openid_keys),
-            self.tokens, settings.default_completion_reservation, settings.token_rate_window_seconds,
+            self.tokens, settings.default_completion_reservation, settings.url_allow_list(), self.value_cache, self.event_log,
+            OutboundClient(self.upstream), settings.token_rate_window_seconds,
         )  # fmt: skip
-        self.loader = Loader(
-            named_values=settings.named_values, backend_ids=self.backends.ids, embeddings_backend_ids=self.backends.embeddings_ids
-        )
+        self.loader = policy_loader(settings, self.backends)
         self.subscriptions = SubscriptionRepository(self.store.table("subscriptions"), self.hasher)
         self.policy_repository = PolicyRepository(self.store.table("policies"))
         self.policies = PolicyManager(self.policy_repository, self.loader, settings.policy_poll_seconds)
@@ -270,6 +276,8 @@ class Gateway:
                 return
             await self.policies.start()
             self.metrics.start()
+            self.event_log.start()
+            self.value_cache.start_cleanup()
             self.counters.start()
             await self.health.start()
             await asyncio.get_running_loop().run_in_executor(None, self.tokens.warm_up)
@@ -293,9 +301,11 @@ class Gateway:
         await self.policies.close()
         await self.hand_back()
         await self.semantic_cache.close()
+        await self.value_cache.close()
+        await self.event_log.close()
         await self.health.close()
+        await self.services.close()  # one-way requests in flight still need the upstream session
         await self.upstream.close()
-        await self.services.close()
         self.tokens.close()
         await self.backends.close()
         await self.store.close()

@@ -1,4 +1,5 @@
-"""Token metrics to Application Insights' ingestion endpoint, as pre-aggregated custom metrics (APIM's names)."""
+"""Token metrics (APIM's names) and `emit-metric`'s custom metrics to Application Insights' ingestion endpoint, as
+pre-aggregated custom metrics."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from gateway.stores.custom_metrics import CustomKey
 from gateway.stores.metric_rows import SeriesKey
 
 logger = logging.getLogger(__name__)
@@ -29,11 +31,11 @@ class AppInsightsExporter:
         self._url = endpoint + "/v2/track"
         self._client: Any = None
         self._sent: dict[tuple[SeriesKey, str], int] = {}
+        #: What was sent of each custom series: (sum, count).
+        self._sent_custom: dict[CustomKey, tuple[float, int]] = {}
 
     async def export(self, series: list[tuple[SeriesKey, dict[str, int]]]) -> None:
         """Send what each series gained since the last export (totals are cumulative per minute)."""
-        import httpx
-
         envelopes = []
         for key, values in series:
             for name, metric in METRIC_NAMES.items():
@@ -41,8 +43,26 @@ class AppInsightsExporter:
                 if delta <= 0:
                     continue
                 self._sent[(key, name)] = values[name]
-                envelopes.append(self._envelope(key, metric, delta))
+                envelopes.append(_envelope(key.minute, key.namespace, metric, delta, 1, key.dimensions, self._ikey))
         self._forget_before(min(key.minute for key, _ in series) if series else "")
+        await self._post(envelopes)
+
+    async def export_custom(self, series: list[tuple[CustomKey, float, int]]) -> None:
+        """Send what each custom series gained since the last export: its sum and count."""
+        envelopes = []
+        for key, total, count in series:
+            sent_total, sent_count = self._sent_custom.get(key, (0.0, 0))
+            if count > sent_count:
+                self._sent_custom[key] = (total, count)
+                envelopes.append(_envelope(key.minute, key.namespace, key.name, total - sent_total, count - sent_count, key.dimensions, self._ikey))
+        oldest = min((key.minute for key, _, _ in series), default="")
+        for key in [key for key in self._sent_custom if key.minute < oldest]:
+            del self._sent_custom[key]
+        await self._post(envelopes)
+
+    async def _post(self, envelopes: list[dict[str, Any]]) -> None:
+        import httpx
+
         if not envelopes:
             return
         if self._client is None:
@@ -60,22 +80,26 @@ class AppInsightsExporter:
         for sent in [sent for sent in self._sent if sent[0].minute < minute]:
             del self._sent[sent]
 
-    def _envelope(self, key: SeriesKey, metric: str, value: int) -> dict[str, Any]:
-        minute = datetime.strptime(key.minute, "%Y%m%d%H%M").replace(tzinfo=timezone.utc)
-        return {
-            "name": "Microsoft.ApplicationInsights.Metric",
-            "time": minute.isoformat().replace("+00:00", "Z"),
-            "iKey": self._ikey,
-            "data": {
-                "baseType": "MetricData",
-                "baseData": {
-                    "ver": 2,
-                    "metrics": [{"ns": key.namespace, "name": metric, "kind": 1, "value": value, "count": 1}],
-                    "properties": dict(key.dimensions),
-                },
-            },
-        }
-
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
+
+
+def _envelope(
+    minute: str, namespace: str, metric: str, value: float, count: int, dimensions: tuple[tuple[str, str], ...], ikey: str
+) -> dict[str, Any]:
+    """One pre-aggregated metric (kind 1: an aggregation of `count` values summing to `value`) of one minute."""
+    time = datetime.strptime(minute, "%Y%m%d%H%M").replace(tzinfo=timezone.utc)
+    return {
+        "name": "Microsoft.ApplicationInsights.Metric",
+        "time": time.isoformat().replace("+00:00", "Z"),
+        "iKey": ikey,
+        "data": {
+            "baseType": "MetricData",
+            "baseData": {
+                "ver": 2,
+                "metrics": [{"ns": namespace, "name": metric, "kind": 1, "value": value, "count": count}],
+                "properties": dict(dimensions),
+            },
+        },
+    }

@@ -9,6 +9,9 @@ when reported; alongside, the request count, how many counts were estimated, and
 the tokens they saved. With `APPLICATIONINSIGHTS_CONNECTION_STRING` set, the same metric names are sent to
 Application Insights as custom metrics in the policy's namespace (`gateway/stores/appinsights.py`).
 
+Custom metrics (`emit-metric`) are a series kind of their own, recorded and flushed by the same recorder with
+the same bounds, in their own table (gateway/stores/custom_metrics.py).
+
 Refusals: when a policy refuses a request with 429 (rate or token limit) or 403 (quota), the gateway counts
 it as `refused429` / `refused403` in its own series (namespace "", no dimensions), whether or not an
 emit-token-metric policy ran, so the dashboard can show who is being turned away.
@@ -45,6 +48,7 @@ from typing import TYPE_CHECKING
 
 from gateway.errors import EntityRejected, StorageUnavailable
 from gateway.stores.appinsights import AppInsightsExporter
+from gateway.stores.custom_metrics import CustomSeries
 from gateway.stores.metric_rows import (
     METRIC_FIELDS,
     MINUTE_PARTITION,
@@ -109,6 +113,7 @@ class MetricsRecorder:
         clock: Callable[[], float] = time.time,
         compactor: RollupCompactor | None = None,
         max_series: int = MAX_SERIES_PER_MINUTE,
+        custom: Table | None = None,
     ) -> None:
         self._flush_seconds = flush_seconds
         self._compactor = compactor
@@ -124,6 +129,8 @@ class MetricsRecorder:
         self._levels = [self._minutes, *self._rollups]
         #: Series recorded per minute, for the cap.
         self._series_per_minute: dict[str, int] = {}
+        #: emit-metric's series; None: the recorder has no table for them and drops them.
+        self._custom = CustomSeries(custom, max_series) if custom is not None else None
         self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
 
@@ -138,6 +145,14 @@ class MetricsRecorder:
             increments["estimated"] = 0 if usage.exact else 1
         self._add(namespace, tuple(dimensions), subscription, deployment, increments)
 
+    def record_custom(self, namespace: str, name: str, value: float, dimensions: Iterable[tuple[str, str]]) -> None:
+        """One `emit-metric` value, summed per minute in its own series (gateway/stores/custom_metrics.py)."""
+        if self._custom is not None:
+            self._custom.add(self._minute(), namespace, name, value, dimensions)
+
+    def _minute(self) -> str:
+        return datetime.fromtimestamp(self._clock(), timezone.utc).strftime(MINUTE_PARTITION)
+
     def record_refusal(self, status: int, subscription: str, deployment: str) -> None:
         """Count a policy's 429 or 403 answer in the gateway's own series (other statuses are not refusals)."""
         name = REFUSAL_FIELDS.get(status)
@@ -147,7 +162,7 @@ class MetricsRecorder:
     def _add(
         self, namespace: str, dimensions: tuple[tuple[str, str], ...], subscription: str, deployment: str, increments: dict[str, int]
     ) -> None:
-        minute = datetime.fromtimestamp(self._clock(), timezone.utc).strftime(MINUTE_PARTITION)
+        minute = self._minute()
         key = SeriesKey.of(minute, namespace, dimensions, subscription, deployment)
         series = self._minutes.series
         totals = series.get(key)
@@ -221,6 +236,10 @@ class MetricsRecorder:
             minutes = [(key, totals) for key, totals in dirty[0] if key in self._minutes.series]
             if self._exporter is not None and minutes:
                 await self._exporter.export([(key, dict(totals.values)) for key, totals in minutes])
+            if self._custom is not None:
+                custom = await self._custom.flush(self.instance)
+                if self._exporter is not None and custom:
+                    await self._exporter.export_custom([(key, totals.sum, totals.count) for key, totals in custom])
             self._forget_old()
             return len(minutes)
 
@@ -274,6 +293,8 @@ class MetricsRecorder:
         minute_cutoff = past.strftime(MINUTE_PARTITION)
         for minute in [minute for minute in self._series_per_minute if minute < minute_cutoff]:
             del self._series_per_minute[minute]
+        if self._custom is not None:
+            self._custom.forget_before(minute_cutoff)
 
     async def close(self) -> None:
         task, self._task = self._task, None

@@ -33,6 +33,8 @@
 // optional: GATEWAY_PREDICTIVE_ROUTING — true to route away before a backend throttles
 // optional: GATEWAY_PREDICTIVE_MIN_TOKENS — its token headroom (default 1000)
 // optional: GATEWAY_PREDICTIVE_MIN_REQUESTS — its request headroom (default 1)
+// optional: GATEWAY_ALLOWED_URLS — hosts and URL prefixes base-url and send-request may reach besides the backends
+// optional: GATEWAY_LOGGERS — log-to-eventhub loggers as JSON (Event Hubs, Storage queue or blob)
 // optional: GATEWAY_SEMANTIC_CACHE_CONNECTION — storage for semantic cache entries (default: the tables')
 // optional: GATEWAY_SEMANTIC_CACHE_SCOPE — who shares cache entries: subscription (default) or product
 // optional: GATEWAY_SEMANTIC_CACHE_STALENESS_SECONDS — semantic cache sync bound

@@ -39,19 +39,27 @@ class AuthenticationManagedIdentity(Statement):
         return cls(loader.settings(element, ManagedIdentitySettings))
 
     async def run(self, context: Context) -> None:
+        token = await self.token(context)
+        if token is not None:
+            context.Request.Headers.set("Authorization", ["Bearer " + token])
+
+    async def token(self, context: Context) -> str | None:
+        """The token (also set in `output-token-variable-name`); None when it failed and `ignore-error` is set.
+
+        `send-request` puts it on its own request instead of the backend's."""
         resource = str(self.resource.evaluate(context))
         try:
             token = await context.services.managed_identity_token(resource, self.client_id)
         except Exception as exc:
             if self.ignore_error:
                 logger.warning("Managed identity token for %s failed; ignore-error is set.", resource, exc_info=True)
-                return
+                return None
             raise PolicyError(
                 self.element,
                 "ManagedIdentityAuthenticationFailure",
                 f"Could not get a managed identity token for {resource}: {type(exc).__name__}.",
                 PolicyResponse.error(500, "The gateway could not authenticate to the backend."),
             ) from exc
-        context.Request.Headers.set("Authorization", ["Bearer " + token])
         if self.variable:
             context.Variables.set(self.variable, token)
+        return token

@@ -5,15 +5,20 @@
         <set-header name="content-type" exists-action="override"><value>application/json</value></set-header>
         <set-body>{"error": "Invalid model"}</set-body>
     </return-response>
+
+With `response-variable-name`, the answer starts as the response `send-request` stored in that variable (its
+status, reason, headers and body), and the children change it. A variable that is not set starts a blank
+answer, as APIM evidently does (a public sample deployed with the docs' placeholder name, "existing context
+variable"); one that holds anything but a response is an error.
 """
 
 from __future__ import annotations
 
 from http import HTTPStatus
 
-from policies.context import Context, Headers
+from policies.context import Context, Headers, Response
 from policies.errors import PolicyResponse, ReturnResponse
-from policies.expressions import Value
+from policies.expressions import ExpressionRuntimeError, Value
 from policies.statement import Loader, Settings, Statement, attr, register
 from policies.statements.headers import SetHeader
 from policies.xml import PolicyElement
@@ -38,16 +43,19 @@ class SetStatusSettings(Settings):
 class ReturnResponseStatement(Statement):
     element = "return-response"
 
-    def __init__(self, status: Value | None, reason: Value | None, headers: list[SetHeader], body: Value | None) -> None:
+    def __init__(
+        self, status: Value | None, reason: Value | None, headers: list[SetHeader], body: Value | None, variable: str | None = None
+    ) -> None:
         self.status = status
         self.reason = reason
         self.headers = headers
         self.body = body
+        #: `response-variable-name`: the variable holding the `send-request` response to start from.
+        self.variable = variable
 
     @classmethod
     def load(cls, element: PolicyElement, loader: Loader) -> ReturnResponseStatement:
-        if loader.settings(element, ReturnResponseSettings).response_variable_name is not None:
-            raise loader.fail(element, "response-variable-name is not supported (there is no send-request); build the response with <set-status>, <set-header> and <set-body>.")
+        variable = loader.settings(element, ReturnResponseSettings).response_variable_name
         status: Value | None = None
         reason: Value | None = None
         body: Value | None = None
@@ -61,14 +69,28 @@ class ReturnResponseStatement(Statement):
             else:
                 loader.settings(child, ReturnBodySettings)
                 body = loader.text(child)
-        return cls(status, reason, headers, body)
+        return cls(status, reason, headers, body, variable)
 
     async def run(self, context: Context) -> None:
-        status = int(self.status.evaluate(context)) if self.status else 200
-        reason = str(self.reason.evaluate(context)) if self.reason else HTTPStatus(status).phrase
-        headers = Headers()
+        base = self._stored(context)
+        status = int(self.status.evaluate(context)) if self.status else (base.StatusCode if base else 200)
+        if self.reason:
+            reason = str(self.reason.evaluate(context))
+        else:
+            reason = base.StatusReason if base and not self.status and base.StatusReason else HTTPStatus(status).phrase
+        headers = Headers(base.Headers.items() if base else ())
         for header in self.headers:
             header.apply(headers, context)
-        body = self.body.evaluate(context) if self.body else ""
+        body = self.body.evaluate(context) if self.body else (base.Body.content if base else "")
         content = body if isinstance(body, bytes) else str(body if body is not None else "").encode()
         raise ReturnResponse(PolicyResponse(status, content, headers.items(), reason))
+
+    def _stored(self, context: Context) -> Response | None:
+        if self.variable is None:
+            return None
+        if not context.Variables.ContainsKey(self.variable):
+            return None
+        stored = context.Variables.get(self.variable)
+        if not isinstance(stored, Response):
+            raise ExpressionRuntimeError(f"return-response: variable {self.variable!r} holds no response (set it with send-request).")
+        return stored

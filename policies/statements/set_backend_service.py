@@ -1,17 +1,18 @@
 """`<set-backend-service backend-id="…" />` or `base-url="…"`: where `forward-request` sends the request.
 
 `backend-id` names a configured backend (or pool); `base-url` is an Azure OpenAI endpoint, to which the
-request's own `/openai/...` path and query are appended.
+request's own `/openai/...` path and query are appended. A `base-url` must be allowed by the gateway's URL
+allow-list (a configured backend's URL, or `GATEWAY_ALLOWED_URLS`; see policies/url_allow_list.py): checked
+at load when constant, when the statement runs when computed. APIM sends anywhere; here a URL built from
+request data cannot take the policy-set headers (a managed-identity token included) to the caller's host.
 """
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from policies.context import Context
-from policies.errors import PolicyError, PolicyResponse
 from policies.expressions import Value
 from policies.statement import Loader, Settings, Statement, attr, register
+from policies.url_allow_list import require_allowed
 from policies.xml import PolicyElement
 
 
@@ -36,12 +37,10 @@ class SetBackendService(Statement):
         backend_id, base_url = settings.backend_id, settings.base_url
         if (backend_id is None) == (base_url is None):
             raise loader.fail(element, "Set exactly one of 'backend-id' and 'base-url'.")
-        if backend_id is not None and backend_id.is_constant and loader.backend_ids is not None:
-            if backend_id.constant not in loader.backend_ids:
-                known = ", ".join(sorted(loader.backend_ids)) or "none configured"
-                raise loader.fail(element, f"Unknown backend-id {backend_id.constant!r}; configured: {known}.")
-        if base_url is not None and base_url.is_constant and not _is_http_url(base_url.constant):
-            raise loader.fail(element, f"base-url {base_url.constant!r} is not an http(s) URL.")
+        if backend_id is not None:
+            loader.check_backend_id(element, backend_id)
+        if base_url is not None:
+            loader.check_url(element, _with_slash(base_url))
         return cls(backend_id, base_url)
 
     async def run(self, context: Context) -> None:
@@ -49,13 +48,12 @@ class SetBackendService(Statement):
             context.backend_id = str(self.backend_id.evaluate(context))
             context.base_url = None
             return
-        url = str(self.base_url.evaluate(context)) if self.base_url is not None else ""
-        if not _is_http_url(url):
-            raise PolicyError(self.element, "InvalidBackendUrl", f"base-url {url!r} is not an http(s) URL.", PolicyResponse.error(500, "The policy set an invalid backend URL."))
+        url = "" if self.base_url is None or (value := self.base_url.evaluate(context)) is None else str(value)
+        require_allowed(context.services.allowed_urls, url.rstrip("/") + "/", self.element)
         context.base_url = url.rstrip("/").removesuffix("/openai")
         context.backend_id = None
 
 
-def _is_http_url(value: object) -> bool:
-    parts = urlsplit(str(value))
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
+def _with_slash(url: Value) -> Value:
+    """A constant base URL as the prefix of every URL it stands for (`https://h/openai` → `https://h/openai/`)."""
+    return Value.of(str(url.constant).rstrip("/") + "/") if url.is_constant else url

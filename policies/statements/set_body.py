@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from policies.context import Context
+from policies.context import Body, Context, Headers
 from policies.expressions import Value
 from policies.statement import Loader, Settings, Statement, attr, register
 from policies.statements._liquid import compile_template, render, substitute_named_values
@@ -59,12 +59,15 @@ class SetBody(Statement):
 
     async def run(self, context: Context) -> None:
         message = message_of(context, self.section, self.element)
-        if message is None:
-            return
+        if message is not None:
+            self.apply(message.body, message.headers, context)
+
+    def apply(self, body: Body, headers: Headers, context: Context) -> None:
+        """Replace `body` (also what `send-request`'s `<set-body>` does to the request it sends)."""
         if self.template is not None:
-            message.body.replace(render(self.template, message.body, message.headers, context).encode())
+            body.replace(render(self.template, body, headers, context).encode())
         elif self.value is not None:
-            message.body.replace(body_bytes(self.value.evaluate(context)))
+            body.replace(body_bytes(self.value.evaluate(context)))
 
 
 def body_bytes(value: object) -> bytes:

@@ -34,7 +34,11 @@ class SetMethod(Statement):
         return cls(method)
 
     async def run(self, context: Context) -> None:
+        context.Request.Method = self.method_of(context)
+
+    def method_of(self, context: Context) -> str:
+        """The method, checked (also what `send-request`'s `<set-method>` sends)."""
         method = "" if (value := self.method.evaluate(context)) is None else str(value)
         if not _METHOD.fullmatch(method):
             raise ExpressionRuntimeError(f"set-method: {method[:40]!r} is not an HTTP method.")
-        context.Request.Method = method.upper()
+        return method.upper()
