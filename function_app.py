@@ -59,7 +59,7 @@ async def openapi_document(req: Request) -> Response:
 @app.function_name("policy_updates")
 @app.queue_trigger(arg_name="message", queue_name="%" + policy_updates.QUEUE_SETTING + "%", connection="AzureWebJobsStorage")
 async def policy_update_message(message: func.QueueMessage) -> None:
-    await policy_updates.apply_message(current_gateway(), message.get_body().decode("utf-8"))
+    await policy_updates.apply_message(current_gateway(), message.get_body())
 
 
 @app.function_name("policy_blob_created")

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from azure.data.tables import EntityProperty, TableClient
 from click.testing import CliRunner
 
 from gateway.cli.main import main as cli
+from gateway.dev import devstack
 
 
 def token_env(gateway_env: dict[str, str], **extra: str) -> dict[str, str]:
@@ -47,3 +53,18 @@ def wait_for_metric(env: dict[str, str], field: str, expected: int, timeout: flo
     while (value := metric_sum(env, field)) != expected and time.monotonic() < deadline:
         time.sleep(0.1)
     return value
+
+
+@contextlib.contextmanager
+def logged_gateway(env: dict[str, str], log: Path) -> Iterator[str]:
+    """A gateway process of its own (`python -m gateway serve`) whose stderr goes to `log`; yields its URL."""
+    port = devstack.free_port()
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--port", str(port)], env={**os.environ, **env}, cwd=devstack.REPO_ROOT, stderr=sink
+        )
+        try:
+            devstack.wait_for_port(port, process)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            devstack.stop(process)

@@ -69,7 +69,10 @@ def create_local_app(gateway: Gateway) -> Starlette:
         gateway.semantic_cache.start_cleanup(gateway.settings.semantic_cache.cleanup_seconds)
         worker = None
         if gateway.settings.local_queue_worker:
-            worker = LocalQueueWorker(gateway, gateway.settings.storage_connection.reveal(), gateway.settings.policy_queue)
+            settings = gateway.settings
+            worker = LocalQueueWorker(
+                gateway, settings.storage_connection.reveal(), settings.policy_queue, retry_seconds=settings.policy_queue_retry_seconds
+            )
             worker.start()
         yield
         if worker is not None:

@@ -1,0 +1,159 @@
+"""The local queue worker against Azurite: each message on its own, rejected at once when it can never apply,
+retried and then moved to `<queue>-poison` when it keeps failing, as the Functions queue trigger does."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote
+
+import aiohttp
+import pytest
+from aiohttp import web
+from yarl import URL
+from azure.data.tables import TableClient
+from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+
+from gateway.config.settings import Settings
+from gateway.dev import devstack
+from gateway.stores import policy_updates
+from tests.stack_helpers import logged_gateway
+
+HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
+DOCUMENT = "<policies><inbound><base /></inbound></policies>"
+#: Table requests naming this row fail with 500, as if storage failed for this one update every time.
+FAILING_ROW = "api:always-failing"
+
+
+class FailingTableProxy:
+    """A loopback proxy in front of Azurite's table endpoint that answers 500 to requests naming `FAILING_ROW`."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = f"http://127.0.0.1:{target_port}"
+        self.port = devstack.free_port()
+        self.refused = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        if FAILING_ROW in unquote(request.raw_path):
+            self.refused += 1
+            return web.Response(status=500, text="injected failure")
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length", "transfer-encoding")}
+        body = await request.read()
+        async with aiohttp.ClientSession(auto_decompress=False, skip_auto_headers=("Content-Type",)) as session, session.request(
+            request.method, URL(self.target + request.raw_path, encoded=True), headers=headers, data=body or None
+        ) as answer:
+            body = await answer.read()
+            relayed = {k: v for k, v in answer.headers.items() if k.lower() not in ("content-length", "transfer-encoding", "connection")}
+            return web.Response(status=answer.status, body=body, headers=relayed)
+
+    async def _start(self) -> web.AppRunner:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.port).start()
+        return runner
+
+    def __enter__(self) -> FailingTableProxy:
+        self._thread.start()
+        self._runner = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def failing_table(azurite: devstack.AzuritePorts) -> Iterator[FailingTableProxy]:
+    with FailingTableProxy(azurite.table) as proxy:
+        yield proxy
+
+
+def test_attempts_and_pause_are_those_of_the_functions_trigger() -> None:
+    queues = json.loads(HOST_JSON.read_text())["extensions"]["queues"]
+    assert queues["maxDequeueCount"] == policy_updates.MAX_DEQUEUE_COUNT
+    hours, minutes, seconds = (int(part) for part in queues["visibilityTimeout"].split(":"))
+    assert hours * 3600 + minutes * 60 + seconds == policy_updates.RETRY_SECONDS
+    base = {"GATEWAY_STORAGE_CONNECTION": "UseDevelopmentStorage=true", "GATEWAY_KEY_PEPPER": "p" * 20}
+    assert Settings.from_env(base).policy_queue_retry_seconds == policy_updates.RETRY_SECONDS
+
+
+def test_queue_names_leave_room_for_the_poison_queue() -> None:
+    base = {"GATEWAY_STORAGE_CONNECTION": "UseDevelopmentStorage=true", "GATEWAY_KEY_PEPPER": "p" * 20}
+    assert Settings.from_env({**base, "GATEWAY_POLICY_QUEUE": "q" * 56}).policy_queue == "q" * 56
+    with pytest.raises(ValueError, match="3-56"):
+        Settings.from_env({**base, "GATEWAY_POLICY_QUEUE": "q" * 57})
+
+
+def send(queue: QueueClient, payload: object) -> None:
+    queue.send_message(json.dumps(payload))
+
+
+def stored_scopes(env: dict[str, str], connection: str) -> set[str]:
+    table = TableClient.from_connection_string(connection, env["GATEWAY_TABLE_PREFIX"] + "policies")
+    try:
+        return {e["RowKey"] for e in table.query_entities("PartitionKey eq 'document'")}
+    except Exception:  # no table before the first write
+        return set()
+
+
+def wait_until(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def test_one_failing_message_is_poisoned_after_five_attempts_and_blocks_nothing(
+    gateway_env: dict[str, str], azurite: devstack.AzuritePorts, failing_table: FailingTableProxy, tmp_path: Path
+) -> None:
+    direct = azurite.connection_string()
+    queue_name = "updates-" + secrets.token_hex(4)
+    env = {
+        **gateway_env,
+        "GATEWAY_STORAGE_CONNECTION": direct.replace(f":{azurite.table}/", f":{failing_table.port}/"),
+        "GATEWAY_TABLE_PREFIX": "q" + secrets.token_hex(4),
+        "GATEWAY_POLICY_QUEUE": queue_name,
+        "GATEWAY_POLICY_QUEUE_RETRY_SECONDS": "1",
+        "GATEWAY_LOCAL_QUEUE_WORKER": "true",
+    }
+    encoded = QueueClient.from_connection_string(direct, queue_name, message_encode_policy=TextBase64EncodePolicy())
+    raw = QueueClient.from_connection_string(direct, queue_name)
+    poison = QueueClient.from_connection_string(direct, queue_name + policy_updates.POISON_SUFFIX)
+    raw.create_queue()
+    # In one batch: a message that keeps failing, one that can never apply, one that is not base64, and a good one.
+    send(encoded, {"scope": FAILING_ROW, "xml": DOCUMENT})
+    send(encoded, {"scope": "api:invalid", "xml": "<policies><inbound><no-such-statement /></inbound></policies>"})
+    send(encoded, {"scope": ["not", "a", "scope"], "xml": DOCUMENT})
+    raw.send_message("this is not base64 {}")
+    send(encoded, {"scope": "api:good", "xml": DOCUMENT})
+    log = tmp_path / "gateway.log"
+    with logged_gateway(env, log):
+        wait_until(lambda: "api:good" in stored_scopes(env, direct), 10, "the good update was held up")
+        wait_until(lambda: len(poison.peek_messages(max_messages=32)) == 2, 40, "the failing message never reached the poison queue")
+        wait_until(lambda: raw.get_queue_properties().approximate_message_count == 0, 10, "messages are left on the queue")
+        # Sent again after a fix, the same update applies: nothing about it is remembered as bad.
+        send(encoded, {"scope": "api:later", "xml": DOCUMENT})
+        wait_until(lambda: "api:later" in stored_scopes(env, direct), 10, "a later update was held up")
+    text = log.read_text()
+    poisoned = sorted(m.content for m in poison.peek_messages(max_messages=32))
+    failing = base64.b64encode(json.dumps({"scope": FAILING_ROW, "xml": DOCUMENT}).encode()).decode()
+    assert poisoned == sorted([failing, "this is not base64 {}"])  # as sent, so an operator can send them again
+    assert stored_scopes(env, direct) == {"api:good", "api:later"}
+    assert text.count("A policy update failed (attempt") == policy_updates.MAX_DEQUEUE_COUNT - 1
+    assert text.count(f"A policy update failed {policy_updates.MAX_DEQUEUE_COUNT} times; moved to {queue_name}-poison") == 1
+    assert text.count("is not base64-encoded UTF-8 text; moved to") == 1
+    # Never-applicable messages: rejected once each, with the reason, and not retried.
+    assert text.count("Rejected a policy update message") == 2
+    assert "no-such-statement" in text and '"scope" string' in text
+    assert failing_table.refused >= policy_updates.MAX_DEQUEUE_COUNT
