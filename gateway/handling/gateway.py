@@ -126,8 +126,12 @@ class Gateway:
 
         pipeline = self.policies.current.pipeline(subscription.product, operation.api, operation.id)
         context, exchange = self._context(request, route, subscription, key or "", body, deployment, timing)
-        result = await pipeline.execute(context)
-        return await self._respond(context, exchange, result)
+        try:
+            result = await pipeline.execute(context)
+            return await self._respond(context, exchange, result)
+        except BaseException:  # an error, or the client left: a live backend response must not stay open
+            exchange.close_upstream()
+            raise
 
     async def _preflight(self, request: Request, path: str, timing: ServerTiming) -> Response:
         """A CORS preflight, answered by the operation's `<cors>` policy before any key check (browsers send none).
@@ -210,7 +214,6 @@ class Gateway:
         headers = raw_headers([*answer.Headers.items(), *context.response_headers])
         upstream = exchange.upstream
         if upstream is not None:
-            exchange.upstream = None
             tap = StreamTap(exchange.strip_usage) if exchange.usage.wanted or exchange.strip_usage or context.body_listeners else None
 
             async def on_end(aborted: bool) -> None:
@@ -222,9 +225,11 @@ class Gateway:
                     await _tell_body_listeners(context, answer.StatusCode, assembled)
 
             on_break = exchange.backend.health.record_failure if exchange.backend is not None else None
-            return RelayResponse(
+            relay = RelayResponse(
                 upstream, answer.StatusCode, headers, self.settings.sse_keepalive_seconds, tap, on_end if tap is not None else None, on_break
             )
+            exchange.upstream = None  # the relay owns it now, and closes it when the stream ends
+            return relay
         await _tell_body_listeners(context, answer.StatusCode, answer.Body.content)
         response = Response(answer.Body.content, status_code=answer.StatusCode)
         response.raw_headers.extend(headers)
