@@ -18,7 +18,7 @@ from gateway.ops import openapi
 from gateway.ops import admin
 from gateway.stores import policy_updates  # noqa: E402
 from gateway.hosts import log_redaction  # noqa: E402
-from gateway.hosts.local import current_gateway, health_response  # noqa: E402
+from gateway.hosts.local import current_gateway, guarded, health_response  # noqa: E402
 
 # Before the worker starts the streaming extension's uvicorn server: no key in its access log, no SDK chatter.
 log_redaction.install()
@@ -28,6 +28,7 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 @app.function_name("openai")
 @app.route(route="openai/{*path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+@guarded
 async def openai(req: Request) -> Response:
     return await current_gateway().handle(req)
 
@@ -40,18 +41,21 @@ async def health(req: Request) -> Response:
 
 @app.function_name("ops_backends")
 @app.route(route="ops/backends", methods=["GET"])
+@guarded
 async def ops_backends(req: Request) -> Response:
     return await admin.backends_response(current_gateway(), req)
 
 
 @app.function_name("ops_dashboard")
 @app.route(route="ops/dashboard", methods=["GET", "POST"])
+@guarded
 async def ops_dashboard(req: Request) -> Response:
     return await dashboard.dashboard_response(current_gateway(), req)
 
 
 @app.function_name("openapi")
 @app.route(route="openapi/{name}", methods=["GET"])
+@guarded
 async def openapi_document(req: Request) -> Response:
     return await openapi.document_response(current_gateway(), req)
 

@@ -23,7 +23,7 @@ from gateway.backends.health_sync import HealthSync
 from gateway.backends.proxy import RelayResponse, UpstreamClient, raw_headers
 from gateway.backends.registry import BackendRegistry
 from gateway.config.settings import Settings
-from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, ResourceNotFound
+from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, ResourceNotFound, answer_for
 from gateway.handling import client_credentials, forwarded, names, operations
 from gateway.handling.auth import SubscriptionAuthenticator
 from gateway.handling.exchange import Exchange
@@ -94,11 +94,8 @@ class Gateway:
         timing = ServerTiming()
         try:
             response = await self._handle(request, timing)
-        except GatewayError as exc:
-            response = exc.to_response()
-        except Exception:
-            logger.exception("Unhandled error on %s %s", request.method, request.url.path)
-            response = GatewayError().to_response()
+        except Exception as exc:
+            response = answer_for(exc, f"{request.method} {request.url.path}")
         response.raw_headers.append(timing.header())
         return response
 

@@ -7,12 +7,14 @@ environment; the local host builds the same object and closes it on shutdown.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -22,7 +24,7 @@ from gateway.ops import dashboard
 from gateway.ops import openapi
 from gateway.ops import admin
 from gateway.handling.gateway import Gateway
-from gateway.errors import ResourceNotFound
+from gateway.errors import GatewayError, ResourceNotFound, answer_for, error_response
 from gateway.stores.policy_updates import LocalQueueWorker
 from gateway.config.settings import Settings
 
@@ -39,6 +41,37 @@ def current_gateway() -> Gateway:
 
 async def health_response() -> Response:
     return JSONResponse({"status": "ok", "version": __version__})
+
+
+def guarded(route: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """A route that answers any exception in the OpenAI error shape (`answer_for`), as the Functions routes need:
+    the worker would answer an escaped one with a bare 500 (a gateway that cannot be built, storage down)."""
+
+    @functools.wraps(route)
+    async def answering(req: Request) -> Response:
+        try:
+            return await route(req)
+        except Exception as exc:
+            return answer_for(exc, f"{req.method} {req.url.path}")
+
+    return answering
+
+
+async def _answer_http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (an unknown method, 405) in the OpenAI shape instead of plain text."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return ResourceNotFound().to_response()
+    return error_response(exc.status_code, str(exc.status_code), exc.detail, exc.headers)
+
+
+async def _answer_error(request: Request, exc: Exception) -> Response:
+    return answer_for(exc, f"{request.method} {request.url.path}")
+
+
+async def _answer_unexpected(request: Request, exc: Exception) -> Response:
+    """Starlette's last resort, in the OpenAI shape; it raises the exception on, so uvicorn logs it."""
+    return GatewayError().to_response()
 
 
 def create_local_app(gateway: Gateway) -> Starlette:
@@ -89,6 +122,12 @@ def create_local_app(gateway: Gateway) -> Starlette:
             Route("/{path:path}", not_found, methods=_METHODS),
         ],
         lifespan=lifespan,
+        exception_handlers={
+            HTTPException: _answer_http_error,
+            GatewayError: _answer_error,
+            ClientDisconnect: _answer_error,
+            Exception: _answer_unexpected,
+        },
     )
 
 
