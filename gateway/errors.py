@@ -5,6 +5,7 @@ The tree::
     GatewayError
     ├── ResourceNotFound          404  unknown route or operation, or a versioned route without api-version
     ├── DeploymentNotFound        404  no backend serves the deployment
+    ├── ResponseNotFound          404  a Responses API id this subscription did not create (or no one did)
     ├── BadRequest                400  a body the gateway must read is not what the operation expects
     ├── PayloadTooLarge           413  request body above the configured limit
     ├── SubscriptionKeyError      401  missing, invalid, ambiguous (sent twice), inactive or out-of-scope key
@@ -66,6 +67,18 @@ class DeploymentNotFound(GatewayError):
         "The API deployment for this resource does not exist. If you created the deployment within the last "
         "5 minutes, please wait a moment and try again."
     )
+
+
+class ResponseNotFound(GatewayError):
+    """A response id (in the path, or as `previous_response_id`) that the calling subscription did not create:
+    answered as the backend answers an id that does not exist, so nobody learns that someone else's does."""
+
+    status = 404
+    code = "404"
+
+    def __init__(self, response_id: str | None, *, previous: bool = False) -> None:
+        what = "Previous response" if previous else "Response"
+        super().__init__(f"{what} with id '{response_id}' not found." if response_id else f"{what} not found.")
 
 
 class BadRequest(GatewayError):

@@ -3,27 +3,21 @@ retried and then moved to `<queue>-poison` when it keeps failing, as the Functio
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import unquote
 
-import aiohttp
 import pytest
-from aiohttp import web
-from yarl import URL
 from azure.data.tables import TableClient
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from gateway.config.settings import Settings
 from gateway.dev import devstack
 from gateway.stores import policy_updates
-from tests.stack_helpers import logged_gateway
+from tests.stack_helpers import FailingTableProxy, logged_gateway
 
 HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
 DOCUMENT = "<policies><inbound><base /></inbound></policies>"
@@ -31,51 +25,9 @@ DOCUMENT = "<policies><inbound><base /></inbound></policies>"
 FAILING_ROW = "api:always-failing"
 
 
-class FailingTableProxy:
-    """A loopback proxy in front of Azurite's table endpoint that answers 500 to requests naming `FAILING_ROW`."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target = f"http://127.0.0.1:{target_port}"
-        self.port = devstack.free_port()
-        self.refused = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    async def _forward(self, request: web.Request) -> web.StreamResponse:
-        if FAILING_ROW in unquote(request.raw_path):
-            self.refused += 1
-            return web.Response(status=500, text="injected failure")
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length", "transfer-encoding")}
-        body = await request.read()
-        async with aiohttp.ClientSession(auto_decompress=False, skip_auto_headers=("Content-Type",)) as session, session.request(
-            request.method, URL(self.target + request.raw_path, encoded=True), headers=headers, data=body or None
-        ) as answer:
-            body = await answer.read()
-            relayed = {k: v for k, v in answer.headers.items() if k.lower() not in ("content-length", "transfer-encoding", "connection")}
-            return web.Response(status=answer.status, body=body, headers=relayed)
-
-    async def _start(self) -> web.AppRunner:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._forward)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.port).start()
-        return runner
-
-    def __enter__(self) -> FailingTableProxy:
-        self._thread.start()
-        self._runner = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-
 @pytest.fixture
 def failing_table(azurite: devstack.AzuritePorts) -> Iterator[FailingTableProxy]:
-    with FailingTableProxy(azurite.table) as proxy:
+    with FailingTableProxy(azurite.table, FAILING_ROW) as proxy:
         yield proxy
 
 

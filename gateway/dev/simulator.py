@@ -408,6 +408,8 @@ class _Simulator:
         #: Streams being sent now, and streams the client (the gateway) closed before the end.
         self.streams_open = 0
         self.streams_abandoned = 0
+        #: Responses created with `store` (the default), by id, oldest first; at most `_RECORD_LIMIT`.
+        self.stored_responses: dict[str, dict[str, Any]] = {}
 
     def routes(self) -> list[Route]:
         deployment = "/openai/deployments/{deployment}"
@@ -426,6 +428,7 @@ class _Simulator:
         ]
         return [
             *(Route(p, self.data_endpoint(h, v, b), methods=["GET" if b == "none" else "POST"]) for p, h, v, b in data),
+            Route("/openai/v1/responses/{response_id}", self.stored_response, methods=["GET", "DELETE"]),
             Route("/msi/token", self.msi_token, methods=["GET"]),
             Route("/sim/faults", self.faults, methods=["POST", "DELETE"]),
             Route("/sim/requests", self.requests, methods=["GET", "DELETE"]),
@@ -667,8 +670,9 @@ class _Simulator:
 
     def responses(self, call: _Call) -> Response:
         payload = call.payload
-        if payload.get("stream"):
-            raise _bad_request("The simulator does not stream the Responses API; send stream=false.")
+        previous = payload.get("previous_response_id")
+        if previous is not None and previous not in self.stored_responses:
+            raise _ApiError(404, "404", f"Previous response with id '{previous}' not found.")
         raw = payload.get("input")
         items = [{"role": "user", "content": raw}] if isinstance(raw, str) else _messages(raw, "input")
         instructions = payload.get("instructions") if isinstance(payload.get("instructions"), str) else None
@@ -679,26 +683,63 @@ class _Simulator:
         text = {"type": "output_text", "text": answer.text, "annotations": []}
         message = {"type": "message", "id": _ident("msg_"), "role": "assistant", "status": "completed"}
         usage = answer.usage()
-        return _json(
-            {
-                "id": _ident("resp_"),
-                "object": "response",
-                "created_at": int(time.time()),
-                "model": call.deployment,
-                "status": "completed" if complete else "incomplete",
-                "incomplete_details": None if complete else {"reason": "max_output_tokens"},
-                "error": None,
-                "instructions": instructions,
-                "output": [{**message, "content": [text]}],
-                "usage": {
-                    "input_tokens": usage["prompt_tokens"],
-                    "output_tokens": usage["completion_tokens"],
-                    "total_tokens": usage["total_tokens"],
-                    "input_tokens_details": {"cached_tokens": 0},
-                    "output_tokens_details": {"reasoning_tokens": 0},
-                },
-            }
-        )
+        response = {
+            "id": _ident("resp_"),
+            "object": "response",
+            "created_at": int(time.time()),
+            "model": call.deployment,
+            "status": "completed" if complete else "incomplete",
+            "incomplete_details": None if complete else {"reason": "max_output_tokens"},
+            "error": None,
+            "instructions": instructions,
+            "previous_response_id": previous,
+            "output": [{**message, "content": [text]}],
+            "usage": {
+                "input_tokens": usage["prompt_tokens"],
+                "output_tokens": usage["completion_tokens"],
+                "total_tokens": usage["total_tokens"],
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": 0},
+            },
+        }
+        if payload.get("store", True):
+            self.stored_responses[response["id"]] = response
+            while len(self.stored_responses) > _RECORD_LIMIT:
+                del self.stored_responses[next(iter(self.stored_responses))]
+        if payload.get("stream"):
+            return self.response_stream(response, answer.words, self.token_delay_s(call.request.headers))
+        return _json(response)
+
+    def response_stream(self, response: dict[str, Any], words: list[str], delay_s: float) -> StreamingResponse:
+        """The Responses API's events: created (the id, nothing generated yet), a delta per word, completed."""
+        opening = {**response, "status": "in_progress", "output": [], "usage": None}
+
+        async def events() -> AsyncIterator[bytes]:
+            yield b"event: response.created\n" + _event({"type": "response.created", "sequence_number": 0, "response": opening})
+            for position, word in enumerate(words):
+                if delay_s:
+                    await asyncio.sleep(delay_s)
+                delta = {"type": "response.output_text.delta", "sequence_number": position + 1, "delta": word if position == 0 else " " + word}
+                yield b"event: response.output_text.delta\n" + _event(delta)
+            done = {"type": "response.completed", "sequence_number": len(words) + 1, "response": response}
+            yield b"event: response.completed\n" + _event(done)
+
+        return StreamingResponse(self._tracked(events()), media_type="text/event-stream", headers={"cache-control": "no-cache"})
+
+    async def stored_response(self, request: Request) -> Response:
+        """GET and DELETE `/openai/v1/responses/{id}`: a response stored by this simulator, or 404."""
+        self.record(request, b"")
+        try:
+            self.authorize(request.headers)
+            response_id = request.path_params["response_id"]
+            if response_id not in self.stored_responses:
+                raise _ApiError(404, "404", f"Response with id '{response_id}' not found.")
+        except _ApiError as error:
+            return error.response()
+        if request.method == "DELETE":
+            del self.stored_responses[response_id]
+            return _json({"id": response_id, "object": "response.deleted", "deleted": True})
+        return _json(self.stored_responses[response_id])
 
     def models(self, call: _Call) -> Response:
         names = self.settings.deployments or DEFAULT_MODELS

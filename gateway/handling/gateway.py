@@ -24,7 +24,7 @@ from gateway.backends.proxy import RelayResponse, UpstreamClient, raw_headers
 from gateway.backends.registry import BackendRegistry
 from gateway.config.settings import Settings
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, ResourceNotFound, answer_for
-from gateway.handling import client_credentials, forwarded, names, operations
+from gateway.handling import client_credentials, forwarded, names, operations, response_ids
 from gateway.handling.auth import SubscriptionAuthenticator
 from gateway.handling.exchange import Exchange
 from gateway.handling.services import GatewayServices
@@ -36,6 +36,8 @@ from gateway.stores.counters import SharedCounters
 from gateway.stores.metric_rows import ROLLUP_TABLE
 from gateway.stores.metrics import MetricsRecorder
 from gateway.stores.policies import PolicyManager, PolicyRepository
+from gateway.stores.response_owners import TABLE as RESPONSE_OWNERS_TABLE
+from gateway.stores.response_owners import ResponseOwners
 from gateway.stores.rollups import RollupCompactor
 from gateway.stores.semantic_cache import SemanticCacheService
 from gateway.stores.subscriptions import KeyHasher, Subscription, SubscriptionRepository
@@ -82,6 +84,7 @@ class Gateway:
             named_values=settings.named_values, backend_ids=self.backends.ids, embeddings_backend_ids=self.backends.embeddings_ids
         )
         self.subscriptions = SubscriptionRepository(self.store.table("subscriptions"), self.hasher)
+        self.response_owners = ResponseOwners(self.store.table(RESPONSE_OWNERS_TABLE))
         self.policy_repository = PolicyRepository(self.store.table("policies"))
         self.policies = PolicyManager(self.policy_repository, self.loader, settings.policy_poll_seconds)
         self.authenticator = SubscriptionAuthenticator(
@@ -120,6 +123,7 @@ class Gateway:
         deployment = _model_from_body(body) if operation.model_in_body else route.params.get("deployment-id")
         if operation.id == "listModels" and not self.backends.serves_any_deployment:
             return self._list_models_locally()
+        await response_ids.check_access(self.response_owners, operation.id, route.params, body, subscription.id)
 
         pipeline = self.policies.current.pipeline(subscription.product, operation.api, operation.id)
         context, exchange = self._context(request, route, subscription, key or "", body, deployment, timing)
@@ -211,7 +215,8 @@ class Gateway:
         headers = raw_headers([*answer.Headers.items(), *context.response_headers])
         upstream = exchange.upstream
         if upstream is not None:
-            tap = StreamTap(exchange.strip_usage) if exchange.usage.wanted or exchange.strip_usage or context.body_listeners else None
+            watched = bool(exchange.usage.wanted or exchange.strip_usage or context.body_listeners)
+            tap = self._stream_tap(context, exchange, answer.StatusCode, watched)
 
             async def on_end(aborted: bool) -> None:
                 if tap is None:
@@ -223,14 +228,23 @@ class Gateway:
 
             on_break = exchange.backend.health.record_failure if exchange.backend is not None else None
             relay = RelayResponse(
-                upstream, answer.StatusCode, headers, self.settings.sse_keepalive_seconds, tap, on_end if tap is not None else None, on_break
+                upstream, answer.StatusCode, headers, self.settings.sse_keepalive_seconds, tap, on_end if watched else None, on_break
             )
             exchange.upstream = None  # the relay owns it now, and closes it when the stream ends
             return relay
+        if _created_response(exchange, answer.StatusCode) and context.Subscription is not None:
+            await response_ids.record_answer(self.response_owners, answer.Body.content, context.Subscription.Id)
         await _tell_body_listeners(context, answer.StatusCode, answer.Body.content)
         response = Response(answer.Body.content, status_code=answer.StatusCode)
         response.raw_headers.extend(headers)
         return response
+
+    def _stream_tap(self, context: ctx.Context, exchange: Exchange, status: int, watched: bool) -> StreamTap | None:
+        """What reads a relayed stream: usage and text when `watched`, a created response's id for its owner."""
+        if _created_response(exchange, status) and context.Subscription is not None:
+            subscription = context.Subscription.Id
+            return response_ids.ResponseIdTap(exchange.strip_usage, lambda found: self.response_owners.record_soon(found, subscription))
+        return StreamTap(exchange.strip_usage) if watched else None
 
     def _list_models_locally(self) -> Response:
         models = [{"id": name, "object": "model", "owned_by": "gateway"} for name in self.backends.known_deployments()]
@@ -264,11 +278,16 @@ class Gateway:
         except GatewayError as exc:
             logger.warning("The final metrics flush failed (%s); what was not written is lost.", exc.message)
         await self.semantic_cache.close()
+        await self.response_owners.close()
         await self.health.close()
         await self.upstream.close()
         await self.services.close()
         await self.backends.close()
         await self.store.close()
+
+
+def _created_response(exchange: Exchange, status: int) -> bool:
+    return exchange.operation.id == response_ids.CREATE and status == 200
 
 
 async def _tell_body_listeners(context: ctx.Context, status: int, body: bytes) -> None:
