@@ -5,7 +5,8 @@ Before anything is forwarded, `check_access` refuses `GET`/`DELETE /openai/v1/re
 request's `previous_response_id` for a response the caller's subscription did not create. After the backend
 created one (status 200), its id is recorded: from a buffered answer's JSON `id` before the answer is returned
 (`record_answer`), from a stream's first event, `response.created`, as it passes (`ResponseIdTap`: in memory at
-once, in the table within one background write, while the stream goes on).
+once, in the table within one background write, while the stream goes on). An id out of the response-id rule
+(gateway/handling/names.py) is never recorded and belongs to no one.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from gateway.errors import ResponseNotFound
+from gateway.handling.names import RESPONSE_ID
 from gateway.handling.usage import StreamTap
 from gateway.stores.response_owners import ResponseOwners
 
@@ -25,17 +28,19 @@ _BY_ID = ("getResponse", "deleteResponse")
 async def check_access(owners: ResponseOwners, operation_id: str, params: Mapping[str, str], body: bytes, subscription: str) -> None:
     """Raise `ResponseNotFound` (404) unless `subscription` created every response the request names."""
     if operation_id in _BY_ID:
-        await owners.check(params["response-id"], subscription)
+        await owners.check(params["response-id"], subscription)  # the route checked its shape
     elif operation_id == CREATE:
         previous = _field(body, "previous_response_id")
         if isinstance(previous, str):  # anything else is the backend's to refuse
+            if not RESPONSE_ID.fullmatch(previous):
+                raise ResponseNotFound(None, previous=True)
             await owners.check(previous, subscription, previous=True)
 
 
 async def record_answer(owners: ResponseOwners, body: bytes, subscription: str) -> None:
     """Record the owner of the response a buffered create answer describes."""
     response_id = _field(body, "id")
-    if isinstance(response_id, str):
+    if isinstance(response_id, str) and RESPONSE_ID.fullmatch(response_id):
         await owners.record(response_id, subscription)
 
 
@@ -56,7 +61,7 @@ class ResponseIdTap(StreamTap):
             if payload is not None:
                 response = payload.get("response") if payload.get("type") == "response.created" else None
                 response_id = response.get("id") if isinstance(response, dict) else None
-                if isinstance(response_id, str):
+                if isinstance(response_id, str) and RESPONSE_ID.fullmatch(response_id):
                     self._on_id(response_id)
                 self._on_id = None
         return passed

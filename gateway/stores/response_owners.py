@@ -9,8 +9,8 @@ Table `<prefix>responseowners`, one row per response: `PartitionKey` the respons
 (gateway/handling/response_ids.py) and checks it before any request naming an id is forwarded:
 
 * the owner answers as before; any other subscription gets 404 `ResponseNotFound`, as for an id that does not exist;
-* an id with no row (created before the gateway recorded owners, directly at the backend, or with a character
-  no response id has) belongs to no one: 404 for everyone;
+* an id with no row (created before the gateway recorded owners, or directly at the backend) belongs to no one:
+  404 for everyone (the request path checks an id's shape first, gateway/handling/names.py);
 * storage down: ids this instance recorded or checked lately (`REMEMBERED`, least recently used first out) are
   still decided from memory; any other id fails closed with 503 `StorageUnavailable`. A row that could not be
   written when the response was created (storage down then) is logged; the response stays reachable from the
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections import OrderedDict
 
 from gateway.errors import EntityRejected, ResponseNotFound, StorageError
@@ -35,8 +34,6 @@ TABLE = "responseowners"
 _ROW = "owner"
 #: Owners kept in memory per instance (about 100 bytes each).
 REMEMBERED = 20_000
-#: What a response id looks like (`resp_<hex>`), with room to spare; nothing else is a table key here.
-_ID = re.compile(r"[A-Za-z0-9_.:-]{1,256}")
 
 
 class ResponseOwners:
@@ -48,9 +45,6 @@ class ResponseOwners:
 
     async def record(self, response_id: str, subscription: str) -> None:
         """Record `subscription` as the owner of a response the backend just created (never raises)."""
-        if not _ID.fullmatch(response_id):
-            logger.warning("The backend created a response whose id %r is not a response id; nobody can reach it here.", response_id[:80])
-            return
         self._remember(response_id, subscription)
         try:
             await self._table.upsert({"PartitionKey": response_id, "RowKey": _ROW, "Subscription": subscription})
@@ -62,14 +56,11 @@ class ResponseOwners:
         task = asyncio.get_running_loop().create_task(self.record(response_id, subscription))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
-        if _ID.fullmatch(response_id):
-            self._remember(response_id, subscription)
+        self._remember(response_id, subscription)
 
     async def check(self, response_id: str, subscription: str, *, previous: bool = False) -> None:
         """Pass if `subscription` created the response; `ResponseNotFound` otherwise; `StorageUnavailable` if unknown
         here while storage is down. `previous`: the id came as `previous_response_id` (the message says so)."""
-        if not _ID.fullmatch(response_id):
-            raise ResponseNotFound(None, previous=previous)
         owner = self._owners.get(response_id)
         if owner is None:
             try:
