@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -135,7 +134,10 @@ class LocalQueueWorker:
                         await _create(queue)
                         created = True
                     messages = [m async for m in queue.receive_messages(messages_per_page=_BATCH, max_messages=_BATCH, visibility_timeout=_PROCESSING_SECONDS)]
-                    await asyncio.gather(*(self._handle(queue, poison, message) for message in messages))
+                    outcomes = await asyncio.gather(*(self._handle(queue, poison, message) for message in messages), return_exceptions=True)
+                    for outcome in outcomes:  # the queue itself failed (a delete, a release): the message comes back
+                        if isinstance(outcome, Exception):
+                            logger.warning("Settling a message on %s failed; it will be delivered again.", self._queue_name, exc_info=outcome)
                 except Exception:
                     logger.warning("Polling %s failed; retrying.", self._queue_name, exc_info=True)
                     messages = []
@@ -146,7 +148,7 @@ class LocalQueueWorker:
         """Apply one message, then delete it, give it back for a retry, or move it to the poison queue."""
         try:
             text = base64.b64decode(message.content, validate=True).decode("utf-8")
-        except (binascii.Error, ValueError):
+        except ValueError:  # binascii.Error and UnicodeDecodeError
             logger.error("A message on %s is not base64-encoded UTF-8 text; moved to %s.", self._queue_name, poison.queue_name)
             await _move(queue, poison, message)
             return
