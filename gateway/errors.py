@@ -237,4 +237,3 @@ def answer_for(exc: Exception, where: str) -> Response:
         return exc.to_response()
     _logger.error("Unhandled error on %s", where, exc_info=exc)
     return GatewayError().to_response()
-
