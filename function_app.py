@@ -18,7 +18,7 @@ from azurefunctions.extensions.http.fastapi import Request, Response  # noqa: E4
 
 from gateway.stores import policy_updates  # noqa: E402
 from gateway.hosts import lifecycle, log_redaction  # noqa: E402
-from gateway.hosts.local import current_gateway  # noqa: E402
+from gateway.hosts.local import current_gateway, guarded  # noqa: E402
 from gateway.hosts.routes import ROUTES, HttpRoute  # noqa: E402
 
 # Before the worker starts the streaming extension's uvicorn server: no key in its access log, no SDK chatter,
@@ -31,6 +31,9 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 def _http_function(route: HttpRoute) -> FunctionBuilder:
     # Annotations stay real classes (no `from __future__ import annotations` here): the worker resolves them.
+    # `guarded`: an exception that escapes (a gateway that cannot be built, storage down) still answers in the
+    # OpenAI error shape, not with the worker's bare 500.
+    @guarded
     async def function(req: Request) -> Response:
         return await route.handler(current_gateway, req)
 
@@ -44,7 +47,7 @@ http_functions = {route.name: _http_function(route) for route in ROUTES}
 @app.function_name("policy_updates")
 @app.queue_trigger(arg_name="message", queue_name="%" + policy_updates.QUEUE_SETTING + "%", connection="AzureWebJobsStorage")
 async def policy_update_message(message: func.QueueMessage) -> None:
-    await policy_updates.apply_message(current_gateway(), message.get_body().decode("utf-8"))
+    await policy_updates.apply_message(current_gateway(), message.get_body())
 
 
 @app.function_name("policy_blob_created")

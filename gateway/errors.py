@@ -5,6 +5,7 @@ The tree::
     GatewayError
     ├── ResourceNotFound          404  unknown route or operation, or a versioned route without api-version
     ├── DeploymentNotFound        404  no backend serves the deployment
+    ├── ResponseNotFound          404  a Responses API id this subscription did not create (or no one did)
     ├── BadRequest                400  a body the gateway must read is not what the operation expects
     ├── PayloadTooLarge           413  request body above the configured limit
     ├── SubscriptionKeyError      401  missing, invalid, ambiguous (sent twice), inactive or out-of-scope key
@@ -18,7 +19,8 @@ The tree::
     ├── StorageError              Table Storage failed
     │   ├── StorageUnavailable    503  it cannot be reached, timed out or failed; with Retry-After
     │   └── EntityRejected        500  it refused one row as invalid (too large, bad key): permanent
-    └── PoliciesUnavailable       503  this instance has not loaded its policies yet (storage down at start)
+    ├── PoliciesUnavailable       503  this instance has not loaded its policies yet (storage down at start)
+    └── ClientClosedRequest       499  the client left before its request was read (nobody reads the answer)
 
     Conflict                      not an answer: an ETag-checked write lost a race (stores retry or give up)
 
@@ -26,17 +28,22 @@ The tree::
 policy error: `<on-error>` runs with `context.LastError.Reason` = the code, and the status answers.
 
 Messages follow Azure OpenAI and APIM where they have one, and never name a backend URL or a secret.
-Errors the backend returns are not GatewayErrors: they pass through untouched.
+Errors the backend returns are not GatewayErrors: they pass through untouched. `answer_for` is what every host
+route answers for an exception it did not expect, so no error ever reaches a client as plain text.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from policies.errors import ServiceError, error_body
+
+_logger = logging.getLogger(__name__)
 
 
 class GatewayError(ServiceError):
@@ -63,6 +70,18 @@ class DeploymentNotFound(GatewayError):
         "The API deployment for this resource does not exist. If you created the deployment within the last "
         "5 minutes, please wait a moment and try again."
     )
+
+
+class ResponseNotFound(GatewayError):
+    """A response id (in the path, or as `previous_response_id`) that the calling subscription did not create:
+    answered as the backend answers an id that does not exist, so nobody learns that someone else's does."""
+
+    status = 404
+    code = "404"
+
+    def __init__(self, response_id: str | None, *, previous: bool = False) -> None:
+        what = "Previous response" if previous else "Response"
+        super().__init__(f"{what} with id '{response_id}' not found." if response_id else f"{what} not found.")
 
 
 class BadRequest(GatewayError):
@@ -215,6 +234,14 @@ class PoliciesUnavailable(GatewayError):
         super().__init__(headers={"Retry-After": "5"})
 
 
+class ClientClosedRequest(GatewayError):
+    """The client closed the connection while its request was being read (nginx's 499): not the gateway's error."""
+
+    status = 499
+    code = "ClientClosedRequest"
+    message = "The client closed the connection before the request was read."
+
+
 class Conflict(Exception):
     """An ETag-checked write lost a race, or an insert found the row already there."""
 
@@ -222,3 +249,15 @@ class Conflict(Exception):
 def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response:
     """The one OpenAI-shaped error response (`policies.errors.error_body`) with a status and headers."""
     return Response(error_body(code, message), status_code=status, headers=dict(headers or {}), media_type="application/json")
+
+
+def answer_for(exc: Exception, where: str) -> Response:
+    """The OpenAI-shaped answer to an exception a route did not handle: its own for a `GatewayError`, a quiet 499
+    when the client left mid-request, else a logged 500. `where` (method and path) goes into the log only."""
+    if isinstance(exc, ClientDisconnect):
+        _logger.debug("The client left before its request was read (%s).", where)
+        return ClientClosedRequest().to_response()
+    if isinstance(exc, GatewayError):
+        return exc.to_response()
+    _logger.error("Unhandled error on %s", where, exc_info=exc)
+    return GatewayError().to_response()

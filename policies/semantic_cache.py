@@ -5,7 +5,10 @@ storage and the vector index are the gateway's, behind `SemanticCache`.
 **What is embedded.** Chat completions: the messages in order, one line per message, `"<role>: <text>"`, where
 `<text>` is the message's text (its text parts joined by newlines when the content is a list of parts). With
 `ignore-system-messages`, `system` and `developer` messages are left out. Completions: the prompt (a string,
-or a list holding one string; several prompts or token arrays are not cached).
+or a list holding one string; several prompts or token arrays are not cached). A text longer than
+`MAX_PROMPT_CHARS` (32,768 characters, more than the 8,192 tokens an OpenAI embeddings model takes) is not
+cached, nor is a request whose other fields nest deeper than a fingerprint can be written (254 levels): both
+bypass the cache without calling the embeddings backend.
 
 **The partition.** A request only ever sees entries of its own partition, a hash of:
 
@@ -40,6 +43,8 @@ COMPLETION_OPERATIONS = frozenset({"Completions_Create", "createCompletion"})
 SYSTEM_ROLES = frozenset({"system", "developer"})
 #: Body fields that never change the answer; everything else is in the fingerprint.
 NEUTRAL_FIELDS = frozenset({"messages", "prompt", "stream", "stream_options", "user"})
+#: The longest text that is embedded; longer prompts are not cached (see the module docstring).
+MAX_PROMPT_CHARS = 32_768
 
 
 @dataclass(frozen=True)
@@ -96,13 +101,19 @@ def cache_prompt(operation_id: str, body: bytes, ignore_system_messages: bool) -
         if not isinstance(prompt, str) or not prompt:
             return None
         text, count = prompt, 1
+    if len(text) > MAX_PROMPT_CHARS:
+        return None
     material = {"params": {k: v for k, v in payload.items() if k not in NEUTRAL_FIELDS}, "system": ignored, "shape": shape}
+    try:
+        fingerprint = _digest(material)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (parsing accepts more)
+        return None
     options = payload.get("stream_options")
     return CachePrompt(
         kind=kind,
         text=text,
         message_count=count,
-        fingerprint=_digest(material),
+        fingerprint=fingerprint,
         stream=payload.get("stream") is True,
         include_usage=isinstance(options, dict) and options.get("include_usage") is True,
     )

@@ -143,3 +143,29 @@ async def test_ops_backends_function_checks_the_admin_key(functions_env: None, m
 async def test_health_function_answers() -> None:
     response = await function_app.http_functions["health"](make_request("", {}, {}))
     assert orjson.loads(response.body)["status"] == "ok"
+
+
+async def test_a_gateway_that_cannot_be_built_answers_in_the_openai_shape(functions_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken setting fails every request; the worker would answer an escaped error with a bare 500."""
+    monkeypatch.setenv("GATEWAY_KEY_PEPPER", "short")
+    request = make_request("deployments/gpt-4o/chat/completions", {}, {}, f"api-version={API_VERSION}")
+    response = await function_app.http_functions["openai"](request)
+    assert response.status_code == 500
+    assert orjson.loads(response.body)["error"]["code"] == "InternalServerError"
+    assert b"GATEWAY_KEY_PEPPER" not in response.body  # the detail is for the log
+
+
+async def test_ops_routes_answer_storage_outages_in_the_openai_shape(functions_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.dev import devstack
+
+    dead = f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={devstack.AZURITE_ACCOUNT_KEY};TableEndpoint=http://127.0.0.1:{devstack.free_port()}/devstoreaccount1;"
+    monkeypatch.setenv("GATEWAY_STORAGE_CONNECTION", dead)
+    monkeypatch.setenv("GATEWAY_ADMIN_KEY", "admin-" + "k" * 20)
+    request = make_request("ignored", {}, {"x-admin-key": "admin-" + "k" * 20})
+    try:
+        response = await function_app.http_functions["ops_backends"](request)
+        assert response.status_code == 503
+        assert response.headers["retry-after"]
+        assert orjson.loads(response.body)["error"]["code"] == "StorageUnavailable"
+    finally:
+        await hosting.current_gateway().close()

@@ -119,8 +119,8 @@ def test_dot_segments_are_refused_and_never_reach_the_backend(wildcard_gateway: 
 
 def test_the_wildcard_backend_does_get_requests_for_names_in_rule(wildcard_gateway: GatewayProcess, keys: Keys) -> None:
     RecordingBackend.seen.clear()
-    status, _ = raw_request(wildcard_gateway, "GET", "/openai/v1/responses/resp_42", {"api-key": keys.primary})
-    assert status == 200 and RecordingBackend.seen == ["GET /openai/v1/responses/resp_42"]
+    status, _ = raw_request(wildcard_gateway, "GET", "/openai/v1/models/my-model_2.1", {"api-key": keys.primary})
+    assert status == 200 and RecordingBackend.seen == ["GET /openai/v1/models/my-model_2.1"]
 
 
 def test_upstream_path_is_rebuilt_from_the_checked_deployment(gateway: GatewayProcess, keys: Keys, simulator: Simulator) -> None:

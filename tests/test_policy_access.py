@@ -168,13 +168,22 @@ async def test_ip_filter_forbid_refuses_listed_callers_only() -> None:
     assert (error.response.status, error.reason) == (403, "CallerIpBlocked")
 
 
+@pytest.mark.parametrize("header", ["X-Forwarded-For", "x-forwarded-for"])
+async def test_ip_filter_on_x_forwarded_for_matches_the_address_the_gateway_trusted(header: str) -> None:
+    """The client writes the left of X-Forwarded-For; the gateway's client address (trusted hops) is the caller."""
+    statement = load(ALLOW.replace('action="allow"', f'action="allow" header-name="{header}"'))
+    spoofed = context([(header, "203.0.113.7, 198.51.100.1")], ip="198.51.100.1")
+    assert (await refusal(statement, spoofed)).reason == "CallerIpNotAllowed"
+    await statement.run(context([(header, "198.51.100.1, 203.0.113.7")], ip="203.0.113.7"))
+
+
 @pytest.mark.parametrize(
-    ("forwarded", "allowed"),
+    ("written", "allowed"),
     [("203.0.113.7, 10.9.9.9", True), ("[2001:db8::5]:443", True), ("198.51.100.1, 203.0.113.7", False)],
 )
-async def test_ip_filter_reads_first_address_of_header(forwarded: str, allowed: bool) -> None:
-    statement = load(ALLOW.replace('action="allow"', 'action="allow" header-name="X-Forwarded-For"'))
-    ctx = context([("X-Forwarded-For", forwarded)], ip="192.0.2.1")
+async def test_ip_filter_reads_another_header_as_written(written: str, allowed: bool) -> None:
+    statement = load(ALLOW.replace('action="allow"', 'action="allow" header-name="X-Azure-ClientIP"'))
+    ctx = context([("X-Azure-ClientIP", written)], ip="192.0.2.1")
     if allowed:
         await statement.run(ctx)
     else:

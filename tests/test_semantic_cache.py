@@ -4,6 +4,7 @@ entity format, the configuration, and the two statements against a fake cache.""
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import json
 import logging
@@ -22,11 +23,12 @@ from gateway.backends.config import parse_backends
 from gateway.backends.registry import BackendRegistry
 from gateway.config.settings import SemanticCacheSettings, Settings
 from gateway.handling.timing import ServerTiming
-from gateway.errors import StorageUnavailable
+from gateway.errors import BackendError, BackendTimeout, StorageUnavailable
 from gateway.handling.usage import StreamTap
 from gateway.stores.tables import Query, Row
 from policies.errors import PolicyLoadError
 from policies.semantic_cache import (
+    MAX_PROMPT_CHARS,
     CachedAnswer,
     CacheLookup,
     CacheQuery,
@@ -93,6 +95,21 @@ def test_completions_embed_the_prompt() -> None:
 )
 def test_what_is_not_cacheable(operation: str, body: bytes) -> None:
     assert cache_prompt(operation, body, True) is None
+
+
+def test_prompts_too_long_to_embed_are_not_cached() -> None:
+    longest = "x" * (MAX_PROMPT_CHARS - len("user: "))
+    assert prompt_of(chat_body(("user", longest))).text == "user: " + longest
+    assert cache_prompt(CHAT, chat_body(("user", longest + "x")), True) is None
+    assert cache_prompt("Completions_Create", orjson.dumps({"prompt": "p" * (MAX_PROMPT_CHARS + 1)}), True) is None
+
+
+def test_fields_nested_deeper_than_a_fingerprint_can_be_written_are_not_cached() -> None:
+    nested = "[" * 300 + '"deep"' + "]" * 300  # parsing accepts 1,024 levels, writing the fingerprint only 254
+    body = '{"messages": [{"role": "user", "content": "hi"}], "metadata": %s}' % nested
+    assert cache_prompt(CHAT, body.encode(), True) is None
+    part = '{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": %s}]}]}' % nested
+    assert cache_prompt(CHAT, part.encode(), True) is None
 
 
 # --- partitions ---------------------------------------------------------------------------------------------
@@ -619,3 +636,70 @@ async def test_a_partition_larger_than_the_cap_loads_page_by_page_and_keeps_its_
     assert all(f"{i:05d}" in index for i in range(len(index)))  # the newest, by their table Timestamp
     await cache.close()
 
+
+
+# --- what counts as an outage of the embeddings backend ---------------------------------------------------
+
+
+class ScriptedEmbeddings:
+    """The upstream client as the embeddings call sees it: each `send` answers the next scripted outcome."""
+
+    def __init__(self, *outcomes: int | Exception | float) -> None:
+        self.outcomes = list(outcomes)
+        self.calls = 0
+
+    async def send(self, method: str, url: str, headers: list, body: bytes, *args: object) -> object:
+        self.calls += 1
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        if isinstance(outcome, float):  # seconds of silence
+            await asyncio.sleep(outcome)
+            outcome = 200
+        return ScriptedResponse(outcome)
+
+
+class ScriptedResponse:
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+    async def read(self) -> bytes:
+        if self.status != 200:
+            return b'{"error": {"code": "x"}}'
+        vector = np.eye(8, dtype="<f4")[0].tobytes()
+        return orjson.dumps({"data": [{"embedding": base64.b64encode(vector).decode()}]})
+
+    def release(self) -> None:
+        pass
+
+
+def embedding_service(upstream: ScriptedEmbeddings) -> service.SemanticCacheService:
+    env = {"GATEWAY_BACKENDS": json.dumps([{"id": "emb", "url": "https://e.example", "embeddings_deployment": "e", "api_key_setting": "K"}]), "K": "k"}
+    settings = SemanticCacheSettings(timeout_seconds=0.2)
+    return service.SemanticCacheService(FakeStore(FakeTable()), BackendRegistry(parse_backends(env)), upstream, settings)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("refusal", [400, 413, 429, 0.5, BackendTimeout()], ids=["400", "413", "429", "slow", "read timeout"])
+async def test_one_refused_or_slow_embedding_bypasses_only_its_request(refusal: int | float | Exception, caplog: pytest.LogCaptureFixture) -> None:
+    upstream = ScriptedEmbeddings(refusal, 200)
+    cache = embedding_service(upstream)
+    query = CacheQuery("p", "user: a prompt", "emb", 0.1)
+    with caplog.at_level(logging.WARNING, logger="gateway.stores.semantic_cache"):
+        assert (await cache.lookup(query, lookup_context())).outcome == "BYPASS"
+        assert (await cache.lookup(query, lookup_context())).outcome == "MISS"  # the next caller embeds as usual
+    assert upstream.calls == 2 and caplog.records == []
+    await cache.close()
+
+
+@pytest.mark.parametrize("failure", [503, 500, BackendError()], ids=["503", "500", "unreachable"])
+async def test_an_unreachable_or_failing_embeddings_backend_is_an_outage(failure: int | Exception, caplog: pytest.LogCaptureFixture) -> None:
+    upstream = ScriptedEmbeddings(failure, 200)
+    cache = embedding_service(upstream)
+    query = CacheQuery("p", "user: a prompt", "emb", 0.1)
+    with caplog.at_level(logging.WARNING, logger="gateway.stores.semantic_cache"):
+        assert (await cache.lookup(query, lookup_context())).outcome == "BYPASS"
+        assert (await cache.lookup(query, lookup_context())).outcome == "BYPASS"  # not tried again for a while
+    assert upstream.calls == 1
+    (record,) = caplog.records
+    assert "Requests go to the backend without the cache" in record.getMessage()
+    await cache.close()

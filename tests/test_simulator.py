@@ -382,6 +382,25 @@ def test_responses_v1_shape_and_usage() -> None:
     }
 
 
+def test_responses_are_stored_continued_streamed_and_deleted() -> None:
+    http = client()
+    first = http.post("/openai/v1/responses", json={"model": "gpt-4o", "input": "hello"}).json()
+    assert http.get(f"/openai/v1/responses/{first['id']}").json() == first
+    follow = http.post("/openai/v1/responses", json={"model": "gpt-4o", "input": "again", "previous_response_id": first["id"]})
+    assert follow.status_code == 200 and follow.json()["previous_response_id"] == first["id"]
+    unknown = http.post("/openai/v1/responses", json={"model": "gpt-4o", "input": "x", "previous_response_id": "resp_nope"})
+    assert unknown.status_code == 404
+    streamed = http.post("/openai/v1/responses", json={"model": "gpt-4o", "input": "a b", "stream": True})
+    events = [orjson.loads(line[len("data: "):]) for line in streamed.text.splitlines() if line.startswith("data: ")]
+    assert [e["type"] for e in events] == ["response.created", *["response.output_text.delta"] * 5, "response.output_text.done", "response.completed"]
+    assert events[0]["response"]["id"] == events[-1]["response"]["id"] and events[0]["response"]["output"] == []
+    assert http.get(f"/openai/v1/responses/{events[0]['response']['id']}").status_code == 200
+    assert http.delete(f"/openai/v1/responses/{first['id']}").json() == {"id": first["id"], "object": "response.deleted", "deleted": True}
+    assert http.get(f"/openai/v1/responses/{first['id']}").status_code == 404
+    unstored = http.post("/openai/v1/responses", json={"model": "gpt-4o", "input": "x", "store": False}).json()
+    assert http.get(f"/openai/v1/responses/{unstored['id']}").status_code == 404
+
+
 def test_models_lists_configured_deployments_or_defaults() -> None:
     default = client().get("/openai/v1/models").json()
     assert [m["id"] for m in default["data"]] == ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small"]

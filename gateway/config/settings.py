@@ -110,6 +110,9 @@ class Settings:
     policy_queue: str = "policy-updates"
     #: The local host polls the `policy-updates` queue itself (under Functions, the queue trigger does).
     local_queue_worker: bool = True
+    #: How long a message that failed stays invisible before the local worker tries it again (host.json's
+    #: `visibilityTimeout`, which the Functions trigger uses).
+    policy_queue_retry_seconds: int = 30
     #: How often each instance reads the other instances' backend health (trips, waits) from Table Storage.
     health_sync_seconds: float = 2.0
     #: Route away from a pool member whose rate-limit headroom ran low (None: off).
@@ -175,6 +178,7 @@ class Settings:
             trusted_proxy_hops=_trusted_proxy_hops(env),
             local_queue_worker=_flag(env, "GATEWAY_LOCAL_QUEUE_WORKER", default=True),
             policy_queue=_queue_name(env.get("GATEWAY_POLICY_QUEUE") or "policy-updates"),
+            policy_queue_retry_seconds=round(_number(env, "GATEWAY_POLICY_QUEUE_RETRY_SECONDS", 30)),
             health_sync_seconds=_number(env, "GATEWAY_HEALTH_SYNC_SECONDS", 2.0),
             predictive_routing=_predictive_routing(env),
             admin_key=_admin_key(env),
@@ -234,8 +238,9 @@ def _json_object(env: Mapping[str, str], name: str, value_type: type) -> dict[st
 
 
 def _queue_name(name: str) -> str:
-    if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", name):
-        raise ValueError(f"Setting 'GATEWAY_POLICY_QUEUE' has value {name!r}: use 3-63 lowercase letters, digits and single hyphens.")
+    """A queue name that leaves room for its poison queue, `<name>-poison` (63 characters at most)."""
+    if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,54}[a-z0-9]", name):
+        raise ValueError(f"Setting 'GATEWAY_POLICY_QUEUE' has value {name!r}: use 3-56 lowercase letters, digits and single hyphens.")
     return name
 
 

@@ -500,6 +500,8 @@ class _Simulator:
         #: Streams being sent now, and streams the client (the gateway) closed before the end.
         self.streams_open = 0
         self.streams_abandoned = 0
+        #: Responses created with `store` (the default), by id, oldest first; at most `_RECORD_LIMIT`.
+        self.stored_responses: dict[str, dict[str, Any]] = {}
 
     def routes(self) -> list[Route]:
         deployment = "/openai/deployments/{deployment}"
@@ -521,6 +523,7 @@ class _Simulator:
             *(Route(p, self.data_endpoint(h, v, b, f), methods=["GET" if b == "none" else "POST"]) for p, h, v, b, f in data),
             Route("/contentsafety/text:analyze", self.content_safety_endpoint(content_safety.analyze), methods=["POST"]),
             Route("/contentsafety/text:shieldPrompt", self.content_safety_endpoint(content_safety.shield_prompt), methods=["POST"]),
+            Route("/openai/v1/responses/{response_id}", self.stored_response, methods=["GET", "DELETE"]),
             Route("/msi/token", self.msi_token, methods=["GET"]),
             Route("/sim/faults", self.faults, methods=["POST", "DELETE"]),
             Route("/sim/requests", self.requests, methods=["GET", "DELETE"]),
@@ -802,6 +805,9 @@ class _Simulator:
 
     def responses(self, call: _Call) -> Response:
         payload = call.payload
+        previous = payload.get("previous_response_id")
+        if previous is not None and previous not in self.stored_responses:
+            raise _ApiError(404, "404", f"Previous response with id '{previous}' not found.")
         raw = payload.get("input")
         items = [{"role": "user", "content": raw}] if isinstance(raw, str) else _messages(raw, "input")
         instructions = payload.get("instructions") if isinstance(payload.get("instructions"), str) else None
@@ -821,6 +827,7 @@ class _Simulator:
             "incomplete_details": None if complete else {"reason": "max_output_tokens"},
             "error": None,
             "instructions": instructions,
+            "previous_response_id": previous,
             "output": [{**message, "content": [text]}],
             "usage": {
                 "input_tokens": usage["prompt_tokens"],
@@ -830,6 +837,10 @@ class _Simulator:
                 "output_tokens_details": {"reasoning_tokens": 0},
             },
         }
+        if payload.get("store", True):
+            self.stored_responses[response["id"]] = response
+            while len(self.stored_responses) > _RECORD_LIMIT:
+                del self.stored_responses[next(iter(self.stored_responses))]
         if not payload.get("stream"):
             return _json(response)
         started = {**response, "status": "in_progress", "output": [], "usage": None}
@@ -841,6 +852,21 @@ class _Simulator:
             _event({"type": "response.completed" if complete else "response.incomplete", "response": response}),
         ]
         return self.sse_response(call, opening, [_frame(delta)], answer.words, closing)
+
+    async def stored_response(self, request: Request) -> Response:
+        """GET and DELETE `/openai/v1/responses/{id}`: a response stored by this simulator, or 404."""
+        self.record(request, b"")
+        try:
+            self.authorize(request.headers)
+            response_id = request.path_params["response_id"]
+            if response_id not in self.stored_responses:
+                raise _ApiError(404, "404", f"Response with id '{response_id}' not found.")
+        except _ApiError as error:
+            return error.response()
+        if request.method == "DELETE":
+            del self.stored_responses[response_id]
+            return _json({"id": response_id, "object": "response.deleted", "deleted": True})
+        return _json(self.stored_responses[response_id])
 
     def models(self, call: _Call) -> Response:
         names = self.settings.deployments or DEFAULT_MODELS

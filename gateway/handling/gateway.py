@@ -26,8 +26,8 @@ from gateway.backends.proxy import RelayResponse, UpstreamClient, raw_headers
 from gateway.backends.registry import BackendRegistry
 from gateway.handling.policy_loader import policy_loader
 from gateway.config.settings import Settings
-from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, ResourceNotFound
-from gateway.handling import client_credentials, forwarded, json_body, names, operations
+from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, ResourceNotFound, answer_for
+from gateway.handling import client_credentials, forwarded, json_body, names, operations, response_ids
 from gateway.handling.auth import SubscriptionAuthenticator
 from gateway.handling.context_parts import api_contexts, user_of
 from gateway.handling.exchange import Exchange
@@ -42,6 +42,8 @@ from gateway.stores.event_log import EventLogger
 from gateway.stores.metric_rows import ROLLUP_TABLE
 from gateway.stores.metrics import MetricsRecorder
 from gateway.stores.policies import PolicyManager, PolicyRepository
+from gateway.stores.response_owners import TABLE as RESPONSE_OWNERS_TABLE
+from gateway.stores.response_owners import ResponseOwners
 from gateway.stores.rollups import RollupCompactor
 from gateway.stores.semantic_cache import SemanticCacheService
 from gateway.stores.subscriptions import KeyHasher, Subscription, SubscriptionRepository
@@ -90,6 +92,7 @@ class Gateway:
         )  # fmt: skip
         self.loader = policy_loader(settings, self.backends)
         self.subscriptions = SubscriptionRepository(self.store.table("subscriptions"), self.hasher)
+        self.response_owners = ResponseOwners(self.store.table(RESPONSE_OWNERS_TABLE))
         self.policy_repository = PolicyRepository(self.store.table("policies"))
         self.policies = PolicyManager(self.policy_repository, self.loader, settings.policy_poll_seconds)
         self.authenticator = SubscriptionAuthenticator(
@@ -102,11 +105,8 @@ class Gateway:
         timing = ServerTiming()
         try:
             response = await self._handle(request, timing)
-        except GatewayError as exc:
-            response = exc.to_response()
-        except Exception:
-            logger.exception("Unhandled error on %s %s", request.method, request.url.path)
-            response = GatewayError().to_response()
+        except Exception as exc:
+            response = answer_for(exc, f"{request.method} {request.url.path}")
         response.raw_headers.append(timing.header())
         return response
 
@@ -132,11 +132,16 @@ class Gateway:
         deployment = _model_from(payload) if operation.model_in_body else route.params.get("deployment-id")
         if operation.id == "listModels" and not self.backends.serves_any_deployment:
             return self._list_models_locally()
+        await response_ids.check_access(self.response_owners, operation.id, route.params, body, subscription.id)
 
         pipeline = self.policies.current.pipeline(subscription.product, operation.api, operation.id)
         context, exchange = self._context(request, route, subscription, key or "", body, payload, deployment, timing)
-        result = await pipeline.execute(context)
-        return await self._respond(context, exchange, result)
+        try:
+            result = await pipeline.execute(context)
+            return await self._respond(context, exchange, result)
+        except BaseException:  # an error, or the client left: a live backend response must not stay open
+            exchange.close_upstream()
+            raise
 
     async def _parse_body(self, request: Request, body: bytes) -> object:
         """The body's JSON, depth-checked once for every later reader (400 if invalid); None if empty or multipart."""
@@ -228,15 +233,7 @@ class Gateway:
         headers = raw_headers([*answer.Headers.items(), *context.response_headers])
         upstream = exchange.upstream
         if upstream is not None:
-            exchange.upstream = None
-            # The client asked for a usage chunk the gateway did not request for itself: make sure one arrives.
-            add_usage = not exchange.strip_usage and has_usage_option(exchange.operation.id) and asks_for_usage(exchange.json.latest)
-            wanted = exchange.usage.wanted
-            tap = (
-                StreamTap(exchange.strip_usage, wanted or add_usage, bool(context.body_listeners), add_usage)
-                if wanted or exchange.strip_usage or context.body_listeners or add_usage
-                else None
-            )
+            tap = self._stream_tap(context, exchange, answer.StatusCode)
 
             async def estimate() -> Usage:
                 if tap is None:
@@ -247,7 +244,8 @@ class Gateway:
             async def on_end(aborted: bool) -> None:
                 if tap is None:
                     return
-                await exchange.usage.report(await exchange.stream_usage(context, tap, aborted))
+                if exchange.usage.wanted:
+                    await exchange.usage.report(await exchange.stream_usage(context, tap, aborted))
                 assembled = tap.assembled() if not aborted else None
                 if assembled is not None:
                     await _tell_body_listeners(context, answer.StatusCode, assembled)
@@ -255,12 +253,31 @@ class Gateway:
             on_break = exchange.backend.health.record_failure if exchange.backend is not None else None
             keepalive = self.settings.sse_keepalive_seconds
             if tap is None:
-                return RelayResponse(upstream, answer.StatusCode, headers, keepalive, on_break=on_break)
-            return RelayResponse(upstream, answer.StatusCode, headers, keepalive, tap, on_end, on_break, estimate)
+                relay = RelayResponse(upstream, answer.StatusCode, headers, keepalive, on_break=on_break)
+            else:
+                relay = RelayResponse(upstream, answer.StatusCode, headers, keepalive, tap, on_end, on_break, estimate)
+            exchange.upstream = None  # the relay owns it now, and closes it when the stream ends
+            return relay
+        if _created_response(exchange, answer.StatusCode) and context.Subscription is not None:
+            await response_ids.record_answer(self.response_owners, answer.Body.content, context.Subscription.Id)
         await _tell_body_listeners(context, answer.StatusCode, answer.Body.content)
         response = Response(answer.Body.content, status_code=answer.StatusCode)
         response.raw_headers.extend(headers)
         return response
+
+    def _stream_tap(self, context: ctx.Context, exchange: Exchange, status: int) -> StreamTap | None:
+        """What reads a relayed stream: usage and text when a listener needs them, the answer when a cache stores
+        it, a usage chunk the client asked for that the backend may not send, a created response's id."""
+        # The client asked for a usage chunk the gateway did not request for itself: make sure one arrives.
+        add_usage = not exchange.strip_usage and has_usage_option(exchange.operation.id) and asks_for_usage(exchange.json.latest)
+        wanted = exchange.usage.wanted
+        options = {"strip_usage": exchange.strip_usage, "count_text": wanted or add_usage, "assemble": bool(context.body_listeners), "add_usage": add_usage}
+        if _created_response(exchange, status) and context.Subscription is not None:
+            subscription = context.Subscription.Id
+            return response_ids.ResponseIdTap(lambda found: self.response_owners.record_soon(found, subscription), **options)
+        if wanted or exchange.strip_usage or context.body_listeners or add_usage:
+            return StreamTap(**options)
+        return None
 
     def _list_models_locally(self) -> Response:
         models = [{"id": name, "object": "model", "owned_by": "gateway"} for name in self.backends.known_deployments()]
@@ -303,6 +320,7 @@ class Gateway:
         await self.semantic_cache.close()
         await self.value_cache.close()
         await self.event_log.close()
+        await self.response_owners.close()
         await self.health.close()
         await self.services.close()  # one-way requests in flight still need the upstream session
         await self.upstream.close()
@@ -316,6 +334,10 @@ def _http_response(answer: PolicyResponse) -> Response:
     response = Response(answer.body, status_code=answer.status)
     response.raw_headers.extend(raw_headers(answer.headers))
     return response
+
+
+def _created_response(exchange: Exchange, status: int) -> bool:
+    return exchange.operation.id == response_ids.CREATE and status == 200
 
 
 async def _tell_body_listeners(context: ctx.Context, status: int, body: bytes) -> None:

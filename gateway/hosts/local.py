@@ -7,19 +7,21 @@ environment; the local host builds the same object and closes it on shutdown.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.hosts import log_redaction, slow_clients
 from gateway.hosts.routes import OPENAI_METHODS, ROUTES, Handler
 from gateway.handling.gateway import Gateway
-from gateway.errors import ResourceNotFound
+from gateway.errors import GatewayError, ResourceNotFound, answer_for, error_response
 from gateway.stores.policy_updates import LocalQueueWorker
 from gateway.config.settings import Settings
 
@@ -36,6 +38,37 @@ def current_gateway() -> Gateway:
 def built_gateway() -> Gateway | None:
     """The process-wide gateway if something built it: a shutdown has nothing to close otherwise."""
     return _current
+
+
+def guarded(route: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """A route that answers any exception in the OpenAI error shape (`answer_for`), as the Functions routes need:
+    the worker would answer an escaped one with a bare 500 (a gateway that cannot be built, storage down)."""
+
+    @functools.wraps(route)
+    async def answering(req: Request) -> Response:
+        try:
+            return await route(req)
+        except Exception as exc:
+            return answer_for(exc, f"{req.method} {req.url.path}")
+
+    return answering
+
+
+async def _answer_http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (an unknown method, 405) in the OpenAI shape instead of plain text."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return ResourceNotFound().to_response()
+    return error_response(exc.status_code, str(exc.status_code), exc.detail, exc.headers)
+
+
+async def _answer_error(request: Request, exc: Exception) -> Response:
+    return answer_for(exc, f"{request.method} {request.url.path}")
+
+
+async def _answer_unexpected(request: Request, exc: Exception) -> Response:
+    """Starlette's last resort, in the OpenAI shape; it raises the exception on, so uvicorn logs it."""
+    return GatewayError().to_response()
 
 
 def create_local_app(gateway: Gateway) -> Starlette:
@@ -57,7 +90,10 @@ def create_local_app(gateway: Gateway) -> Starlette:
         gateway.semantic_cache.start_cleanup(gateway.settings.semantic_cache.cleanup_seconds)
         worker = None
         if gateway.settings.local_queue_worker:
-            worker = LocalQueueWorker(gateway, gateway.settings.storage_connection.reveal(), gateway.settings.policy_queue)
+            settings = gateway.settings
+            worker = LocalQueueWorker(
+                gateway, settings.storage_connection.reveal(), settings.policy_queue, retry_seconds=settings.policy_queue_retry_seconds
+            )
             worker.start()
         yield
         if worker is not None:
@@ -70,6 +106,12 @@ def create_local_app(gateway: Gateway) -> Starlette:
             Route("/{path:path}", not_found, methods=list(OPENAI_METHODS)),
         ],
         lifespan=lifespan,
+        exception_handlers={
+            HTTPException: _answer_http_error,
+            GatewayError: _answer_error,
+            ClientDisconnect: _answer_error,
+            Exception: _answer_unexpected,
+        },
     )
 
 

@@ -180,7 +180,9 @@ class AzureTable:
                 result = await operation()
         except (AzureError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             translated = _translate(exc, self.name)
-            if isinstance(translated, StorageUnavailable):
+            # Only an account that cannot be reached makes every call fail fast; an error answer (a 5xx for one
+            # row or partition) proves storage is there, and fails that call alone.
+            if isinstance(translated, StorageUnavailable) and not isinstance(exc, HttpResponseError):
                 self._health.failed(f"{type(exc).__name__} on {self.name}")
                 translated.headers["Retry-After"] = str(self._health.retry_after())
             raise translated from exc

@@ -30,9 +30,13 @@ the entries least recently hit (or stored) leave memory, not the table (gateway/
 
 **Failing open.** A lookup never holds a request longer than `GATEWAY_SEMANTIC_CACHE_TIMEOUT_SECONDS`
 (embedding plus, for a partition not yet loaded, its first load): past it, or when the embeddings backend or
-the table fails, the answer is BYPASS and the request goes to the backend. A failure is logged once per
-outage (and its recovery once); for `RETRY_AFTER_FAILURE` seconds after a failure, lookups do not try that
-dependency again. An index already loaded keeps serving while the table is unreachable.
+the table fails, the answer is BYPASS and the request goes to the backend. An *outage* is what says nothing
+about the request at hand: the embeddings backend cannot be reached or answers 5xx (or not an embedding), the
+table fails. It is logged once (and its recovery once), and for `RETRY_AFTER_FAILURE` seconds lookups do not
+try that dependency again. What is about one request — its embedding is refused (4xx: too long, throttled) or
+not there within the timeout — bypasses that request only, so one caller's prompt cannot switch the cache off
+for everyone. Prompts too long to embed never get here (`policies.semantic_cache.MAX_PROMPT_CHARS`). An index
+already loaded keeps serving while the table is unreachable.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ from gateway.backends.backend import Backend
 from gateway.backends.registry import BackendRegistry
 from gateway.backends.proxy import UpstreamClient, read_body
 from gateway.config.settings import SemanticCacheSettings
-from gateway.errors import BackendError, Conflict, GatewayError, StorageError
+from gateway.errors import BackendError, BackendTimeout, Conflict, GatewayError, StorageError
 from gateway.stores.tables import Query, Table, Tables
 from gateway.stores.vector_index import VectorIndex, evict
 from policies.semantic_cache import CachedAnswer, CacheLookup, CacheQuery
@@ -220,6 +224,8 @@ class SemanticCacheService:
         except _Bypass as bypass:
             if bypass.source is not None:
                 self._outages.failed(bypass.source, bypass.message)
+            else:
+                logger.debug("Semantic cache bypassed for one request: %s.", bypass.message)
             return CacheLookup("BYPASS")
         except Exception as exc:  # the cache must never fail a request
             logger.debug("Semantic cache lookup failed.", exc_info=True)
@@ -343,12 +349,12 @@ class SemanticCacheService:
                 headers = [("content-type", "application/json"), *await backend.auth_headers()]
                 response = await self._upstream.send("POST", url, headers, body)
                 data = await read_body(response)
-        except TimeoutError:
-            raise _Bypass(source, f"{source} gave no embedding within {self._timeout:g} s") from None
+        except (TimeoutError, BackendTimeout):  # this request's embedding was slow: the next one may not be
+            raise _Bypass(None, f"{source} gave no embedding within {self._timeout:g} s") from None
         except BackendError as exc:
             raise _Bypass(source, f"{source} cannot be reached ({exc.message})") from None
-        if response.status == 400:  # this prompt only (e.g. longer than the embeddings model takes): not an outage
-            raise _Bypass(None, f"{source} refused this prompt: {data[:300]!r}")
+        if 400 <= response.status < 500:  # refused for this prompt (too long, throttled): not an outage
+            raise _Bypass(None, f"{source} refused this prompt with {response.status}: {data[:300]!r}")
         if response.status != 200:
             raise _Bypass(source, f"{source} answered {response.status}: {data[:300]!r}")
         try:

@@ -8,8 +8,9 @@ structured queries instead of OData text, and the gateway's own errors instead o
 * `EntityRejected`: storage refused one entity as invalid (a property over 64 KiB, a bad key): permanent;
 * `Conflict`: an ETag-checked write lost a race, or an insert found the row there: retry or give up.
 
-An outage costs requests almost nothing: after a failure the tables fail fast for `PROBE_SECONDS`, letting one
-call through per interval to find out whether storage is back (then everything flows again at once). Every
+An outage costs requests almost nothing: once storage cannot be reached, the tables fail fast for `PROBE_SECONDS`,
+letting one call through per interval to find out whether it is back (then everything flows again at once). An
+error answer for one call (a 5xx for one row or partition) fails that call only. Every
 call has a deadline (`deadline_seconds`), so a storage account that stops answering holds no request longer.
 
 Implementations: `gateway/stores/azure_tables.py` (Azure Table Storage or Azurite: the one module that imports

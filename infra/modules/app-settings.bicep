@@ -42,6 +42,7 @@
 // optional: GATEWAY_SEMANTIC_CACHE_CLEANUP_SECONDS — how often expired cache entries are removed
 // optional: GATEWAY_SEMANTIC_CACHE_MAX_MIB — memory all semantic cache partitions of an instance may hold (default 128)
 // optional: GATEWAY_LOCAL_QUEUE_WORKER — the local host's queue poller (under Functions the queue trigger applies updates)
+// optional: GATEWAY_POLICY_QUEUE_RETRY_SECONDS — local host only: pause before a failed policy update is retried (default 30, host.json's visibilityTimeout)
 // optional: GATEWAY_CLIENT_HEADER_TIMEOUT_SECONDS — local host only: time for a request's headers (default 10)
 // optional: GATEWAY_CLIENT_BODY_TIMEOUT_SECONDS — local host only: time for a request's body after its headers (default 120)
 // optional: GATEWAY_CLIENT_IDLE_TIMEOUT_SECONDS — local host only: keep-alive silence between requests, whole seconds (default 5)

@@ -5,9 +5,15 @@
         <address-range from="13.66.140.128" to="13.66.140.143" />
     </ip-filter>
 
-The caller is `context.Request.IpAddress`, or with `header-name="X-Forwarded-For"` the first address in
-that header (only trustworthy behind a proxy that sets it). An IPv4-mapped IPv6 caller (`::ffff:10.0.0.1`)
-is matched as IPv4. Addresses are parsed at load, so a typo is a load error, never an open door.
+The caller is `context.Request.IpAddress`. `header-name="X-Forwarded-For"` names the same address: every proxy
+appends to that header, so its left entries are whatever the client wrote, and only the entry written by the
+outermost trusted proxy identifies the caller. The gateway picks that entry once, by the rule of its
+`GATEWAY_TRUSTED_PROXY_HOPS` setting (the entry that many places from the right; the TCP peer when no proxy is
+trusted or the header is shorter than the chain), and that is `context.Request.IpAddress`; so an
+`X-Forwarded-For: 10.1.2.3, <real address>` sent through one trusted proxy is matched as `<real address>`.
+Any other `header-name` is read as written (its first entry): use one only when the proxy in front of the
+gateway overwrites it, never one the client can set. An IPv4-mapped IPv6 caller (`::ffff:10.0.0.1`) is
+matched as IPv4. Addresses are parsed at load, so a typo is a load error, never an open door.
 
 Refusals answer 403 "Forbidden"; `context.LastError.Reason`, as APIM names them, is `CallerIpNotAllowed`
 (not on the allow list), `CallerIpBlocked` (on the forbid list) or `FailedToParseCallerIP`.
@@ -24,6 +30,8 @@ from policies.statement import Loader, Settings, Statement, attr, register
 from policies.xml import PolicyElement
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: The header the gateway already reads through its trusted proxies into `context.Request.IpAddress`.
+FORWARDED_FOR = "x-forwarded-for"
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,7 @@ class IpFilter(Statement):
             raise _forbidden("CallerIpBlocked", "Caller IP address is blocked. Access denied.")
 
     def _raw_caller(self, context: Context) -> str:
-        if self.header is None:
+        if self.header is None or self.header.lower() == FORWARDED_FOR:
             return context.Request.IpAddress
         forwarded = context.Request.Headers.GetValueOrDefault(self.header) or ""
         return forwarded.split(",", 1)[0]

@@ -23,8 +23,8 @@ is replayed as SSE; a streamed answer is stored once it completed. Only answers 
 unless `cache-response="true"`, and never answers with tool calls, content-filter hits or a finish reason
 other than `stop`. A hit answers at once (like `return-response`: the backend and outbound are skipped).
 
-Response headers: `x-semantic-cache: HIT | MISS | BYPASS` (BYPASS: not cacheable, too many messages, or the
-lookup failed or timed out, in which case the request goes to the backend) and `x-semantic-cache-distance`
+Response headers: `x-semantic-cache: HIT | MISS | BYPASS` (BYPASS: not cacheable — a prompt too long to embed
+among them —, too many messages, or the lookup failed or timed out, in which case the request goes to the backend) and `x-semantic-cache-distance`
 (the nearest entry's distance, 4 decimals).
 """
 
