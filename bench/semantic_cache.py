@@ -49,7 +49,7 @@ import numpy as np
 
 from bench.harness import API_VERSION, local_stack
 from gateway.dev import devstack, simulator
-from gateway.stores.semantic_cache import Entry
+from gateway.stores.semantic_cache_rows import Entry
 from gateway.stores.vector_index import VectorIndex, evict
 from policies.usage import Usage
 

@@ -19,6 +19,7 @@ import pytest
 from openai.types.chat import ChatCompletionChunk
 
 from gateway.stores import semantic_cache as service
+from gateway.stores import cache_outages, semantic_cache_rows
 from gateway.backends.config import parse_backends
 from gateway.backends.registry import BackendRegistry
 from gateway.config.settings import SemanticCacheSettings, Settings
@@ -269,28 +270,28 @@ def test_completion_replay_and_buffered_replay() -> None:
 
 def test_binary_values_split_into_64_kib_properties_and_join_back() -> None:
     data = bytes(range(256)) * 600  # 150 KiB
-    parts = service.split_binary("Answer", data)
+    parts = semantic_cache_rows.split_binary("Answer", data)
     assert list(parts) == ["Answer", "Answer1", "Answer2"] and all(len(p) <= 64 * 1024 for p in parts.values())
-    assert service.join_binary(parts, "Answer") == data
-    assert service.split_binary("Answer", b"") == {"Answer": b""}
+    assert semantic_cache_rows.join_binary(parts, "Answer") == data
+    assert semantic_cache_rows.split_binary("Answer", b"") == {"Answer": b""}
 
 
 def test_entity_round_trip_compressed_and_too_large_entries_refused() -> None:
     vector = np.linspace(-1, 1, 1536).astype(np.float32)
     body = orjson.dumps({**STORED, "pad": "x" * 200_000})
-    entry = service.Entry(200, zlib.compress(body), Usage(prompt=9, completion=8, total=17))
-    entity = service.encode_entity("p", "r", vector, entry, 1_900_000_000.0)
+    entry = semantic_cache_rows.Entry(200, zlib.compress(body), Usage(prompt=9, completion=8, total=17))
+    entity = semantic_cache_rows.encode_entity("p", "r", vector, entry, 1_900_000_000.0)
     assert entity is not None and len(entry.answer) < 10_000  # compressed
     assert isinstance(entity["Embedding"], bytes) and len(entity["Embedding"]) == 1536 * 4
-    row_key, decoded, expires, restored = service.decode_entity(entity)
+    row_key, decoded, expires, restored = semantic_cache_rows.decode_entity(entity)
     assert (row_key, expires) == ("r", 1_900_000_000.0) and np.array_equal(decoded, vector)
     assert restored.cached_answer() == CachedAnswer(200, body, entry.usage)
     incompressible = np.random.default_rng(1).bytes(1024 * 1024)
-    assert service.encode_entity("p", "r", vector, service.Entry(200, incompressible, Usage()), 1.0) is None
+    assert semantic_cache_rows.encode_entity("p", "r", vector, semantic_cache_rows.Entry(200, incompressible, Usage()), 1.0) is None
 
 
 def test_outages_are_logged_once_and_their_end_once(caplog: pytest.LogCaptureFixture) -> None:
-    outages = service._Outages()
+    outages = cache_outages.Outages()
     with caplog.at_level(logging.INFO, logger="gateway.stores.semantic_cache"):
         for _ in range(5):
             outages.failed("the table", "reading the table failed (refused)")
@@ -621,11 +622,11 @@ async def test_memory_cap_evicts_the_least_recently_hit_from_memory_never_from_t
 
 async def test_a_partition_larger_than_the_cap_loads_page_by_page_and_keeps_its_newest_entries() -> None:
     table = FakeTable()
-    entry = service.Entry(200, zlib.compress(orjson.dumps(STORED)), CACHED.usage)
+    entry = semantic_cache_rows.Entry(200, zlib.compress(orjson.dumps(STORED)), CACHED.usage)
     start, expires = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1), time.time() + 3600
     rows = 2500
     for i in range(rows):
-        row = service.encode_entity("p", f"{i:05d}", topic(i % 50), entry, expires)
+        row = semantic_cache_rows.encode_entity("p", f"{i:05d}", topic(i % 50), entry, expires)
         # Rows come in key order; here the first keys were written last (their Timestamp is what counts).
         table.rows.append({**row, "Timestamp": start + datetime.timedelta(seconds=rows - i)})  # type: ignore[dict-item]
     cache = cache_service(table, max_mib=0.3)

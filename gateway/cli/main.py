@@ -7,21 +7,19 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from gateway.cli import console, owners
-from gateway.cli.account import Account, echo_json, loader_for, run_with_account, run_with_repository, settings_or_exit
-from gateway.cli.fragments import fragments
+from gateway.cli import console
+from gateway.cli.account import Account, echo_json, run_with_account, run_with_repository, settings_or_exit
+from gateway.cli.policies import policies
+from gateway.cli.subscriptions import subscriptions
 from gateway.dev import devstack, starter
 from gateway.cli import progress
-from gateway.handling.operations import V1_API, VERSIONED_API, check_policy_scope
 from gateway.config.settings import Settings
-from gateway.stores.subscriptions import SubscriptionRepository, validate_scope
-from policies.document import Scope
+from gateway.stores.subscriptions import SubscriptionRepository
 
 #: Local state (Azurite data, the pepper, the demo key); GATEWAY_LOCAL_DIR moves it (tests do).
 LOCAL_DIR = Path(os.environ.get("GATEWAY_LOCAL_DIR") or devstack.REPO_ROOT / ".local")
@@ -115,288 +113,6 @@ def run(port: int, simulator_port: int, token_ms: float) -> None:
     finally:
         for child in reversed(children):
             devstack.stop(child)
-
-
-@main.group()
-def subscriptions() -> None:
-    """Create, inspect, rotate, suspend and delete subscriptions (keys are shown once, stored hashed)."""
-
-
-@subscriptions.command("create")
-@click.argument("name")
-@click.option("--scope", default="all", show_default=True, help="all, api:<id> or product:<name>.")
-@click.option("--id", "subscription_id", default=None, help="Subscription id (default: random).")
-@owners.owner_options
-def create_subscription(name: str, scope: str, subscription_id: str | None, **owner: Any) -> None:
-    """Create a subscription and print its two keys, once."""
-    settings = settings_or_exit()
-    try:
-        validate_scope(scope, settings.products, (VERSIONED_API, V1_API))
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--scope") from None
-    user = owners.owner_of(**owner)
-    sub, primary, secondary = run_with_repository(settings, lambda repo: repo.create(name, scope, subscription_id, user))
-    echo_json({**sub.public_view(), "primaryKey": primary, "secondaryKey": secondary})
-    click.echo("Store these keys now: the gateway keeps only their hashes and cannot show them again.", err=True)
-
-
-subscriptions.add_command(owners.owner)
-
-
-@subscriptions.command("create-bulk")
-@click.argument("file", type=click.File("r", encoding="utf-8"))
-@click.option("--format", "output_format", type=click.Choice(["json", "csv"]), default="json", show_default=True, help="How to print the keys.")
-def create_bulk(file: Any, output_format: str) -> None:
-    """Create a subscription per row of a CSV (header: name[,scope][,id]) or JSON file; print every key, once."""
-    from gateway.cli import bulk
-
-    settings = settings_or_exit()
-    try:
-        rows = bulk.parse(file.read(), file.name, settings.products, (VERSIONED_API, V1_API))
-    except ValueError as exc:
-        raise click.ClickException(f"{exc}\nNothing was created. Fix the file and run the command again.") from None
-
-    with click.progressbar(length=len(rows), label=f"Creating {len(rows)} subscriptions", file=sys.stderr, hidden=not progress.interactive()) as bar:
-        results = run_with_repository(settings, lambda repo: bulk.create_all(repo, rows, lambda: bar.update(1)))
-    views = [r.view for r in results if isinstance(r, bulk.Created)]
-    if views:
-        click.echo(bulk.to_csv(views) if output_format == "csv" else json.dumps(views, indent=2), nl=output_format == "json")
-        click.echo(f"Created {len(views)} of {len(rows)}. Store these keys now: the gateway keeps only their hashes.", err=True)
-    failed = [r for r in results if isinstance(r, bulk.Failed)]
-    if failed:
-        reasons = "\n".join(f"  {r.row.where} ({r.row.name}): {r.reason}" for r in failed)
-        raise click.ClickException(f"{len(failed)} of {len(rows)} rows were not created:\n{reasons}\nRun again with only these rows.")
-
-
-@subscriptions.command("list")
-def list_subscriptions() -> None:
-    """List subscriptions (without keys)."""
-    settings = settings_or_exit()
-    subs = run_with_repository(settings, lambda repo: repo.list())
-    echo_json([s.public_view() for s in subs])
-
-
-@subscriptions.command("show")
-@click.argument("subscription_id")
-def show_subscription(subscription_id: str) -> None:
-    """Show one subscription (without keys)."""
-    settings = settings_or_exit()
-    sub = run_with_repository(settings, lambda repo: repo.get(subscription_id))
-    if sub is None:
-        _fail_unknown(subscription_id)
-    else:
-        echo_json(sub.public_view())
-
-
-@subscriptions.command("rotate")
-@click.argument("subscription_id")
-@click.option("--key", "slot", type=click.Choice(["primary", "secondary"]), default="primary", show_default=True)
-def rotate_subscription(subscription_id: str, slot: str) -> None:
-    """Replace one key and print the new one, once."""
-    settings = settings_or_exit()
-
-    async def rotate(repo: SubscriptionRepository) -> str | None:
-        if await repo.get(subscription_id) is None:
-            return None
-        return await repo.rotate(subscription_id, "primary" if slot == "primary" else "secondary")
-
-    key = run_with_repository(settings, rotate)
-    if key is None:
-        _fail_unknown(subscription_id)
-    echo_json({"id": subscription_id, f"{slot}Key": key})
-    click.echo(
-        f"The old {slot} key stops working within {settings.subscription_cache_seconds:g} s on running gateways.",
-        err=True,
-    )
-
-
-def _state_command(name: str, state: str, help_text: str) -> None:
-    @subscriptions.command(name, help=help_text)
-    @click.argument("subscription_id")
-    def command(subscription_id: str) -> None:
-        settings = settings_or_exit()
-
-        async def change(repo: SubscriptionRepository) -> Any:
-            if await repo.get(subscription_id) is None:
-                return None
-            return await repo.set_state(subscription_id, state)
-
-        sub = run_with_repository(settings, change)
-        if sub is None:
-            _fail_unknown(subscription_id)
-        echo_json(sub.public_view())
-
-
-_state_command("suspend", "suspended", "Suspend a subscription: its keys are refused until it is resumed.")
-_state_command("resume", "active", "Make a suspended subscription active again.")
-_state_command("cancel", "cancelled", "Cancel a subscription for good (its keys are refused).")
-
-
-@subscriptions.command("delete")
-@click.argument("subscription_id")
-def delete_subscription(subscription_id: str) -> None:
-    """Delete a subscription and its key index."""
-    settings = settings_or_exit()
-    if not run_with_repository(settings, lambda repo: repo.delete(subscription_id)):
-        _fail_unknown(subscription_id)
-    click.echo(f"Deleted subscription {subscription_id}.")
-
-
-@main.group()
-def policies() -> None:
-    """Check, apply and inspect APIM policy documents (scopes: global, product:NAME, api:ID, operation:ID)."""
-
-
-def _scope_option(default: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return click.option(
-        "--scope", "scope_text", default=default, required=default is None, show_default=default is not None,
-        help="global, product:NAME, api:openai|openai-v1 or operation:ID.",
-    )  # fmt: skip
-
-
-def _parse_scope(scope_text: str) -> Scope:
-    try:
-        return Scope.parse(scope_text)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--scope") from None
-
-
-policies.add_command(fragments)
-
-
-@policies.command("check")
-@click.argument("file", type=click.File("r", encoding="utf-8"))
-@_scope_option("global")
-def check_policy(file: Any, scope_text: str) -> None:
-    """Validate a document exactly as `apply` would, without storing it; say what settings left unchecked."""
-    from gateway.cli.policy_check import check_document
-
-    scope = _parse_scope(scope_text)
-    try:
-        checked = check_document(file.read(), scope, os.environ)
-    except ValueError as exc:
-        raise click.ClickException(f"{exc}\nNothing was applied. Fix the document and run `policies check` again.") from None
-    count = sum(len(items) for items in checked.document.sections.values())
-    click.echo(f"OK: {file.name} is a valid policy document for scope {scope} ({count} top-level items).")
-    if checked.unchecked:
-        click.echo("Not checked, for want of settings (apply checks these with the gateway's):")
-        click.echo("\n".join(f"  - {item}" for item in checked.unchecked))
-
-
-@policies.command("apply")
-@click.argument("file", type=click.File("r", encoding="utf-8"))
-@_scope_option()
-def apply_policy(file: Any, scope_text: str) -> None:
-    """Validate and store a document; running gateways pick it up within their poll interval."""
-    from gateway.stores.policies import apply_document
-
-    scope = _parse_scope(scope_text)
-    settings = settings_or_exit()
-    xml = file.read()
-
-    async def apply(account: Account) -> int:
-        return await apply_document(account.policy_repository, scope, xml, account.loader)
-
-    try:
-        check_policy_scope(scope, settings.products)
-        with progress.spinner(f"Applying {file.name} to {scope}"):
-            version = run_with_account(settings, apply)
-    except ValueError as exc:
-        raise click.ClickException(f"{exc}\nNothing was applied; the policies in force are unchanged.") from None
-    click.echo(
-        f"Applied {file.name} to scope {scope} (config version {version}); gateways reload within "
-        f"{settings.policy_poll_seconds:g} s."
-    )
-
-
-@policies.command("delete")
-@_scope_option()
-def delete_policy(scope_text: str) -> None:
-    """Remove the document of one scope (the scope then inherits everything)."""
-    scope = _parse_scope(scope_text)
-    settings = settings_or_exit()
-
-    async def delete(account: Account) -> int | None:
-        repository = account.policy_repository
-        if await repository.document(scope) is None:
-            return None
-        return int(await repository.delete(scope))
-
-    version = run_with_account(settings, delete)
-    if version is None:
-        raise click.ClickException(f"No document is stored for scope {scope}. `policies list` shows the stored scopes.")
-    click.echo(f"Deleted the policy of scope {scope} (config version {version}).")
-
-
-@policies.command("show")
-@_scope_option()
-def show_policy(scope_text: str) -> None:
-    """Print the stored document of one scope."""
-    scope = _parse_scope(scope_text)
-
-    async def show(account: Account) -> str | None:
-        return await account.policy_repository.document(scope)
-
-    xml = run_with_account(settings_or_exit(), show)
-    if xml is None:
-        raise click.ClickException(f"No document is stored for scope {scope}. `policies list` shows the stored scopes.")
-    click.echo(xml)
-
-
-@policies.command("list")
-def list_policies() -> None:
-    """List stored scopes and the config version."""
-
-    async def listing(account: Account) -> tuple[int, dict[str, str]]:
-        repository = account.policy_repository
-        return await repository.version(), await repository.documents()
-
-    version, documents = run_with_account(settings_or_exit(), listing)
-    echo_json({"version": version, "scopes": {scope: len(xml) for scope, xml in sorted(documents.items())}})
-
-
-@policies.command("effective")
-@click.option("--operation", "operation_id", required=True, help="Operation id, e.g. ChatCompletions_Create.")
-@click.option("--product", default=None, help="Product of the calling subscription, if any.")
-def effective_policy(operation_id: str, product: str | None) -> None:
-    """Print the effective document for an operation: every scope merged at its <base />."""
-    from policies.policy_set import compile_policy_set
-    from gateway.handling.operations import ALL_OPERATIONS
-
-    operation = next((op for op in ALL_OPERATIONS if op.id == operation_id), None)
-    if operation is None:
-        known = ", ".join(op.id for op in ALL_OPERATIONS)
-        raise click.BadParameter(f"Unknown operation {operation_id!r}; known: {known}.", param_hint="--operation")
-
-    async def stored(account: Account) -> tuple[dict[str, str], dict[str, str]]:
-        return await account.policy_repository.documents(), await account.policy_repository.fragments()
-
-    settings = settings_or_exit()
-    documents, fragments = run_with_account(settings, stored)
-    policy_set = compile_policy_set(documents, 0, loader_for(settings), fragments)
-    click.echo(policy_set.pipeline(product, operation.api, operation.id).to_xml())
-
-
-@policies.command("enqueue")
-@click.argument("file", type=click.File("r", encoding="utf-8"))
-@_scope_option()
-def enqueue_policy(file: Any, scope_text: str) -> None:
-    """Send a document through the `policy-updates` queue, as an automated pipeline would."""
-    from azure.core.exceptions import ResourceExistsError
-    from azure.storage.queue import QueueClient, TextBase64EncodePolicy
-
-    scope = _parse_scope(scope_text)
-    settings = settings_or_exit()
-    queue = QueueClient.from_connection_string(
-        settings.storage_connection.reveal(), settings.policy_queue, message_encode_policy=TextBase64EncodePolicy()
-    )
-    with queue:
-        try:
-            queue.create_queue()
-        except ResourceExistsError:
-            pass
-        queue.send_message(json.dumps({"scope": str(scope), "xml": file.read()}))
-    click.echo(f"Queued {file.name} for scope {scope}; a gateway validates and applies it shortly.")
 
 
 @main.command()
@@ -527,6 +243,5 @@ def _demo_key(settings: Settings) -> str:
     return primary
 
 
-def _fail_unknown(subscription_id: str) -> None:
-    click.echo(f"No subscription {subscription_id!r}. `python -m gateway subscriptions list` shows the ids.", err=True)
-    sys.exit(1)
+main.add_command(subscriptions)
+main.add_command(policies)

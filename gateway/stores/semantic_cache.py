@@ -32,7 +32,7 @@ the entries least recently hit (or stored) leave memory, not the table (gateway/
 (embedding plus, for a partition not yet loaded, its first load): past it, or when the embeddings backend or
 the table fails, the answer is BYPASS and the request goes to the backend. An *outage* is what says nothing
 about the request at hand: the embeddings backend cannot be reached or answers 5xx (or not an embedding), the
-table fails. It is logged once (and its recovery once), and for `RETRY_AFTER_FAILURE` seconds lookups do not
+table fails. It is logged once (and its recovery once), and for `RETRY_AFTER_FAILURE` seconds (cache_outages.py) lookups do not
 try that dependency again. What is about one request — its embedding is refused (4xx: too long, throttled) or
 not there within the timeout — bypasses that request only, so one caller's prompt cannot switch the cache off
 for everyone. Prompts too long to embed never get here (`policies.semantic_cache.MAX_PROMPT_CHARS`). An index
@@ -48,7 +48,7 @@ import logging
 import secrets
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import partial
@@ -63,114 +63,21 @@ from gateway.backends.registry import BackendRegistry
 from gateway.backends.proxy import UpstreamClient, read_body
 from gateway.config.settings import SemanticCacheSettings
 from gateway.errors import BackendError, BackendTimeout, Conflict, GatewayError, StorageError
+from gateway.stores.cache_outages import Bypass, Outages
+from gateway.stores.semantic_cache_rows import Entry, decode_entity, encode_entity
 from gateway.stores.tables import Query, Table, Tables
 from gateway.stores.vector_index import VectorIndex, evict
 from policies.semantic_cache import CachedAnswer, CacheLookup, CacheQuery
-from policies.usage import Usage
 
 logger = logging.getLogger(__name__)
 
 TABLE = "semanticcache"
 EMBEDDINGS_API_VERSION = "2024-10-21"
-PROPERTY_BYTES = 64 * 1024
-#: Binary data per entity: 1 MiB less room for keys, names and the other properties.
-MAX_ENTITY_BINARY = 1024 * 1024 - 16 * 1024
 SYNC_OVERLAP = timedelta(seconds=5)
-RETRY_AFTER_FAILURE = 5.0
 IDLE_PARTITION_SECONDS = 900.0
 MAX_PENDING_WRITES = 256
-#: What an `Entry` holds besides its answer's bytes (itself, its usage, the bytes object's header), as measured.
-ENTRY_OBJECT_BYTES = 370
 _STORAGE = "the semantic cache table"
 _LOOKUP = "the semantic cache lookup"
-
-
-@dataclass(frozen=True)
-class Entry:
-    """What an index keeps per entry: the answer (compressed), its status, and what it used."""
-
-    status: int
-    answer: bytes
-    usage: Usage
-
-    def cached_answer(self) -> CachedAnswer:
-        return CachedAnswer(self.status, zlib.decompress(self.answer), self.usage)
-
-    def nbytes(self) -> int:
-        return len(self.answer) + ENTRY_OBJECT_BYTES
-
-
-def split_binary(name: str, data: bytes) -> dict[str, bytes]:
-    """`data` as binary properties of at most 64 KiB: `name`, `name1`, `name2`, …"""
-    pieces = [data[start : start + PROPERTY_BYTES] for start in range(0, len(data), PROPERTY_BYTES)] or [b""]
-    return {name + (str(i) if i else ""): piece for i, piece in enumerate(pieces)}
-
-
-def join_binary(entity: Mapping[str, Any], name: str) -> bytes:
-    parts = [bytes(entity[name])]
-    index = 1
-    while (piece := entity.get(f"{name}{index}")) is not None:
-        parts.append(bytes(piece))
-        index += 1
-    return b"".join(parts)
-
-
-def encode_entity(partition: str, row_key: str, vector: np.ndarray, entry: Entry, expires: float) -> dict[str, Any] | None:
-    """The table entity for an entry, or None when it exceeds what one entity may hold."""
-    embedding = np.asarray(vector, dtype="<f4").tobytes()
-    if len(embedding) + len(entry.answer) > MAX_ENTITY_BINARY:
-        return None
-    return {
-        "PartitionKey": partition,
-        "RowKey": row_key,
-        "ExpiresAt": datetime.fromtimestamp(expires, timezone.utc),
-        "Status": entry.status,
-        "PromptTokens": entry.usage.prompt,
-        "CompletionTokens": entry.usage.completion,
-        "TotalTokens": entry.usage.total,
-        **split_binary("Embedding", embedding),
-        **split_binary("Answer", entry.answer),
-    }
-
-
-def decode_entity(entity: Mapping[str, Any]) -> tuple[str, np.ndarray, float, Entry]:
-    """(row key, embedding, expiry as epoch seconds, entry) of a stored entity."""
-    usage = Usage(prompt=_int(entity.get("PromptTokens")), completion=_int(entity.get("CompletionTokens")), total=_int(entity.get("TotalTokens")))
-    vector = np.frombuffer(join_binary(entity, "Embedding"), dtype="<f4")
-    expires: datetime = entity["ExpiresAt"]
-    return entity["RowKey"], vector, expires.timestamp(), Entry(_int(entity.get("Status")) or 200, join_binary(entity, "Answer"), usage)
-
-
-class _Bypass(Exception):
-    """The lookup cannot be answered from the cache; with a `source`, that dependency failed (an outage)."""
-
-    def __init__(self, source: str | None, message: str) -> None:
-        super().__init__(message)
-        self.source = source
-        self.message = message
-
-
-class _Outages:
-    """Failing dependencies: each outage is logged once (and its end once), and not retried for a while."""
-
-    def __init__(self) -> None:
-        self._retry_at: dict[str, float] = {}
-
-    def skipping(self, source: str) -> bool:
-        return self._retry_at.get(source, 0.0) > time.monotonic()
-
-    def failed(self, source: str, message: str) -> None:
-        if source not in self._retry_at:
-            logger.warning(
-                "Semantic cache: %s. Requests go to the backend without the cache until it recovers (retried every %.0f s).",
-                message,
-                RETRY_AFTER_FAILURE,
-            )
-        self._retry_at[source] = time.monotonic() + RETRY_AFTER_FAILURE
-
-    def recovered(self, source: str) -> None:
-        if self._retry_at.pop(source, None) is not None:
-            logger.info("Semantic cache: %s works again.", source)
 
 
 class _Partition:
@@ -211,7 +118,7 @@ class SemanticCacheService:
         self._timeout = settings.timeout_seconds
         self._max_bytes = int(settings.max_mib * 2**20)
         self._partitions: dict[str, _Partition] = {}
-        self._outages = _Outages()
+        self._outages = Outages()
         self._writes: set[asyncio.Task[None]] = set()
         self._cleaner: asyncio.Task[None] | None = None
 
@@ -221,7 +128,7 @@ class SemanticCacheService:
         embedding_seconds = [0.0]
         try:
             result = await self._lookup(query, embedding_seconds)
-        except _Bypass as bypass:
+        except Bypass as bypass:
             if bypass.source is not None:
                 self._outages.failed(bypass.source, bypass.message)
             else:
@@ -247,7 +154,7 @@ class SemanticCacheService:
         partition = self._partition(f"{query.partition}-{tag}")
         sync = self._start_sync(partition)
         if partition.index is None and sync is None:
-            raise _Bypass(None, "the table is unreachable and this partition was never loaded")
+            raise Bypass(None, "the table is unreachable and this partition was never loaded")
         started = time.perf_counter()
         try:
             vector = await self._embed(backend, deployment, source, query.text, deadline)
@@ -260,7 +167,7 @@ class SemanticCacheService:
                 await asyncio.wait((sync,), timeout=wait)
         index = partition.index
         if index is None:
-            raise _Bypass(None, "the partition is still loading")
+            raise Bypass(None, "the partition is still loading")
         match = index.search(vector, time.time(), query.threshold)
         ticket = _Ticket(partition, vector)
         if match is None:
@@ -327,18 +234,18 @@ class SemanticCacheService:
     def _embeddings_target(self, backend_id: str) -> tuple[Backend, str, str]:
         source = f"embeddings backend {backend_id!r}"
         if self._outages.skipping(source):
-            raise _Bypass(None, f"{source} failed recently")
+            raise Bypass(None, f"{source} failed recently")
         target = self._backends.by_id(backend_id)
         if target is None:
-            raise _Bypass(source, f"embeddings-backend-id {backend_id!r} is not in GATEWAY_BACKENDS; add it or fix the policy")
+            raise Bypass(source, f"embeddings-backend-id {backend_id!r} is not in GATEWAY_BACKENDS; add it or fix the policy")
         try:
             backend = target if isinstance(target, Backend) else target.select(None, ())
         except GatewayError as exc:
-            raise _Bypass(source, f"{source} has no available member ({exc.message})") from None
+            raise Bypass(source, f"{source} has no available member ({exc.message})") from None
         deployment = backend.config.embeddings_deployment
         if not deployment:
             message = f"backend {backend.id!r} names no embeddings deployment: add \"embeddings_deployment\" to its entry in GATEWAY_BACKENDS"
-            raise _Bypass(source, message)
+            raise Bypass(source, message)
         return backend, deployment, source
 
     async def _embed(self, backend: Backend, deployment: str, source: str, text: str, deadline: float) -> np.ndarray:
@@ -350,18 +257,18 @@ class SemanticCacheService:
                 response = await self._upstream.send("POST", url, headers, body)
                 data = await read_body(response)
         except (TimeoutError, BackendTimeout):  # this request's embedding was slow: the next one may not be
-            raise _Bypass(None, f"{source} gave no embedding within {self._timeout:g} s") from None
+            raise Bypass(None, f"{source} gave no embedding within {self._timeout:g} s") from None
         except BackendError as exc:
-            raise _Bypass(source, f"{source} cannot be reached ({exc.message})") from None
+            raise Bypass(source, f"{source} cannot be reached ({exc.message})") from None
         if 400 <= response.status < 500:  # refused for this prompt (too long, throttled): not an outage
-            raise _Bypass(None, f"{source} refused this prompt with {response.status}: {data[:300]!r}")
+            raise Bypass(None, f"{source} refused this prompt with {response.status}: {data[:300]!r}")
         if response.status != 200:
-            raise _Bypass(source, f"{source} answered {response.status}: {data[:300]!r}")
+            raise Bypass(source, f"{source} answered {response.status}: {data[:300]!r}")
         try:
             raw = orjson.loads(data)["data"][0]["embedding"]
             vector = np.frombuffer(base64.b64decode(raw), dtype="<f4") if isinstance(raw, str) else np.asarray(raw, dtype=np.float32)
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError):
-            raise _Bypass(source, f"{source} answered something that is not an embedding: {data[:300]!r}") from None
+            raise Bypass(source, f"{source} answered something that is not an embedding: {data[:300]!r}") from None
         self._outages.recovered(source)
         return vector
 
@@ -476,7 +383,3 @@ async def _delete(table: Table, partition_key: str, row_keys: list[str]) -> int:
         for row_key in row_keys:
             await table.delete(partition_key, row_key)
     return len(row_keys)
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
