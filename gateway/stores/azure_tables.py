@@ -168,7 +168,7 @@ class AzureTable:
         if not operations:
             return
         batch = [_transaction_step(kind, entity) for kind, entity in operations]
-        await self._call(lambda: self.client.submit_transaction(batch))  # type: ignore[arg-type]
+        await self._call(lambda: self.client.submit_transaction(batch))
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run one SDK call with the deadline, the fail-fast window, and errors translated."""
