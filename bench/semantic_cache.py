@@ -48,7 +48,8 @@ import aiohttp
 import numpy as np
 
 from bench.harness import API_VERSION, local_stack
-from gateway.dev import devstack, simulator
+from gateway.dev import devstack
+from gateway.dev.simulator.texts import content_words, vector
 from gateway.stores.semantic_cache_rows import Entry
 from gateway.stores.vector_index import VectorIndex, evict
 from policies.usage import Usage
@@ -82,7 +83,7 @@ def prompt(rng: np.random.Generator) -> list[str]:
 
 
 def embed(words: list[str]) -> np.ndarray:
-    return np.array(simulator._vector(simulator._content_words(" ".join(words)), DIMS, DIMS), np.float32)
+    return np.array(vector(content_words(" ".join(words)), DIMS, DIMS), np.float32)
 
 
 def reworded(rng: np.random.Generator, words: list[str]) -> list[str]:
