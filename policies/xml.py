@@ -55,7 +55,7 @@ class _LineTreeBuilder(ET.TreeBuilder):
         self.depth = 0
         self.elements = 0
 
-    def start(self, tag: str, attrs: dict[str, str]) -> PolicyElement:  # type: ignore[override]
+    def start(self, tag: str, attrs: dict[str, str]) -> PolicyElement:
         line = self.expat.CurrentLineNumber  # type: ignore[union-attr]
         self.depth += 1
         self.elements += 1
@@ -67,7 +67,7 @@ class _LineTreeBuilder(ET.TreeBuilder):
         element.line = line
         return element
 
-    def end(self, tag: str) -> PolicyElement:  # type: ignore[override]
+    def end(self, tag: str) -> PolicyElement:
         self.depth -= 1
         return super().end(tag)  # type: ignore[return-value]
 

@@ -11,14 +11,17 @@ import datetime as _dt
 import enum
 import functools
 import re as _re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-import regex  # type: ignore[import-untyped]
+import regex
 
 from policies.expressions._errors import DotNetError
 from policies.expressions._library import CONSTRUCTORS, enum_type, method, static, type_argument
 from policies.expressions._limits import MAX_SECONDS, sized
 from policies.expressions._types import BOOL, STRING, register_class, sequence
+
+_T = TypeVar("_T")
 
 
 class RegexOptions(enum.IntFlag):
@@ -65,7 +68,7 @@ def _settings(arguments: tuple[Any, ...]) -> tuple[int, float]:
     return int(options), max(min(limit, MAX_SECONDS), 0.001)
 
 
-def _run(operation: Any) -> Any:
+def _run(operation: Callable[[], _T]) -> _T:
     try:
         return operation()
     except TimeoutError:
@@ -136,7 +139,7 @@ MATCHES = sequence(MATCH, "MatchCollection")
 _REPLACEMENT = _re.compile(r"\$(?:\{(\w+)\}|(\d+)|([$&`']))")
 
 
-def _replacer(replacement: str) -> Any:
+def _replacer(replacement: str) -> Callable[[Any], str]:
     """A function giving .NET's replacement text for a match."""
 
     def replace(match: Any) -> str:
@@ -145,9 +148,11 @@ def _replacer(replacement: str) -> Any:
             if symbol == "$":
                 return "$"
             if symbol == "&":
-                return match.group(0)
+                whole: str = match.group(0)
+                return whole
             if symbol in ("`", "'"):
-                return match.string[: match.start()] if symbol == "`" else match.string[match.end() :]
+                subject: str = match.string
+                return subject[: match.start()] if symbol == "`" else subject[match.end() :]
             key: int | str = int(number) if number is not None else name
             try:
                 return match.group(key) or ""
@@ -182,7 +187,8 @@ class Regex:
         return sized([RegexMatch(m) for m in found])
 
     def Replace(self, input: str, replacement: str) -> str:  # noqa: N802, A002
-        return sized(_run(lambda: self._pattern.sub(_replacer(_text(replacement)), _text(input), timeout=self._timeout)))
+        replaced: str = _run(lambda: self._pattern.sub(_replacer(_text(replacement)), _text(input), timeout=self._timeout))
+        return sized(replaced)
 
     def Split(self, input: str) -> list[str]:  # noqa: N802, A002
         return sized(_run(lambda: self._pattern.split(_text(input), timeout=self._timeout)))

@@ -9,6 +9,7 @@ import enum
 import math
 import random
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from policies.expressions._errors import DotNetError
@@ -73,7 +74,7 @@ instance("bool", ToString=method(text, STRING, 0), CompareTo=method(lambda a, b:
 instance("enum", ToString=method(text, STRING, 0), HasFlag=method(lambda a, b: (a & b) == b, BOOL, 1))
 
 
-def _to_integer(ctype: CType) -> Any:
+def _to_integer(ctype: CType) -> Callable[..., int]:
     def convert(value: Any, base: int | None = None) -> int:
         """Convert.ToInt32/64: null is 0, doubles round to even, text parses (in `base` 2, 8, 10 or 16)."""
         if value is None:
@@ -89,7 +90,8 @@ def _to_integer(ctype: CType) -> Any:
                 return in_range(int(value.strip(), base or 10), ctype)
             except (TypeError, ValueError):
                 raise DotNetError("FormatException", "Could not find any recognizable digits.") from None
-        return converter(ctype)(value)
+        number: int = converter(ctype)(value)
+        return number
 
     return convert
 
@@ -103,7 +105,8 @@ def _to_double(value: Any) -> float:
 def _to_boolean(value: Any) -> bool:
     if value is None:
         return False
-    return value != 0 if type(value) in (int, float) else converter(BOOL)(value)
+    truth: bool = value != 0 if type(value) in (int, float) else converter(BOOL)(value)
+    return truth
 
 
 def _to_string(value: Any, base: Any = None) -> str:

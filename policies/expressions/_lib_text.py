@@ -6,6 +6,7 @@ import enum
 import re
 import unicodedata
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 from policies.expressions._errors import DotNetError
@@ -119,7 +120,7 @@ def _replace(receiver: str, old: Any, new: Any, *options: Any) -> str:
     return sized(receiver.replace(old, replacement))
 
 
-def _trim(strip: Any) -> Any:
+def _trim(strip: Callable[[str, str | None], str]) -> Callable[..., str]:
     def trim(receiver: str, *chars: Any) -> str:
         flat = "".join("".join(c) if type(c) is list else c for c in chars if c is not None)
         return strip(receiver, flat or None)
@@ -145,7 +146,7 @@ def split(receiver: str, *arguments: Any) -> list[str]:
     if count == 0:
         return []
     pattern = "|".join(re.escape(s) for s in separators) or r"\s"
-    parts = re.split(pattern, receiver, maxsplit=0 if count is None else count - 1) if separators or receiver else [receiver]
+    parts: list[str] = re.split(pattern, receiver, maxsplit=0 if count is None else count - 1) if separators or receiver else [receiver]
     if options & StringSplitOptions.TrimEntries:
         parts = [part.strip() for part in parts]
     if options & StringSplitOptions.RemoveEmptyEntries:
@@ -209,7 +210,8 @@ def _new_string(char: Any, count: int | None = None) -> str:
         raise DotNetError("ArgumentOutOfRangeException", "Count cannot be less than zero.")
     if count > MAX_TEXT_CHARS:
         sized(" " * (MAX_TEXT_CHARS + 1))
-    return char * count
+    repeated: str = char * count
+    return repeated
 
 
 def _char_test(test: Any) -> Any:

@@ -7,6 +7,7 @@ import calendar
 import datetime as _dt
 import enum
 import re
+from collections.abc import Callable
 from typing import Any
 
 from policies.expressions._errors import DotNetError
@@ -233,7 +234,7 @@ CONSTRUCTORS["DateTime"] = method(_new_datetime, DATETIME, 3, 8)
 CONSTRUCTORS["DateTimeOffset"] = method(lambda value, *offset: value if type(value) is _dt.datetime else _new_datetime(value, *offset), DATETIMEOFFSET, 1, 8)
 
 
-def _from(unit: str) -> Any:
+def _from(unit: str) -> Callable[[int | float], _dt.timedelta]:
     def make(amount: int | float) -> _dt.timedelta:
         try:
             return _dt.timedelta(**{unit: amount})

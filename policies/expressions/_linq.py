@@ -28,9 +28,9 @@ _VALUES = frozenset({str, int, float, bool, _dt.datetime, _dt.timedelta, uuid.UU
 
 def elements(receiver: Any) -> list[Any]:
     """The items `foreach` and LINQ see: a list's items, a string's chars, a dictionary's KeyValuePairs."""
-    kind = type(receiver)
-    if kind is list:
+    if type(receiver) is list:
         return receiver
+    kind = type(receiver)
     if kind is str:
         return list(receiver)
     if kind is dict:
@@ -110,7 +110,7 @@ def _element_at(default: bool) -> Callable[..., Any]:
     return at
 
 
-def _numbers(receiver: Any, selector: Callable[..., Any] | None) -> list[Any]:
+def _numbers(receiver: Any, selector: Callable[..., Any] | None) -> list[int | float]:
     values = [selector(v) for v in elements(receiver)] if selector else elements(receiver)
     if any(type(v) not in (int, float) for v in values if v is not None):
         raise DotNetError("InvalidOperationException", "The sequence holds values that are not numbers.")

@@ -76,9 +76,9 @@ def type_name(value: Any) -> str:
 
 def text(value: Any) -> str:
     """C#'s string form of a value, as concatenation, interpolation and ToString() give it (null is empty)."""
-    kind = type(value)
-    if kind is str:
+    if type(value) is str:
         return value
+    kind = type(value)
     if value is None:
         return ""
     if kind is bool:
@@ -90,7 +90,8 @@ def text(value: Any) -> str:
     if kind is dict or kind is list:
         return json_text(value, indented=True)
     if kind is _dt.datetime:
-        return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        moment: _dt.datetime = value
+        return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
     if kind is _dt.timedelta:
         return timespan_text(value)
     if kind is bytes:

@@ -300,7 +300,7 @@ class Compiler(_Assignments):
         return _Statement(_try(body.fn, tuple(handlers), final, self.source), completes)
 
     def exception_type(self) -> str:
-        name = self.expect_name("an exception type").value
+        name: str = self.expect_name("an exception type").value
         while self.accept("."):
             name = self.expect_name("an exception type").value
         if name not in EXCEPTION_BASES:

@@ -91,7 +91,7 @@ class CacheStoreValue(Statement):
 
     async def run(self, context: Context) -> None:
         try:
-            duration = float(self.duration.evaluate(context))  # type: ignore[arg-type]
+            duration = float(self.duration.evaluate(context))
         except (TypeError, ValueError):
             duration = 0.0
         if duration > 0:  # a duration that is not a positive number stores nothing (APIM does not say what it does)

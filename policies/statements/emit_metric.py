@@ -67,7 +67,7 @@ class EmitMetric(Statement):
     async def run(self, context: Context) -> None:
         raw = self.value.evaluate(context)
         try:
-            value = float(raw)  # type: ignore[arg-type]
+            value = float(raw)
         except (TypeError, ValueError):
             value = math.nan
         if not math.isfinite(value) or isinstance(raw, bool):

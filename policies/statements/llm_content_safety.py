@@ -194,6 +194,6 @@ def _json(response: Response) -> dict[str, Any] | None:
 
 def _int(value: object) -> int:
     try:
-        return int(value)  # type: ignore[call-overload]
+        return int(value)  # type: ignore[call-overload, no-any-return]  # any value: int() raising is the -1 case
     except (TypeError, ValueError):
         return -1
