@@ -284,8 +284,9 @@ class Operations:
         text = {"type": "output_text", "text": answer.text, "annotations": []}
         message = {"type": "message", "id": _ident("msg_"), "role": "assistant", "status": "completed"}
         usage = answer.usage()
-        response = {
-            "id": _ident("resp_"),
+        response_id = _ident("resp_")
+        response: dict[str, Any] = {
+            "id": response_id,
             "object": "response",
             "created_at": int(time.time()),
             "model": call.deployment,
@@ -304,7 +305,7 @@ class Operations:
             },
         }
         if payload.get("store", True):
-            self.stored_responses[response["id"]] = response
+            self.stored_responses[response_id] = response
             while len(self.stored_responses) > RECORD_LIMIT:
                 del self.stored_responses[next(iter(self.stored_responses))]
         if not payload.get("stream"):
