@@ -170,12 +170,14 @@ def test_a_storage_outage_degrades_instead_of_stopping_and_catches_up(
         while chat(gateways[0], fresh).status_code != 200:
             assert time.monotonic() - recovered < 5, "not recovered within 5 s of storage returning"
             time.sleep(0.2)
+        recovery = time.monotonic() - recovered
         time.sleep(2)
     finally:
         done.set()
         for worker in workers:
             worker.join()
 
+    print({phase: (len(codes), sorted(set(codes))) for phase, codes in statuses.items()}, f"a new key worked {recovery:.1f} s after storage returned")
     assert statuses["outage"], "no request was made during the outage"
     everything = [status for phase_statuses in statuses.values() for status in phase_statuses]
     assert 500 not in everything
