@@ -42,7 +42,8 @@ async def health_response() -> Response:
 
 
 def create_local_app(gateway: Gateway) -> Starlette:
-    """A Starlette app with the routes `function_app.py` declares, backed by `gateway`."""
+    """A Starlette app with the routes `function_app.py` declares, backed by `gateway`, plus `/ops/storage`:
+    counts of this process's storage calls, which mean something for a long-lived process only."""
 
     async def openai(request: Request) -> Response:
         return await gateway.handle(request)
@@ -52,6 +53,9 @@ def create_local_app(gateway: Gateway) -> Starlette:
 
     async def ops_backends(request: Request) -> Response:
         return await admin.backends_response(gateway, request)
+
+    async def ops_storage(request: Request) -> Response:
+        return await admin.storage_response(gateway, request)
 
     async def ops_dashboard(request: Request) -> Response:
         return await dashboard.dashboard_response(gateway, request)
@@ -81,6 +85,7 @@ def create_local_app(gateway: Gateway) -> Starlette:
             Route("/openai/{path:path}", openai, methods=_METHODS),
             Route("/health", health, methods=["GET"]),
             Route("/ops/backends", ops_backends, methods=["GET"]),
+            Route("/ops/storage", ops_storage, methods=["GET"]),
             Route("/ops/dashboard", ops_dashboard, methods=["GET", "POST"]),
             Route("/openapi/{name}", openapi_document, methods=["GET"]),
             Route("/{path:path}", not_found, methods=_METHODS),

@@ -8,6 +8,9 @@ structured queries instead of OData text, and the gateway's own errors instead o
 * `EntityRejected`: storage refused one entity as invalid (a property over 64 KiB, a bad key): permanent;
 * `Conflict`: an ETag-checked write lost a race, or an insert found the row there: retry or give up.
 
+Every `Tables` counts its operations and lost races per table (`StorageStats`): a dict increment per call, so
+benchmarks and `GET /ops/storage` can tell which table a deployment leans on (docs/scale.md).
+
 An outage costs requests almost nothing: after a failure the tables fail fast for `PROBE_SECONDS`, letting one
 call through per interval to find out whether storage is back (then everything flows again at once). Every
 call has a deadline (`deadline_seconds`), so a storage account that stops answering holds no request longer.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -130,9 +134,34 @@ class Tables(Protocol):
     def calls(self) -> int:
         """Storage requests made so far (benchmarks report calls per request)."""
 
+    @property
+    def stats(self) -> StorageStats: ...
+
     def health(self) -> StorageHealth: ...
 
     async def close(self) -> None: ...
+
+
+@dataclass
+class StorageStats:
+    """Storage operations (a query counts once per page), entities read, and `Conflict` answers per table, since
+    the process started.
+
+    Keyed by the table's name without the prefix. Table Storage's targets count entities per second per
+    partition, hence `rows_read`. A Conflict is an ETag-checked write that lost its race or an insert that found
+    its row: on the counters table, what leases cost in contention.
+    """
+
+    calls: Counter[str] = field(default_factory=Counter)
+    rows_read: Counter[str] = field(default_factory=Counter)
+    conflicts: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+    def as_json(self) -> dict[str, dict[str, int]]:
+        return {"calls": dict(self.calls), "rowsRead": dict(self.rows_read), "conflicts": dict(self.conflicts)}
 
 
 @dataclass
@@ -215,11 +244,9 @@ class AzureTables:
     """`Tables` on Azure Table Storage (or Azurite), with one async service client per process."""
 
     def __init__(self, connection_string: str, prefix: str, deadline_seconds: float = 5.0) -> None:
-        self._calls = 0
         # Few, quick retries: the gateway has its own fallbacks, and a request must not wait out a long backoff.
         self._service = TableServiceClient.from_connection_string(
             connection_string,
-            raw_request_hook=self._count,  # the one policy the SDK passes on to its table clients
             retry_total=2,
             retry_backoff_factor=0.2,
             retry_backoff_max=1,
@@ -230,13 +257,15 @@ class AzureTables:
         self._deadline = deadline_seconds
         self._tables: dict[str, AzureTable] = {}
         self._health = StorageHealth()
+        self._stats = StorageStats()
 
     @property
     def calls(self) -> int:
-        return self._calls
+        return self._stats.total
 
-    def _count(self, request: object) -> None:
-        self._calls += 1
+    @property
+    def stats(self) -> StorageStats:
+        return self._stats
 
     def table_name(self, name: str) -> str:
         return self._prefix + name
@@ -245,7 +274,8 @@ class AzureTables:
         table = self._tables.get(name)
         if table is None:
             full = self.table_name(name)
-            table = self._tables[name] = AzureTable(full, self._service, self._service.get_table_client(full), self._health, self._deadline)
+            client = self._service.get_table_client(full)
+            table = self._tables[name] = AzureTable(full, name, self._service, client, self._health, self._stats, self._deadline)
         return table
 
     def health(self) -> StorageHealth:
@@ -258,11 +288,15 @@ class AzureTables:
 
 
 class AzureTable:
-    def __init__(self, name: str, service: TableServiceClient, client: TableClient, health: StorageHealth, deadline: float) -> None:
+    def __init__(
+        self, name: str, label: str, service: TableServiceClient, client: TableClient, health: StorageHealth, stats: StorageStats, deadline: float
+    ) -> None:
         self.name = name
         self.client = client
+        self._label = label
         self._service = service
         self._health = health
+        self._stats = stats
         self._deadline = deadline
         self._created = False
         self._create_lock = asyncio.Lock()
@@ -273,6 +307,7 @@ class AzureTable:
                 entity = await self.client.get_entity(partition, row)
             except ResourceNotFoundError:
                 return None
+            self._stats.rows_read[self._label] += 1
             return _row(entity)
 
         return await self._call(read)
@@ -312,9 +347,11 @@ class AzureTable:
         pages = self.client.query_entities(text, parameters=parameters, select=list(query.select) if query.select else None,
                                            results_per_page=page_size).by_page()  # fmt: skip
         while True:
-            page = await self._call(lambda: _next_page(pages))
-            if page is None:
+            page = await self._call(lambda: _next_page(pages), counted=False)
+            if page is None:  # the previous page had no continuation: no request was made
                 return
+            self._stats.calls[self._label] += 1
+            self._stats.rows_read[self._label] += len(page)
             for entity in page:
                 yield _row(entity)
 
@@ -324,17 +361,21 @@ class AzureTable:
         batch = [_transaction_step(kind, entity) for kind, entity in operations]
         await self._call(lambda: self.client.submit_transaction(batch))  # type: ignore[arg-type]
 
-    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, operation: Callable[[], Awaitable[T]], counted: bool = True) -> T:
         """Run one SDK call with the deadline, the fail-fast window, and errors translated."""
         if self._health.fail_fast():
             raise StorageUnavailable(retry_after=self._health.retry_after())
+        if counted:
+            self._stats.calls[self._label] += 1
         try:
             async with asyncio.timeout(self._deadline):
                 await self._ensure_created()
                 result = await operation()
         except (AzureError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             translated = _translate(exc, self.name)
-            if isinstance(translated, StorageUnavailable):
+            if isinstance(translated, Conflict):
+                self._stats.conflicts[self._label] += 1
+            elif isinstance(translated, StorageUnavailable):
                 self._health.failed(f"{type(exc).__name__} on {self.name}")
                 translated.headers["Retry-After"] = str(self._health.retry_after())
             raise translated from exc
@@ -346,6 +387,7 @@ class AzureTable:
             return
         async with self._create_lock:
             if not self._created:
+                self._stats.calls[self._label] += 1
                 try:
                     await self._service.create_table(self.name)
                 except ResourceExistsError:
