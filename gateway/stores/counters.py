@@ -27,7 +27,8 @@ Bounds, with N instances, limit L, lease size S = max(ceil(L x lease_fraction), 
   and its held balance returns to the window with the next write of any instance. What it spent after its last
   report (at most one renewal interval, T/3, of its own traffic, and never more than its lease S) is not charged:
   the bound on under-counting per crash.
-* **Storage operations per request: about 2 x reservation / S** plus one renewal per active counter per T/3.
+* **Storage operations per request: about 2 x reservation / S** plus one renewal per active counter per T/3;
+  once a window is spent, one read per instance per `EXHAUSTED_RECHECK_SECONDS` (docs/scale.md).
 * **Storage outage** (`GATEWAY_LIMITS_ON_STORAGE_OUTAGE`): `local` (default) keeps admitting from each
   instance's own view, as APIM's per-gateway counters do: its balance, then the headroom the window had at its
   last successful write; what it admits is reported when storage answers again, so the window catches up. The
@@ -108,6 +109,8 @@ class SharedCounters:
             if now < lease.exhausted_until:
                 return Admission(False, self._remaining(lease, limit))
             async with self._lock(lease):
+                if time.monotonic() < lease.exhausted_until:  # a request ahead in the lock just found nothing left
+                    return Admission(False, self._remaining(lease, limit))
                 if lease.balance < amount or time.monotonic() >= lease.valid_until:
                     short = amount - max(lease.balance, 0)
                     wanted = max(short, math.ceil(limit * self._lease_fraction), 1) if short > 0 else 0
@@ -208,11 +211,15 @@ class SharedCounters:
 
     async def _write(self, lease: _Lease, limit: int, wanted: int, minimum: int, release: bool = False) -> None:
         """Report spend, prune expired leases, and set our held amount: up to `wanted` more (at least `minimum`,
-        else nothing more), or nothing at all when releasing. Updates the local lease from what was written."""
+        else nothing more), or nothing at all when releasing. Updates the local lease from what was written.
+
+        A request that finds nothing left writes nothing while our lease in the row is still valid: the row
+        already counts what we spent (as held), and the next renewal reports it. So a spent window costs each
+        instance one read per `EXHAUSTED_RECHECK_SECONDS`, never a contended write."""
         snapshot = 0
         written: dict[str, Any] = {}
 
-        def change(row: Row | None) -> Entity:
+        def change(row: Row | None) -> Entity | None:
             nonlocal snapshot
             snapshot = lease.balance
             now = time.time()
@@ -224,6 +231,9 @@ class SharedCounters:
             base = max(snapshot, 0)
             held = 0 if release else min(base + wanted, max(limit - settled - others, base))
             if not release and held - base < minimum:
+                if minimum > 0 and snapshot >= 0 and (lease.reported == 0 or time.monotonic() < lease.valid_until):
+                    written.update(settled=settled, held=None, others=others)
+                    return None
                 held = base
             if held > 0:
                 leases[self.instance] = [held, round(now + self._lease_seconds, 3)]
@@ -238,9 +248,12 @@ class SharedCounters:
             }
 
         started = time.monotonic()
-        self.storage_operations += 1
         await update_with_retry(self._table, _partition(lease.key), lease.window.id, change)
         held = written["held"]
+        if held is None:  # nothing granted, nothing written: only the view of the others' use is new
+            lease.shared = written["settled"] + written["others"] + snapshot
+            return
+        self.storage_operations += 1
         lease.balance = held + (lease.balance - snapshot)  # keep what requests did while we awaited the table
         lease.reported = held
         lease.shared = written["settled"] + written["others"] + held
