@@ -19,7 +19,11 @@ usage is never charged to the client.
 **Index.** Each instance keeps a `VectorIndex` per partition it has seen a lookup for, loaded on first use
 (entries not yet expired) and then refreshed by a lookup that finds it older than
 `GATEWAY_SEMANTIC_CACHE_STALENESS_SECONDS` (entities whose `Timestamp` is at least the newest one seen minus
-`SYNC_OVERLAP`, for writes that committed out of order). So an entry one instance stores is served by every
+`SYNC_OVERLAP`, for writes that committed out of order). A refresh reads a key range, not the partition: row
+keys start with their writer's clock, so it asks only for keys from `ROW_KEY_SLACK` before the newest
+`Timestamp` seen. Without that bound every refresh walked the whole partition on the server, N/2 scans of
+every entry per second over N instances (docs/scale.md). The price: an entry whose writer's clock lagged by more
+than the slack (less the write's own deadline) reaches other instances only when they load the partition anew. So an entry one instance stores is served by every
 other instance once its write completed plus at most the staleness bound; at most one lookup per partition
 and bound waits for a table query, the others read memory only. An instance's own entries are in its index
 at once; the write to the table happens in the background. Expired entries are skipped by lookups, dropped
@@ -71,6 +75,9 @@ PROPERTY_BYTES = 64 * 1024
 #: Binary data per entity: 1 MiB less room for keys, names and the other properties.
 MAX_ENTITY_BINARY = 1024 * 1024 - 16 * 1024
 SYNC_OVERLAP = timedelta(seconds=5)
+#: A refresh asks for row keys (their writer's clock) from this long before the newest Timestamp seen: room for
+#: clock skew between instances and for a write's deadline (a few seconds) between its key and its commit.
+ROW_KEY_SLACK = timedelta(seconds=60)
 RETRY_AFTER_FAILURE = 5.0
 IDLE_PARTITION_SECONDS = 900.0
 MAX_PENDING_WRITES = 256
@@ -400,7 +407,8 @@ class SemanticCacheService:
         if partition.since is None:
             query = Query(partition=partition.key, where=(("ExpiresAt", "gt", datetime.now(timezone.utc)),))
         else:
-            query = Query(partition=partition.key, where=(("Timestamp", "ge", partition.since - SYNC_OVERLAP),))
+            first_key = f"{int((partition.since - ROW_KEY_SLACK).timestamp() * 1000):013d}"
+            query = Query(partition=partition.key, where=(("RowKey", "ge", first_key), ("Timestamp", "ge", partition.since - SYNC_OVERLAP)))
         index = partition.index if partition.index is not None else VectorIndex(Entry.nbytes)
         now = time.time()
         newest = partition.since
