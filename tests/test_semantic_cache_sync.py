@@ -42,7 +42,7 @@ async def test_a_refresh_finds_new_entries_but_not_keys_older_than_the_slack(mem
     await write(memory_tables, partition, topic(1), time.time())
     assert (await reader.lookup(CacheQuery("p", "user: topic 1", "emb", 0.1), lookup_context())).outcome == "HIT"
     await asyncio.sleep(0.01)
-    lagging = time.time() - service.ROW_KEY_SLACK.total_seconds() - 30  # a writer whose clock is 90 s behind
+    lagging = time.time() - service.ROW_KEY_SLACK.total_seconds() - 30  # a writer whose clock lags by slack + 30 s
     await write(memory_tables, partition, topic(2), lagging)
     await write(memory_tables, partition, topic(3), time.time())
     assert (await reader.lookup(CacheQuery("p", "user: topic 3", "emb", 0.1), lookup_context())).outcome == "HIT"

@@ -76,8 +76,8 @@ PROPERTY_BYTES = 64 * 1024
 MAX_ENTITY_BINARY = 1024 * 1024 - 16 * 1024
 SYNC_OVERLAP = timedelta(seconds=5)
 #: A refresh asks for row keys (their writer's clock) from this long before the newest Timestamp seen: room for
-#: clock skew between instances and for a write's deadline (a few seconds) between its key and its commit.
-ROW_KEY_SLACK = timedelta(seconds=60)
+#: clock skew between instances (20 s) and for a write's deadline (5 s) between its key and its commit.
+ROW_KEY_SLACK = timedelta(seconds=30)
 RETRY_AFTER_FAILURE = 5.0
 IDLE_PARTITION_SECONDS = 900.0
 MAX_PENDING_WRITES = 256
