@@ -7,18 +7,17 @@ Each counter (a counter key in one window: a minute, an hour, a quota period) is
 * `leases`: JSON `{instance: [held, expires]}`: slices of the limit an instance may still spend, each with an
   expiry (epoch seconds, `LEASE_SECONDS` after its last write).
 
-An instance takes a slice with an ETag-checked update and then admits requests from its local balance: a
-request reserves its worst case and settles to what it used; refunds go back into the balance. A slice is sized
-by the instance's own demand: what it was asked for over the last renewal interval (`LEASE_SECONDS / 3`), at
-most `lease_fraction` of the limit, so that with many instances the limit is not parked in the balances of
-instances that spend it slowly (docs/scale.md: with fixed 5 % slices, 500 instances sharing a key admitted 8 %
-of its limit). Every write also *reports* what the instance spent since its previous write (moved into `settled`) and
-prunes other instances' expired leases, whose held balance thereby returns to the window. A background task
-renews leases in use every `LEASE_SECONDS / 3`, reporting spend and giving back what exceeds twice the demand
-until the next renewal, and gives back the balance of leases idle for half a lease lifetime; a graceful
-shutdown gives everything back at once. A lease is spent locally only while
-it is valid (its expiry minus `CLOCK_MARGIN_SECONDS` for clock skew between instances); after that the
-instance renews before it admits more.
+An instance takes a slice with an ETag-checked update and then admits requests from its local balance: a request
+reserves its worst case and settles to what it used; refunds go back into the balance. A slice is sized by the
+instance's own demand: what it was asked for over the last renewal interval (`LEASE_SECONDS / 3`), at most
+`lease_fraction` of the limit, so that with many instances the limit is not parked in the balances of instances
+that spend it slowly (docs/scale.md: with fixed 5 % slices, 80 instances sharing a key admitted half its limit). Every write also *reports* what the instance spent since its previous write (moved into `settled`) and
+prunes other instances' expired leases, whose held balance thereby returns to the window. A background task renews
+leases in use every `LEASE_SECONDS / 3` (passes jittered between a sixth and a third), reporting spend and giving
+back what exceeds twice the demand until the next renewal, and gives back the balance of leases idle for half a
+lease lifetime; a graceful shutdown gives everything back at once. A lease is spent locally only while it is valid
+(its expiry minus `CLOCK_MARGIN_SECONDS` for clock skew between instances); after that the instance renews before
+it admits more.
 
 Bounds, with N instances, limit L, largest lease S = max(ceil(L x lease_fraction), 1), lease lifetime T, and
 D_i the tokens instance i is asked for in T/3:
@@ -37,6 +36,10 @@ D_i the tokens instance i is asked for in T/3:
   per T/3 (a lease write, a renewal) once D_i < S; once a window is spent, one read per instance per
   `EXHAUSTED_RECHECK_SECONDS` (docs/scale.md). A write that keeps losing its race (`Conflict` after every
   retry: storage answers, other instances are writing) refuses that one request.
+* **One hot key holds up to about 150-200 instances** at 8 ms per storage call: its row takes about one
+  successful ETag write per read-modify-write round trip, and every instance writes about twice per T/3, all of
+  them at the start of a window. Past that, renewals keep losing their races, leases lapse with spend unreported,
+  and the window can be exceeded; docs/scale.md measures it (bench/lease_model.py) and names what replaces it.
 * **Storage outage** (`GATEWAY_LIMITS_ON_STORAGE_OUTAGE`): `local` (default) keeps admitting from each
   instance's own view, as APIM's per-gateway counters do: its balance, then the headroom the window had at its
   last successful write; what it admits is reported when storage answers again, so the window catches up. The
@@ -50,6 +53,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import random
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -202,7 +206,8 @@ class SharedCounters:
     async def _maintain_periodically(self) -> None:
         failing = False
         while True:
-            await asyncio.sleep(self._lease_seconds / 3)
+            # Jittered: instances started together (a scale-out) must not renew the same hot row in the same instant.
+            await asyncio.sleep(self._lease_seconds / 3 * random.uniform(0.5, 1.0))
             try:
                 await self.maintain()
                 failing = False
