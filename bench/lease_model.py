@@ -1,6 +1,6 @@
 """The shared token counters at 8 to 500 instances, in one process: where gateway processes cannot go on 2 cores.
 
-    .venv/bin/python -m bench.lease_model [--instances 8 50 80 200 500] [--rate 2] [--latency-ms 8] [--window 60] [--demand 2]
+    .venv/bin/python -m bench.lease_model [--instances 8 50 80 200 500] [--rate 2] [--latency-ms 8] [--demand 2]
 
 N `SharedCounters` (the gateway's own class, production constants) share one in-memory counters table whose
 every call takes `latency-ms` before it takes effect, as a round trip to Table Storage does, so read-modify-writes

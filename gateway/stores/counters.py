@@ -11,13 +11,14 @@ An instance takes a slice with an ETag-checked update and then admits requests f
 reserves its worst case and settles to what it used; refunds go back into the balance. A slice is sized by the
 instance's own demand: what it was asked for over the last renewal interval (`LEASE_SECONDS / 3`), at most
 `lease_fraction` of the limit, so that with many instances the limit is not parked in the balances of instances
-that spend it slowly (docs/scale.md: with fixed 5 % slices, 80 instances sharing a key admitted half its limit). Every write also *reports* what the instance spent since its previous write (moved into `settled`) and
-prunes other instances' expired leases, whose held balance thereby returns to the window. A background task renews
-leases in use every `LEASE_SECONDS / 3` (passes jittered between a sixth and a third), reporting spend and giving
-back what exceeds twice the demand until the next renewal, and gives back the balance of leases idle for half a
-lease lifetime; a graceful shutdown gives everything back at once. A lease is spent locally only while it is valid
-(its expiry minus `CLOCK_MARGIN_SECONDS` for clock skew between instances); after that the instance renews before
-it admits more.
+that spend it slowly (docs/scale.md: with fixed 5 % slices, 80 instances sharing a key admitted half its limit).
+Every write also *reports* what the instance spent since its previous write (moved into `settled`) and prunes
+other instances' expired leases, whose held balance thereby returns to the window. A background task renews leases
+in use every `LEASE_SECONDS / 3` (passes jittered between a sixth and a third), reporting spend and giving back
+what exceeds twice the demand until the next renewal, and gives back the balance of leases idle for half a lease
+lifetime; a graceful shutdown gives everything back at once. A lease is spent locally only while it is valid (its
+expiry minus `CLOCK_MARGIN_SECONDS` for clock skew between instances); after that the instance renews before it
+admits more.
 
 Bounds, with N instances, limit L, largest lease S = max(ceil(L x lease_fraction), 1), lease lifetime T, and
 D_i the tokens instance i is asked for in T/3:
