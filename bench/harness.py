@@ -44,14 +44,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+@dataclass
+class Services:
+    """Azurite and the simulator, and the environment a gateway needs to use them (add a table prefix)."""
+
+    simulator_url: str
+    simulator_key: str
+    env: dict[str, str]
+
+
 @contextmanager
-def local_stack(extra_env: dict[str, str] | None = None, in_memory_storage: bool = False) -> Iterator[Stack]:
-    """Azurite, the simulator and one gateway process, with one subscription; all stopped on exit."""
+def services(in_memory_storage: bool = False) -> Iterator[Services]:
+    """Azurite and the simulator on loopback; both stopped on exit."""
     processes: list[subprocess.Popen[bytes]] = []
     try:
         ports = devstack.AzuritePorts(devstack.free_port(), devstack.free_port(), devstack.free_port())
         processes.append(devstack.start_azurite(Path(tempfile.mkdtemp(prefix="bench-azurite-")), ports, in_memory_storage))
-        sim_port, gw_port = devstack.free_port(), devstack.free_port()
+        sim_port = devstack.free_port()
         sim_key = secrets.token_hex(8)
         processes.append(devstack.start_python(["gateway", "simulator", "--port", str(sim_port)], {"SIMULATOR_API_KEY": sim_key}, sim_port))
         env = {
@@ -61,19 +70,34 @@ def local_stack(extra_env: dict[str, str] | None = None, in_memory_storage: bool
             "GATEWAY_BACKENDS": json.dumps(
                 [{"id": "sim", "url": f"http://127.0.0.1:{sim_port}", "api_key_setting": "SIM_KEY", "embeddings_deployment": "text-embedding-3-small"}]
             ),
-            **(extra_env or {}),
         }
-        gateway = devstack.start_python(["gateway", "serve", "--port", str(gw_port)], env, gw_port)
-        processes.append(gateway)
-        created = subprocess.run(
-            [sys.executable, "-m", "gateway", "subscriptions", "create", "bench"],
-            env={**os.environ, **env}, cwd=devstack.REPO_ROOT, check=True, capture_output=True, text=True,
-        )  # fmt: skip
-        key = json.loads(created.stdout)["primaryKey"]
-        yield Stack(f"http://127.0.0.1:{sim_port}", sim_key, f"http://127.0.0.1:{gw_port}", gateway.pid, key, env)
+        yield Services(f"http://127.0.0.1:{sim_port}", sim_key, env)
     finally:
         for process in reversed(processes):
             devstack.stop(process)
+
+
+def create_subscription(env: dict[str, str], name: str) -> str:
+    """A new subscription through the CLI; returns its primary key."""
+    created = subprocess.run(
+        [sys.executable, "-m", "gateway", "subscriptions", "create", name],
+        env={**os.environ, **env}, cwd=devstack.REPO_ROOT, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return str(json.loads(created.stdout)["primaryKey"])
+
+
+@contextmanager
+def local_stack(extra_env: dict[str, str] | None = None, in_memory_storage: bool = False) -> Iterator[Stack]:
+    """Azurite, the simulator and one gateway process, with one subscription; all stopped on exit."""
+    with services(in_memory_storage) as backing:
+        env = {**backing.env, **(extra_env or {})}
+        gw_port = devstack.free_port()
+        gateway = devstack.start_python(["gateway", "serve", "--port", str(gw_port)], env, gw_port)
+        try:
+            key = create_subscription(env, "bench")
+            yield Stack(backing.simulator_url, backing.simulator_key, f"http://127.0.0.1:{gw_port}", gateway.pid, key, env)
+        finally:
+            devstack.stop(gateway)
 
 
 @dataclass

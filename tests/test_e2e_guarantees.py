@@ -56,12 +56,13 @@ def test_a_sigkilled_instance_strands_its_quota_lease_only_until_the_lease_expir
     </inbound></policies>""", tmp_path)  # fmt: skip
     key = new_key(env, "crash")
     doomed, survivor = start_gateway(env), start_gateway(env)
-    for _ in range(3):
+    for _ in range(12):  # enough demand for a large lease (leases are sized by each instance's own demand)
         assert chat(doomed, key).status_code == 200
     time.sleep(2.5)  # one renewal interval (lease/3): the doomed instance has reported what it spent
     (owner,) = lease_owners(env, "qMonthly")
     held = lease_owners(env, "qMonthly")[owner][0]
-    assert held >= quota * 0.25 - 200  # most of a 500-token lease sits unused in the doomed instance
+    reservation = 40 + 30  # max_tokens plus a generous prompt estimate
+    assert held > 3 * reservation  # unused balance sits in the doomed instance: what a crash would strand
     doomed.process.send_signal(signal.SIGKILL)
     doomed.process.wait()
 
@@ -73,7 +74,6 @@ def test_a_sigkilled_instance_strands_its_quota_lease_only_until_the_lease_expir
     row = next(row for row in counter_rows(env) if row["RowKey"].startswith("qMonthly"))
     assert owner not in orjson.loads(row.get("leases") or "{}")  # pruned: nothing stranded
     used = int(row["settled"].value if hasattr(row["settled"], "value") else row["settled"])
-    reservation = 40 + 30  # max_tokens plus a generous prompt estimate
     # The survivor got everything the doomed instance had not spent: the window filled to within two
     # reservations (the survivor's own unused balance and the request it refused).
     assert quota - 2 * reservation <= used <= quota, (used, admitted)

@@ -16,6 +16,7 @@ from gateway.backends.config import parse_backends
 from gateway.backends.registry import BackendRegistry
 from gateway.backends.health_sync import (
     STALE_SECONDS,
+    SUMMARY_TABLE,
     TABLE,
     HealthRow,
     HealthSync,
@@ -96,12 +97,63 @@ async def test_stats_are_written_with_traffic_and_stale_rows_are_removed(instanc
     await table.upsert(gone)
     one.health("paygo").record_response(200, {"x-ratelimit-remaining-tokens": "5000"}, 0.004)
     await asyncio.sleep(4 * SYNC)
+    assert "gone-instance" in {row.instance for row in await read_rows(table)}  # polls never list this table
+    await other.sync.sweep()
     rows = await read_rows(table)
     assert "gone-instance" not in {row.instance for row in rows}
     (mine,) = [row for row in rows if row.instance == one.sync.instance and row.backend == "paygo"]
     assert (mine.requests, mine.latency_p50_ms, mine.remaining_tokens) == (1, 4.0, 5000)
     report = {entry["id"]: entry for entry in status_report(CONFIGS, rows, time.time())}
     assert report["paygo"]["recentRequests"] == 1 and report["paygo"]["state"] == "closed"
+
+
+async def test_a_poll_reads_one_entity_however_many_instances_there_are(memory_tables: MemoryTables) -> None:
+    fleet = [Instance(memory_tables) for _ in range(12)]
+    for instance in fleet:
+        await instance.sync.start()
+        instance.health("paygo").record_response(200, {}, 0.004)  # traffic: every instance writes its stats row
+    fleet[0].health("ptu/east").record_response(429, {"retry-after": "30"}, 0.01)
+    await wait_for(lambda: all(i.health("ptu/east").available_at > time.time() for i in fleet), timeout=2)
+    stats = memory_tables.stats
+    before = (stats.calls[SUMMARY_TABLE], stats.rows_read[SUMMARY_TABLE], stats.rows_read[TABLE])
+    await asyncio.sleep(5 * SYNC)
+    polls = stats.calls[SUMMARY_TABLE] - before[0]
+    assert polls >= 3 * len(fleet)
+    assert stats.rows_read[SUMMARY_TABLE] - before[1] <= polls  # one entity per poll
+    assert stats.rows_read[TABLE] == before[2]  # the per-instance rows (12 x 2 here) are never read by a poll
+    assert len(await read_rows(memory_tables.table(TABLE))) >= len(fleet)
+    for instance in fleet:
+        await instance.sync.close()
+
+
+async def test_an_announcement_the_summary_already_holds_is_not_written(instances: tuple[Instance, Instance]) -> None:
+    one, other = instances
+    summary = one.store.table(SUMMARY_TABLE)
+    one.health("paygo").record_response(429, {"retry-after": "30"}, 0.01)
+    await wait_for(lambda: other.health("paygo").available_at > time.time() + 20, timeout=2)
+    written = await summary.get("summary", "trips")
+    assert written is not None
+    other.health("paygo").record_response(429, {"retry-after": "30"}, 0.01)  # the same wait, milliseconds later
+    other.health("ptu/east").record_response(200, {}, 0.01)
+    await asyncio.sleep(3 * SYNC)
+    assert (await summary.get("summary", "trips")).etag == written.etag  # type: ignore[union-attr]
+    other.health("paygo").record_response(429, {"retry-after": "60"}, 0.01)  # longer: news
+    await wait_for(lambda: one.health("paygo").available_at > time.time() + 50, timeout=2)
+
+
+async def test_passed_trips_leave_the_summary_row(memory_tables: MemoryTables) -> None:
+    now = [1_000_000.0]
+    registry = BackendRegistry(CONFIGS)
+    sync = HealthSync(memory_tables, registry.backends, SYNC, "gw", clock=lambda: now[0])
+    await sync.start()
+    summary = memory_tables.table(SUMMARY_TABLE)
+    await summary.upsert({"PartitionKey": "summary", "RowKey": "trips", "trips": json.dumps({"gone": [now[0] - 1, now[0] - 1]})})
+    registry.by_id("paygo").health.wait_until = now[0] + 30  # type: ignore[union-attr]
+    registry.by_id("paygo").health.on_change(registry.by_id("paygo").health)  # type: ignore[union-attr, misc]
+    await asyncio.sleep(2 * SYNC)
+    row = await summary.get("summary", "trips")
+    assert row is not None and json.loads(row["trips"]) == {"paygo": [0.0, now[0] + 30]}
+    await sync.close()
 
 
 def test_report_aggregates_instances_and_pools() -> None:

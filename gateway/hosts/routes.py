@@ -57,6 +57,10 @@ async def _ops_backends(gateway: GatewayOf, request: Request) -> Response:
     return await admin.backends_response(gateway(), request)
 
 
+async def _ops_storage(gateway: GatewayOf, request: Request) -> Response:
+    return await admin.storage_response(gateway(), request)
+
+
 async def _ops_dashboard(gateway: GatewayOf, request: Request) -> Response:
     return await dashboard.dashboard_response(gateway(), request)
 
@@ -70,6 +74,7 @@ ROUTES: tuple[HttpRoute, ...] = (
     HttpRoute("health", "health", ("GET",), _liveness),
     HttpRoute("health_ready", "health/ready", ("GET",), _readiness),
     HttpRoute("ops_backends", "ops/backends", ("GET",), _ops_backends),  # x-admin-key checked inside
+    HttpRoute("ops_storage", "ops/storage", ("GET",), _ops_storage),  # x-admin-key checked inside
     HttpRoute("ops_dashboard", "ops/dashboard", ("GET", "POST"), _ops_dashboard),
     HttpRoute("openapi", "openapi/{name}", ("GET",), _openapi_document),  # public
 )

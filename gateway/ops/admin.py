@@ -41,6 +41,15 @@ async def backends_response(gateway: Gateway, request: Request) -> Response:
     return JSONResponse({"backends": await backend_status(gateway.store, gateway.settings.backends)})
 
 
+async def storage_response(gateway: Gateway, request: Request) -> Response:
+    """`GET /ops/storage`: this process's storage operations and lost races per table since it started, for
+    capacity planning against Table Storage's targets (docs/scale.md; bench/scale.py reads it)."""
+    refused = await refuse(gateway, request)
+    if refused is not None:
+        return refused
+    return JSONResponse(gateway.store.stats.as_json())
+
+
 async def refuse(gateway: Gateway, request: Request) -> Response | None:
     """None when the request may use the `/ops` routes; otherwise 404 (no admin key configured), 401 or 429."""
     if gateway.settings.admin_key is None:

@@ -20,7 +20,7 @@ from azure.data.tables import EdmType, EntityProperty, TableTransactionError, Up
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from gateway.errors import Conflict, EntityRejected, StorageUnavailable
-from gateway.stores.tables import Entity, Operation, Query, Row, StorageHealth, Table
+from gateway.stores.tables import Entity, Operation, Query, Row, StorageHealth, StorageStats, Table
 
 T = TypeVar("T")
 
@@ -41,7 +41,7 @@ class AzureTables:
     """`Tables` on Azure Table Storage (or Azurite), with one async service client per process."""
 
     def __init__(self, connection_string: str, prefix: str, deadline_seconds: float = 5.0) -> None:
-        self._calls = 0
+        self._stats = StorageStats()
         self._connection_string = connection_string
         self._prefix = prefix
         self._deadline = deadline_seconds
@@ -53,7 +53,6 @@ class AzureTables:
         # Few, quick retries: the gateway has its own fallbacks, and a request must not wait out a long backoff.
         return TableServiceClient.from_connection_string(
             self._connection_string,
-            raw_request_hook=self._count,  # the one policy the SDK passes on to its table clients
             retry_total=2,
             retry_backoff_factor=0.2,
             retry_backoff_max=1,
@@ -63,10 +62,11 @@ class AzureTables:
 
     @property
     def calls(self) -> int:
-        return self._calls
+        return self._stats.total
 
-    def _count(self, request: object) -> None:
-        self._calls += 1
+    @property
+    def stats(self) -> StorageStats:
+        return self._stats
 
     def table_name(self, name: str) -> str:
         return self._prefix + name
@@ -75,7 +75,8 @@ class AzureTables:
         table = self._tables.get(name)
         if table is None:
             full = self.table_name(name)
-            table = self._tables[name] = AzureTable(full, self._service, self._service.get_table_client(full), self._health, self._deadline)
+            client = self._service.get_table_client(full)
+            table = self._tables[name] = AzureTable(full, name, self._service, client, self._health, self._stats, self._deadline)
         return table
 
     def health(self) -> StorageHealth:
@@ -98,8 +99,12 @@ class AzureTables:
 
 
 class AzureTable:
-    def __init__(self, name: str, service: TableServiceClient, client: TableClient, health: StorageHealth, deadline: float) -> None:
+    def __init__(
+        self, name: str, label: str, service: TableServiceClient, client: TableClient, health: StorageHealth, stats: StorageStats, deadline: float
+    ) -> None:
         self.name = name
+        self._label = label
+        self._stats = stats
         self.client = client
         self._service = service
         self._health = health
@@ -119,6 +124,7 @@ class AzureTable:
                 entity = await self.client.get_entity(partition, row)
             except ResourceNotFoundError:
                 return None
+            self._stats.rows_read[self._label] += 1
             return _row(entity)
 
         return await self._call(read)
@@ -158,9 +164,11 @@ class AzureTable:
         pages = self.client.query_entities(text, parameters=parameters, select=list(query.select) if query.select else None,
                                            results_per_page=page_size).by_page()  # fmt: skip
         while True:
-            page = await self._call(lambda: _next_page(pages))
-            if page is None:
+            page = await self._call(lambda: _next_page(pages), counted=False)
+            if page is None:  # the previous page had no continuation: no request was made
                 return
+            self._stats.calls[self._label] += 1
+            self._stats.rows_read[self._label] += len(page)
             for entity in page:
                 yield _row(entity)
 
@@ -170,16 +178,20 @@ class AzureTable:
         batch = [_transaction_step(kind, entity) for kind, entity in operations]
         await self._call(lambda: self.client.submit_transaction(batch))
 
-    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, operation: Callable[[], Awaitable[T]], counted: bool = True) -> T:
         """Run one SDK call with the deadline, the fail-fast window, and errors translated."""
         if self._health.fail_fast():
             raise StorageUnavailable(retry_after=self._health.retry_after())
+        if counted:
+            self._stats.calls[self._label] += 1
         try:
             async with asyncio.timeout(self._deadline):
                 await self._ensure_created()
                 result = await operation()
         except (AzureError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             translated = _translate(exc, self.name)
+            if isinstance(translated, Conflict):
+                self._stats.conflicts[self._label] += 1
             # Only an account that cannot be reached makes every call fail fast; an error answer (a 5xx for one
             # row or partition) proves storage is there, and fails that call alone.
             if isinstance(translated, StorageUnavailable) and not isinstance(exc, HttpResponseError):

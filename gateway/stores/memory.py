@@ -4,11 +4,13 @@ Same contract as `gateway/stores/tables.py`: ETags change on every write, ETag-c
 `Conflict`, transactions are all-or-nothing within one partition and at most 100 operations, a string property
 over 32K characters or a key with `/ \\ # ?` or control characters raises `EntityRejected`, rows come back in
 (PartitionKey, RowKey) order. `outage = True` makes every call raise `StorageUnavailable`, like a storage
-account that stopped answering.
+account that stopped answering. `latency` makes every call wait that long before it takes effect, as a round
+trip to Table Storage does, so concurrent read-modify-writes meet as they do there (tests, bench/lease_model.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import operator
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -16,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from gateway.errors import Conflict, EntityRejected, StorageUnavailable
-from gateway.stores.tables import MAX_STRING_CHARS, MAX_TRANSACTION, Entity, Operation, Query, Row, StorageHealth, Table
+from gateway.stores.tables import MAX_STRING_CHARS, MAX_TRANSACTION, Entity, Operation, Query, Row, StorageHealth, StorageStats, Table
 
 _MAX_PROPERTIES = 255
 _MAX_KEY_CHARS = 1024
@@ -27,18 +29,23 @@ _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
 
 
 class MemoryTables:
-    def __init__(self, prefix: str = "") -> None:
+    def __init__(self, prefix: str = "", latency: float = 0.0) -> None:
         self._prefix = prefix
+        self.latency = latency
         self._tables: dict[str, MemoryTable] = {}
         self._health = StorageHealth()
-        self.calls = 0
+        self.stats = StorageStats()
         #: While True, every call fails as during a storage outage.
         self.outage = False
+
+    @property
+    def calls(self) -> int:
+        return self.stats.total
 
     def table(self, name: str) -> Table:
         table = self._tables.get(name)
         if table is None:
-            table = self._tables[name] = MemoryTable(self.table_name(name), self)
+            table = self._tables[name] = MemoryTable(self.table_name(name), name, self)
         return table
 
     def table_name(self, name: str) -> str:
@@ -55,8 +62,10 @@ class MemoryTables:
         table = self._tables.get(name)
         return [dict(values) for _, values in sorted(table.rows.items())] if table else []
 
-    def _enter(self) -> None:
-        self.calls += 1
+    async def _enter(self, label: str) -> None:
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        self.stats.calls[label] += 1
         if self.outage:
             self._health.failed("outage")
             raise StorageUnavailable(retry_after=self._health.retry_after())
@@ -67,31 +76,34 @@ class MemoryTables:
 
 
 class MemoryTable:
-    def __init__(self, name: str, tables: MemoryTables) -> None:
+    def __init__(self, name: str, label: str, tables: MemoryTables) -> None:
         self.name = name
+        self._label = label
         self._tables = tables
         self.rows: dict[tuple[str, str], dict[str, Any]] = {}
         self._meta: dict[tuple[str, str], tuple[str, datetime]] = {}
         self._etags = itertools.count(1)
 
     async def get(self, partition: str, row: str) -> Row | None:
-        self._tables._enter()
-        return self._row((partition, row))
+        await self._tables._enter(self._label)
+        found = self._row((partition, row))
+        self._tables.stats.rows_read[self._label] += found is not None
+        return found
 
     async def insert(self, entity: Entity) -> None:
-        self._tables._enter()
+        await self._tables._enter(self._label)
         self._apply([("insert", entity)])
 
     async def replace(self, entity: Entity, etag: str) -> None:
-        self._tables._enter()
+        await self._tables._enter(self._label)
         self._apply([("replace", Row(entity, etag, None))])
 
     async def upsert(self, entity: Entity) -> None:
-        self._tables._enter()
+        await self._tables._enter(self._label)
         self._apply([("upsert", entity)])
 
     async def merge(self, entity: Entity) -> bool:
-        self._tables._enter()
+        await self._tables._enter(self._label)
         key = _key(entity)
         if key not in self.rows:
             return False
@@ -99,20 +111,21 @@ class MemoryTable:
         return True
 
     async def delete(self, partition: str, row: str) -> None:
-        self._tables._enter()
+        await self._tables._enter(self._label)
         if (partition, row) in self.rows:
             self._apply([("delete", {"PartitionKey": partition, "RowKey": row})])
 
     async def query(self, query: Query, page_size: int = 1000) -> AsyncIterator[Row]:
-        self._tables._enter()
+        await self._tables._enter(self._label)
         conditions = query.conditions()
         for key in sorted(self.rows):
             row = self._row(key)
             if row is not None and all(_holds(row, condition) for condition in conditions):
+                self._tables.stats.rows_read[self._label] += 1
                 yield Row({name: row[name] for name in query.select if name in row}, row.etag, row.timestamp) if query.select else row
 
     async def transact(self, operations: Sequence[tuple[Operation, Entity]]) -> None:
-        self._tables._enter()
+        await self._tables._enter(self._label)
         if len(operations) > MAX_TRANSACTION or len({entity["PartitionKey"] for _, entity in operations}) > 1:
             raise EntityRejected(f"A transaction on {self.name} must hold at most {MAX_TRANSACTION} rows of one partition.")
         self._apply(operations)
@@ -123,11 +136,11 @@ class MemoryTable:
             if kind != "delete":
                 _validate(entity, index, self.name)
             if kind == "insert" and _key(entity) in self.rows:
-                raise Conflict(f"The row exists in {self.name}.")
+                raise self._conflict(f"The row exists in {self.name}.")
             if kind in ("replace", "delete") and _key(entity) not in self.rows:
-                raise Conflict(f"A row of {self.name} was deleted.")
+                raise self._conflict(f"A row of {self.name} was deleted.")
             if kind in ("replace", "delete") and isinstance(entity, Row) and self._meta.get(_key(entity), ("",))[0] != entity.etag:
-                raise Conflict(f"A row of {self.name} changed or was deleted.")
+                raise self._conflict(f"A row of {self.name} changed or was deleted.")
         for kind, entity in operations:
             key = _key(entity)
             if kind == "delete":
@@ -136,6 +149,10 @@ class MemoryTable:
             else:
                 self.rows[key] = dict(entity)
                 self._meta[key] = (f'W/"{next(self._etags)}"', datetime.now(timezone.utc))
+
+    def _conflict(self, message: str) -> Conflict:
+        self._tables.stats.conflicts[self._label] += 1
+        return Conflict(message)
 
     def _row(self, key: tuple[str, str]) -> Row | None:
         values = self.rows.get(key)

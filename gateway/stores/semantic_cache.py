@@ -21,7 +21,12 @@ usage is never charged to the client.
 `GATEWAY_SEMANTIC_CACHE_STALENESS_SECONDS` (entities whose `Timestamp` is at least the newest one seen minus
 `SYNC_OVERLAP`, for writes that committed out of order). So an entry one instance stores is served by every
 other instance once its write completed plus at most the staleness bound; at most one lookup per partition
-and bound waits for a table query, the others read memory only. An instance's own entries are in its index
+and bound waits for a table query, the others read memory only. A refresh reads a key range, not the
+partition: row keys start with their writer's clock, so it asks only for keys from `ROW_KEY_SLACK` before the
+newest `Timestamp` seen. Without that bound every refresh walked the whole partition on the server, N/2 scans of
+every entry per second over N instances (docs/scale.md). The price: an entry whose writer's clock lagged by more
+than the slack (less the write's own deadline) reaches other instances only when they load the partition anew.
+An instance's own entries are in its index
 at once; the write to the table happens in the background. Expired entries are skipped by lookups, dropped
 from an index when a quarter of it expired, and deleted from the table by `cleanup` (a timer trigger under
 Azure Functions, a periodic task in the local host). Partitions unused for `IDLE_PARTITION_SECONDS` are
@@ -74,6 +79,9 @@ logger = logging.getLogger(__name__)
 TABLE = "semanticcache"
 EMBEDDINGS_API_VERSION = "2024-10-21"
 SYNC_OVERLAP = timedelta(seconds=5)
+#: A refresh asks for row keys (their writer's clock) from this long before the newest Timestamp seen: room for
+#: clock skew between instances (20 s) and for a write's deadline (5 s) between its key and its commit.
+ROW_KEY_SLACK = timedelta(seconds=30)
 IDLE_PARTITION_SECONDS = 900.0
 MAX_PENDING_WRITES = 256
 _STORAGE = "the semantic cache table"
@@ -314,7 +322,9 @@ class SemanticCacheService:
         if partition.since is None:
             query = Query(partition=partition.key, where=(("ExpiresAt", "gt", datetime.now(timezone.utc)),))
         else:
-            query = Query(partition=partition.key, where=(("Timestamp", "ge", partition.since - SYNC_OVERLAP),))
+            first_key = f"{int((partition.since - ROW_KEY_SLACK).timestamp() * 1000):013d}"
+            changed = ("Timestamp", "ge", partition.since - SYNC_OVERLAP)
+            query = Query(partition=partition.key, where=(("RowKey", "ge", first_key), changed))
         index = partition.index if partition.index is not None else VectorIndex(Entry.nbytes)
         now = time.time()
         newest = partition.since

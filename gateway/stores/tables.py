@@ -8,6 +8,9 @@ structured queries instead of OData text, and the gateway's own errors instead o
 * `EntityRejected`: storage refused one entity as invalid (a property over 64 KiB, a bad key): permanent;
 * `Conflict`: an ETag-checked write lost a race, or an insert found the row there: retry or give up.
 
+Every `Tables` counts its operations and lost races per table (`StorageStats`): a dict increment per call, so
+benchmarks and `GET /ops/storage` can tell which table a deployment leans on (docs/scale.md).
+
 An outage costs requests almost nothing: once storage cannot be reached, the tables fail fast for `PROBE_SECONDS`,
 letting one call through per interval to find out whether it is back (then everything flows again at once). An
 error answer for one call (a 5xx for one row or partition) fails that call only. Every
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -119,12 +123,37 @@ class Tables(Protocol):
     def calls(self) -> int:
         """Storage requests made so far (benchmarks report calls per request)."""
 
+    @property
+    def stats(self) -> StorageStats: ...
+
     def health(self) -> StorageHealth: ...
 
     def reopen(self) -> None:
         """Use new connections from now on, for an event loop other than the one the old ones belong to."""
 
     async def close(self) -> None: ...
+
+
+@dataclass
+class StorageStats:
+    """Storage operations (a query counts once per page), entities read, and `Conflict` answers per table, since
+    the process started.
+
+    Keyed by the table's name without the prefix. Table Storage's targets count entities per second per
+    partition, hence `rows_read`. A Conflict is an ETag-checked write that lost its race or an insert that found
+    its row: on the counters table, what leases cost in contention.
+    """
+
+    calls: Counter[str] = field(default_factory=Counter)
+    rows_read: Counter[str] = field(default_factory=Counter)
+    conflicts: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+    def as_json(self) -> dict[str, dict[str, int]]:
+        return {"calls": dict(self.calls), "rowsRead": dict(self.rows_read), "conflicts": dict(self.conflicts)}
 
 
 @dataclass
