@@ -10,7 +10,6 @@ request's usage exactly once, whether it was answered by the backend, by a polic
 from __future__ import annotations
 
 import logging
-import time
 
 import aiohttp
 
@@ -114,7 +113,7 @@ class Exchange:
         request = context.Request
         headers = self.client_credentials.outbound(request.Headers)
         url = base_url + request.Url.Path + request.Url.QueryString
-        started = time.perf_counter()
+        started = self.timing.start()
         try:
             if backend is not None and not any(name.lower() in ("api-key", "authorization") for name, _ in headers):
                 headers.extend(await backend.auth_headers())
@@ -128,8 +127,7 @@ class Exchange:
             reason = "Timeout" if timed_out else exc.code
             raise PolicyError("forward-request", reason, exc.message, exc.response()) from exc
         finally:
-            elapsed = time.perf_counter() - started
-            self.timing.add("upstream", elapsed)
+            elapsed = self.timing.stop("upstream", started)
         if backend is not None:
             backend.health.record_response(upstream.status, upstream.headers, elapsed)
         if is_streaming(upstream):

@@ -24,7 +24,7 @@ from gateway.backends.proxy import RelayResponse, UpstreamClient, raw_headers
 from gateway.backends.registry import BackendRegistry
 from gateway.config.settings import Settings
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, ResourceNotFound
-from gateway.handling import client_credentials, forwarded, names, operations
+from gateway.handling import client_credentials, collector, forwarded, names, operations
 from gateway.handling.auth import SubscriptionAuthenticator
 from gateway.handling.exchange import Exchange
 from gateway.handling.services import GatewayServices
@@ -49,6 +49,8 @@ from policies.usage import Usage, UsageListener
 
 logger = logging.getLogger(__name__)
 
+#: How long after start-up the tokenizer loads and the heap settles: the first requests go first.
+SETTLE_AFTER_SECONDS = 1.0
 #: Audio uploads may be 25 MB; leave room for the multipart framing.
 MAX_BODY_BYTES = 26 * 1024 * 1024
 _API_NAMES = {operations.VERSIONED_API: "Azure OpenAI", operations.V1_API: "Azure OpenAI v1"}
@@ -89,6 +91,8 @@ class Gateway:
         )
         self._started = False
         self._start_lock = asyncio.Lock()
+        self._settling: asyncio.Task[None] | None = None
+        collector.count_pauses()
 
     async def handle(self, request: Request) -> Response:
         timing = ServerTiming()
@@ -117,7 +121,7 @@ class Gateway:
 
         key = client_credentials.subscription_key(request)
         subscription = await self.authenticator.authenticate(key, operation.api)
-        timing.add("auth", timing.elapsed())
+        timing.stop("auth", timing.arrival)
 
         body = await _read_body(request)
         deployment = _model_from_body(body) if operation.model_in_body else route.params.get("deployment-id")
@@ -126,8 +130,14 @@ class Gateway:
 
         pipeline = self.policies.current.pipeline(subscription.product, operation.api, operation.id)
         context, exchange = self._context(request, route, subscription, key or "", body, deployment, timing)
-        result = await pipeline.execute(context)
-        return await self._respond(context, exchange, result)
+        response: Response | None = None
+        try:
+            result = await pipeline.execute(context)
+            response = await self._respond(context, exchange, result)
+            return response
+        finally:
+            if not isinstance(response, RelayResponse):  # a stream is done only when its relay ends (`on_end`)
+                _release(context)
 
     async def _preflight(self, request: Request, path: str, timing: ServerTiming) -> Response:
         """A CORS preflight, answered by the operation's `<cors>` policy before any key check (browsers send none).
@@ -144,7 +154,10 @@ class Gateway:
         if cors is None:
             return PolicyResponse.error(403, "CORS is not enabled for this API (add a <cors> policy).").to_starlette()
         context, _ = self._context(request, route, None, "", b"", None, timing)
-        return cors.preflight(context).to_starlette()
+        try:
+            return cors.preflight(context).to_starlette()
+        finally:
+            _release(context)
 
     def _context(
         self,
@@ -214,17 +227,17 @@ class Gateway:
             tap = StreamTap(exchange.strip_usage) if exchange.usage.wanted or exchange.strip_usage or context.body_listeners else None
 
             async def on_end(aborted: bool) -> None:
-                if tap is None:
-                    return
-                await exchange.usage.report(exchange.stream_usage(context, tap, aborted))
-                assembled = tap.assembled() if tap.completed and not aborted else None
-                if assembled is not None:
-                    await _tell_body_listeners(context, answer.StatusCode, assembled)
+                try:
+                    if tap is not None:
+                        await exchange.usage.report(exchange.stream_usage(context, tap, aborted))
+                        assembled = tap.assembled() if tap.completed and not aborted else None
+                        if assembled is not None:
+                            await _tell_body_listeners(context, answer.StatusCode, assembled)
+                finally:
+                    _release(context)
 
             on_break = exchange.backend.health.record_failure if exchange.backend is not None else None
-            return RelayResponse(
-                upstream, answer.StatusCode, headers, self.settings.sse_keepalive_seconds, tap, on_end if tap is not None else None, on_break
-            )
+            return RelayResponse(upstream, answer.StatusCode, headers, self.settings.sse_keepalive_seconds, tap, on_end, on_break)
         await _tell_body_listeners(context, answer.StatusCode, answer.Body.content)
         response = Response(answer.Body.content, status_code=answer.StatusCode)
         response.raw_headers.extend(headers)
@@ -235,7 +248,7 @@ class Gateway:
         return Response(orjson.dumps({"object": "list", "data": models}), media_type="application/json")
 
     async def start(self) -> None:
-        """Start the background work (once per process): policies, metrics, leases, health; warm the tokenizer.
+        """Start the background work (once per process): policies, metrics, leases, health; later, warm up.
 
         Never fails for storage: what cannot load yet keeps trying in the background.
         """
@@ -246,8 +259,16 @@ class Gateway:
             self.metrics.start()
             self.counters.start()
             await self.health.start()
-            await asyncio.get_running_loop().run_in_executor(None, self.tokens.warm_up)
+            self._settling = asyncio.get_running_loop().create_task(self._settle())
             self._started = True
+
+    async def _settle(self) -> None:
+        """Shortly after start-up, once the first requests are served: load the tokenizer's encodings (a few
+        hundred ms, off the loop, so the first request that counts tokens does not wait for them), then settle
+        the heap so the garbage collector leaves what start-up made alone (gateway/handling/collector.py)."""
+        await asyncio.sleep(SETTLE_AFTER_SECONDS)
+        await asyncio.get_running_loop().run_in_executor(None, self.tokens.warm_up)
+        collector.settle()
 
     async def clean_semantic_cache(self) -> int:
         """Delete expired semantic-cache entries; returns how many (the Functions timer trigger calls this)."""
@@ -255,6 +276,8 @@ class Gateway:
 
     async def close(self) -> None:
         """Give leases back, flush metrics, stop background work and close connections (a graceful stop)."""
+        if self._settling is not None:
+            self._settling.cancel()
         await self.policies.close()
         await self.counters.release()
         try:
@@ -267,6 +290,18 @@ class Gateway:
         await self.services.close()
         await self.backends.close()
         await self.store.close()
+
+
+def _release(context: ctx.Context) -> None:
+    """The request is over: drop its statements' callbacks, which close over the context.
+
+    Each such callback makes a reference cycle (context → list → closure → context); broken here, a finished
+    request's objects are freed at once by reference counting instead of piling up for the cyclic garbage
+    collector, whose full passes stall every request in flight (bench/overhead.py, c=20).
+    """
+    context.after_backend.clear()
+    context.usage_listeners.clear()
+    context.body_listeners.clear()
 
 
 async def _tell_body_listeners(context: ctx.Context, status: int, body: bytes) -> None:
