@@ -13,12 +13,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import azure.functions as func  # noqa: E402
 from azurefunctions.extensions.http.fastapi import Request, Response  # noqa: E402
 
-from gateway.ops import dashboard
-from gateway.ops import openapi
-from gateway.ops import admin
 from gateway.stores import policy_updates  # noqa: E402
 from gateway.hosts import log_redaction  # noqa: E402
 from gateway.hosts.local import current_gateway, health_response  # noqa: E402
+
+# A new instance imports this module before its first request, so only what every request needs loads with it
+# (and the gateway itself on first use): the operator pages load when their route is first hit. The import guard
+# (tests/test_import_guard.py) and bench/coldstart.py keep it so.
 
 # Before the worker starts the streaming extension's uvicorn server: no key in its access log, no SDK chatter.
 log_redaction.install()
@@ -41,18 +42,24 @@ async def health(req: Request) -> Response:
 @app.function_name("ops_backends")
 @app.route(route="ops/backends", methods=["GET"])
 async def ops_backends(req: Request) -> Response:
+    from gateway.ops import admin
+
     return await admin.backends_response(current_gateway(), req)
 
 
 @app.function_name("ops_dashboard")
 @app.route(route="ops/dashboard", methods=["GET", "POST"])
 async def ops_dashboard(req: Request) -> Response:
+    from gateway.ops import dashboard
+
     return await dashboard.dashboard_response(current_gateway(), req)
 
 
 @app.function_name("openapi")
 @app.route(route="openapi/{name}", methods=["GET"])
 async def openapi_document(req: Request) -> Response:
+    from gateway.ops import openapi
+
     return await openapi.document_response(current_gateway(), req)
 
 

@@ -22,11 +22,10 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-from jwt.algorithms import ECAlgorithm, HMACAlgorithm, RSAAlgorithm
-from jwt.exceptions import PyJWTError
+if TYPE_CHECKING:  # httpx and PyJWT (with cryptography) load with the first key, not with the gateway
+    import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +73,8 @@ class SigningKey:
             if not allowed:
                 raise ValueError(f"algorithm {jwk['alg']!r} is not accepted for {kty} keys")
         key_id = jwk.get("kid")
+        from jwt.algorithms import ECAlgorithm, HMACAlgorithm, RSAAlgorithm
+
         if kty == "oct":
             return cls.symmetric(_from_jwk(HMACAlgorithm, jwk), key_id)
         key = _from_jwk(RSAAlgorithm if kty == "RSA" else ECAlgorithm, jwk)
@@ -97,6 +98,8 @@ class SigningKey:
 
 
 def _from_jwk(algorithm: Any, jwk: Mapping[str, Any]) -> Any:
+    from jwt.exceptions import PyJWTError
+
     try:
         return algorithm.from_jwk(dict(jwk))
     except (PyJWTError, KeyError, TypeError, ValueError) as exc:
@@ -177,6 +180,8 @@ class SigningKeys:
         return entry.keys
 
     async def _refresh(self, url: str, previous: _Entry | None) -> _Entry:
+        import httpx
+
         now = self._clock()
         try:
             keys = await self._fetch(url)
@@ -190,6 +195,8 @@ class SigningKeys:
         return entry
 
     async def _fetch(self, url: str) -> OpenIdKeys:
+        import httpx
+
         async with httpx.AsyncClient(transport=self._transport, timeout=self._timeout) as client:
             configuration = await _get_json(client, url)
             jwks_uri = configuration.get("jwks_uri")

@@ -7,13 +7,15 @@ with a fake and the gateway can change how it forwards or authenticates without 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from policies.context import Context
 from policies.counters import Counters
 from policies.semantic_cache import SemanticCache
 from policies.usage import Usage
-from policies.jwks import SigningKeys
+
+if TYPE_CHECKING:  # PyJWT and httpx load only for gateways that validate tokens
+    from policies.jwks import SigningKeys
 
 
 class MetricsSink(Protocol):

@@ -10,6 +10,7 @@ request's usage exactly once, whether it was answered by the backend, by a polic
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -22,15 +23,17 @@ from gateway.handling.operations import Operation
 from gateway.handling.services import GatewayServices
 from gateway.handling.timing import ServerTiming
 from gateway.handling.tokens import completion_limit
-from gateway.stores.semantic_cache import SemanticCacheService
 from gateway.handling.usage import StreamTap, UsageReporter, request_usage_upstream, stream_usage_supported, usage_from_body
 from policies.context import Body, Context, Headers, Response
 from policies.counters import Counters
 from policies.errors import PolicyError, PolicyResponse
-from policies.jwks import SigningKeys
 from policies.semantic_cache import CachedAnswer, CacheLookup, CacheQuery, SemanticCache
 from policies.services import MetricsSink
 from policies.usage import Usage
+
+if TYPE_CHECKING:
+    from gateway.stores.semantic_cache import SemanticCacheService
+    from policies.jwks import SigningKeys
 
 logger = logging.getLogger(__name__)
 

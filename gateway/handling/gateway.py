@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 import orjson
@@ -37,15 +38,15 @@ from gateway.stores.metric_rows import ROLLUP_TABLE
 from gateway.stores.metrics import MetricsRecorder
 from gateway.stores.policies import PolicyManager, PolicyRepository
 from gateway.stores.rollups import RollupCompactor
-from gateway.stores.semantic_cache import SemanticCacheService
 from gateway.stores.subscriptions import KeyHasher, Subscription, SubscriptionRepository
 from gateway.stores.tables import AzureTables, Tables
 from policies import context as ctx
 from policies.errors import PolicyResponse
-from policies.jwks import SigningKeys
 from policies.statement import Loader
-from policies.statements.cors import Cors
 from policies.usage import Usage, UsageListener
+
+if TYPE_CHECKING:
+    from gateway.stores.semantic_cache import SemanticCacheService
 
 logger = logging.getLogger(__name__)
 
@@ -73,13 +74,12 @@ class Gateway:
         self.metrics = MetricsRecorder(
             self.store.table("metrics"), settings.metrics_flush_seconds, exporter, rollups=rollups, compactor=RollupCompactor(rollups)
         )
-        cache = settings.semantic_cache
-        cache_store = AzureTables(cache.connection.reveal(), settings.table_prefix) if cache.connection else self.store
-        self.semantic_cache = SemanticCacheService(cache_store, self.backends, self.upstream, cache, close_store=cache_store is not self.store)
         self.services = GatewayServices(
-            self.backends, self.upstream, self.counters, self.metrics, self.semantic_cache, SigningKeys(settings.openid_keys),
+            self.backends, self.upstream, self.counters, self.metrics, self._semantic_cache, settings.openid_keys,
             self.tokens, settings.default_completion_reservation, settings.token_rate_window_seconds,
         )  # fmt: skip
+        if settings.openid_keys:
+            self.services.signing_keys  # parse the overrides now: a bad GATEWAY_OPENID_KEYS fails at start-up
         self.loader = Loader(
             named_values=settings.named_values, backend_ids=self.backends.ids, embeddings_backend_ids=self.backends.embeddings_ids
         )
@@ -93,6 +93,18 @@ class Gateway:
         self._start_lock = asyncio.Lock()
         self._settling: asyncio.Task[None] | None = None
         collector.count_pauses()
+
+    @property
+    def semantic_cache(self) -> SemanticCacheService:
+        return self.services.semantic_cache
+
+    def _semantic_cache(self) -> SemanticCacheService:
+        """Built the first time a policy uses the semantic cache: numpy and the index load then."""
+        from gateway.stores.semantic_cache import SemanticCacheService
+
+        cache = self.settings.semantic_cache
+        store = AzureTables(cache.connection.reveal(), self.settings.table_prefix) if cache.connection else self.store
+        return SemanticCacheService(store, self.backends, self.upstream, cache, close_store=store is not self.store)
 
     async def handle(self, request: Request) -> Response:
         timing = ServerTiming()
@@ -149,6 +161,8 @@ class Gateway:
             raise ResourceNotFound()
         if not self._started:
             await self.start()
+        from policies.statements.cors import Cors  # the statements load with the first document that uses one
+
         pipeline = self.policies.current.pipeline(None, route.operation.api, route.operation.id)
         cors = next((s for s in pipeline.inbound if isinstance(s, Cors)), None)
         if cors is None:
@@ -284,10 +298,9 @@ class Gateway:
             await self.metrics.close()
         except GatewayError as exc:
             logger.warning("The final metrics flush failed (%s); what was not written is lost.", exc.message)
-        await self.semantic_cache.close()
+        await self.services.close()
         await self.health.close()
         await self.upstream.close()
-        await self.services.close()
         await self.backends.close()
         await self.store.close()
 

@@ -6,10 +6,12 @@ environment; the local host builds the same object and closes it on shutdown.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -17,22 +19,23 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import __version__
-from gateway.hosts import log_redaction, slow_clients
-from gateway.ops import dashboard
-from gateway.ops import openapi
-from gateway.ops import admin
-from gateway.handling.gateway import Gateway
 from gateway.errors import ResourceNotFound
-from gateway.stores.policy_updates import LocalQueueWorker
-from gateway.config.settings import Settings
+from gateway.hosts import log_redaction
+
+if TYPE_CHECKING:
+    from gateway.handling.gateway import Gateway
 
 _current: Gateway | None = None
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def current_gateway() -> Gateway:
+    """The process's gateway, built on first use (its modules load then, not when a host imports this one)."""
     global _current
     if _current is None:
+        from gateway.config.settings import Settings
+        from gateway.handling.gateway import Gateway
+
         _current = Gateway(Settings.from_env())
     return _current
 
@@ -51,12 +54,18 @@ def create_local_app(gateway: Gateway) -> Starlette:
         return await health_response()
 
     async def ops_backends(request: Request) -> Response:
+        from gateway.ops import admin
+
         return await admin.backends_response(gateway, request)
 
     async def ops_dashboard(request: Request) -> Response:
+        from gateway.ops import dashboard
+
         return await dashboard.dashboard_response(gateway, request)
 
     async def openapi_document(request: Request) -> Response:
+        from gateway.ops import openapi
+
         return await openapi.document_response(gateway, request)
 
     async def not_found(request: Request) -> Response:
@@ -65,10 +74,14 @@ def create_local_app(gateway: Gateway) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.start()
-        # What the Functions timer trigger does, for the local host.
-        gateway.semantic_cache.start_cleanup(gateway.settings.semantic_cache.cleanup_seconds)
+        # What the Functions timer trigger does, for the local host; the cache (and numpy) load one interval
+        # after start-up, not with it, so the first pass comes two intervals after start-up.
+        interval = gateway.settings.semantic_cache.cleanup_seconds
+        asyncio.get_running_loop().call_later(interval, lambda: gateway.semantic_cache.start_cleanup(interval))
         worker = None
         if gateway.settings.local_queue_worker:
+            from gateway.stores.policy_updates import LocalQueueWorker
+
             worker = LocalQueueWorker(gateway, gateway.settings.storage_connection.reveal(), gateway.settings.policy_queue)
             worker.start()
         yield
@@ -91,6 +104,8 @@ def create_local_app(gateway: Gateway) -> Starlette:
 
 def serve(host: str, port: int) -> None:
     import uvicorn
+
+    from gateway.hosts import slow_clients
 
     logging.basicConfig(level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log_redaction.install()

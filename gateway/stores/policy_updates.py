@@ -9,6 +9,8 @@ Queue message (JSON, base64-encoded as the Functions queue extension expects), o
 `GATEWAY_POLICY_QUEUE` setting (default `policy-updates`):
     {"scope": "api:openai", "xml": "<policies>…</policies>"}   or   {"scope": "…", "delete": true}
 Blob names: `global.xml`, `products/<name>.xml`, `apis/<id>.xml`, `operations/<id>.xml`.
+
+`function_app.py` imports this module for the trigger names, so what applying needs loads on first use.
 """
 
 from __future__ import annotations
@@ -19,11 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from gateway.stores.policies import apply_document
-from policies.document import Scope
-
 if TYPE_CHECKING:
     from gateway.handling.gateway import Gateway
+    from policies.document import Scope
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ _BLOB_FOLDERS = {"products": "product", "apis": "api", "operations": "operation"
 
 async def apply_message(gateway: Gateway, text: str) -> int | None:
     """Apply one queue message; returns the new config version, or None when the message was rejected."""
+    from gateway.stores.policies import apply_document
+    from policies.document import Scope
+
     try:
         message: Any = orjson.loads(text)
         scope = Scope.parse(message["scope"])
@@ -52,6 +55,8 @@ async def apply_message(gateway: Gateway, text: str) -> int | None:
 
 async def apply_blob(gateway: Gateway, name: str, content: bytes) -> int | None:
     """Apply a policy blob (name relative to the container); None when rejected."""
+    from gateway.stores.policies import apply_document
+
     try:
         scope = scope_from_blob_name(name)
         return await apply_document(gateway.policy_repository, scope, content.decode("utf-8"), gateway.loader)
@@ -61,6 +66,8 @@ async def apply_blob(gateway: Gateway, name: str, content: bytes) -> int | None:
 
 
 def scope_from_blob_name(name: str) -> Scope:
+    from policies.document import Scope
+
     name = name.removeprefix(BLOB_CONTAINER + "/")
     if not name.endswith(".xml"):
         raise ValueError(f"Policy blob {name!r} must end in .xml.")
@@ -91,6 +98,7 @@ class LocalQueueWorker:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
+        await asyncio.sleep(self._poll_seconds)  # start-up's own work first: the queue SDK is a heavy import
         from azure.core.exceptions import ResourceExistsError
         from azure.storage.queue import TextBase64DecodePolicy
         from azure.storage.queue.aio import QueueClient
