@@ -11,10 +11,11 @@ sync) starts with `start()`, which the first request calls if the host did not.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl
+from urllib.parse import urlsplit
 
 import orjson
 from starlette.requests import Request
@@ -186,9 +187,11 @@ class Gateway:
         operation = route.operation
         header_items = request.headers.items()
         credentials = client_credentials.ClientCredentials.of(header_items)
-        query = [(k, v) for k, v in parse_qsl(request.url.query, keep_blank_values=True) if k not in client_credentials.KEY_QUERY_PARAMETERS]
-        url = request.url
-        port = url.port or (443 if url.scheme == "https" else 80)
+        keys = client_credentials.KEY_QUERY_PARAMETERS
+        query = [(k, v) for k, v in request.query_params.multi_items() if k not in keys]
+        scheme = request.scope.get("scheme", "http")
+        host, port = _authority(request.headers.get("host"), request.scope.get("server"), scheme)
+        path = route.path
         matched = dict(route.params)
         if deployment is not None:
             matched["deployment-id"] = deployment
@@ -196,8 +199,8 @@ class Gateway:
             request.method,
             self._client_ip(request),
             ctx.Headers(header_items),
-            ctx.Url(url.scheme, url.hostname or "", port, route.path, ctx.QueryParameters(query)),
-            ctx.Url(url.scheme, url.hostname or "", port, route.path, ctx.QueryParameters(query)),
+            ctx.Url(scheme, host, port, path, ctx.QueryParameters(query)),
+            ctx.Url(scheme, host, port, path, ctx.QueryParameters(query)),
             ctx.ReadOnlyMap(matched),
             ctx.Body(body),
         )
@@ -303,6 +306,30 @@ class Gateway:
         await self.upstream.close()
         await self.backends.close()
         await self.store.close()
+
+
+def _authority(host_header: str | None, server: tuple[str, int | None] | None, scheme: str) -> tuple[str, int]:
+    """The host name and port the request was sent to: its Host header, else the server's address (as Starlette's
+    `request.url` reads them, without building the whole URL)."""
+    if host_header:
+        # A gateway sees few distinct Host headers: parsed once each (a name longer than DNS allows is not kept).
+        return _split_host(host_header, scheme) if len(host_header) <= 255 else _split_host.__wrapped__(host_header, scheme)
+    host, port = server if server is not None else ("", None)
+    return host, port or _default_port(scheme)
+
+
+@functools.lru_cache(maxsize=256)
+def _split_host(host_header: str, scheme: str) -> tuple[str, int]:
+    parts = urlsplit(f"{scheme}://{host_header}")
+    try:
+        port = parts.port
+    except ValueError:  # not a port number
+        port = None
+    return parts.hostname or "", port or _default_port(scheme)
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme in ("https", "wss") else 80
 
 
 def _release(context: ctx.Context) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, Router
 
 from gateway import __version__
 from gateway.errors import ResourceNotFound
@@ -44,7 +44,7 @@ async def health_response() -> Response:
     return JSONResponse({"status": "ok", "version": __version__})
 
 
-def create_local_app(gateway: Gateway) -> Starlette:
+def create_local_app(gateway: Gateway) -> Router:
     """A Starlette app with the routes `function_app.py` declares, backed by `gateway`."""
 
     async def openai(request: Request) -> Response:
@@ -89,7 +89,7 @@ def create_local_app(gateway: Gateway) -> Starlette:
             await worker.close()
         await gateway.close()
 
-    return Starlette(
+    return Router(
         routes=[
             Route("/openai/{path:path}", openai, methods=_METHODS),
             Route("/health", health, methods=["GET"]),

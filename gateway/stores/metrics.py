@@ -126,6 +126,8 @@ class MetricsRecorder:
         self._series_per_minute: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
+        self._minute_start = float("-inf")
+        self._minute = ""
 
     def record(
         self, namespace: str, dimensions: Iterable[tuple[str, str]], usage: Usage, subscription: str, deployment: str
@@ -147,7 +149,7 @@ class MetricsRecorder:
     def _add(
         self, namespace: str, dimensions: tuple[tuple[str, str], ...], subscription: str, deployment: str, increments: dict[str, int]
     ) -> None:
-        minute = datetime.fromtimestamp(self._clock(), timezone.utc).strftime(MINUTE_PARTITION)
+        minute = self._minute_key()
         key = SeriesKey.of(minute, namespace, dimensions, subscription, deployment)
         series = self._minutes.series
         totals = series.get(key)
@@ -162,6 +164,14 @@ class MetricsRecorder:
         for name, value in increments.items():
             totals.values[name] += value
         totals.dirty = True
+
+    def _minute_key(self) -> str:
+        """The current minute's partition key, formatted once per minute rather than once per request."""
+        now = self._clock()
+        if not self._minute_start <= now < self._minute_start + 60:
+            self._minute_start = now - now % 60
+            self._minute = datetime.fromtimestamp(self._minute_start, timezone.utc).strftime(MINUTE_PARTITION)
+        return self._minute
 
     def _roll_up(self) -> None:
         """Add what each minute series gained since the last flush to its rollups: once per flush, not per request."""
