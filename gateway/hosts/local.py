@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
@@ -45,7 +45,8 @@ async def health_response() -> Response:
 
 
 def create_local_app(gateway: Gateway) -> Router:
-    """A Starlette app with the routes `function_app.py` declares, backed by `gateway`."""
+    """An ASGI app with the routes `function_app.py` declares, backed by `gateway`: a bare Starlette router
+    (the gateway answers every error itself, so Starlette's error middleware would only add work per request)."""
 
     async def openai(request: Request) -> Response:
         return await gateway.handle(request)
@@ -72,7 +73,7 @@ def create_local_app(gateway: Gateway) -> Router:
         return ResourceNotFound().to_response()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Router) -> AsyncIterator[None]:
         await gateway.start()
         # What the Functions timer trigger does, for the local host; the cache (and numpy) load one interval
         # after start-up, not with it, so the first pass comes two intervals after start-up.
@@ -102,29 +103,56 @@ def create_local_app(gateway: Gateway) -> Router:
     )
 
 
-def serve(host: str, port: int) -> None:
+def serve(host: str, port: int, workers: int = 1) -> None:
+    """Serve on `host:port` with uvicorn; with `workers` > 1, that many processes accept on the one port.
+
+    Each worker process is a gateway instance of its own (own leases, metrics rows and health id; limits are
+    shared through storage as across Function App instances), for hosts that are not Functions: a container or
+    VM behind a load balancer. uvicorn starts workers by importing `worker_app`, and its supervisor replaces a
+    worker that dies.
+    """
     import uvicorn
 
+    from gateway.config.settings import Settings
     from gateway.hosts import slow_clients
 
-    logging.basicConfig(level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log_redaction.install()
-
-    gateway = current_gateway()
-    timeouts = gateway.settings.client_timeouts
+    _configure_logging()
+    settings = Settings.from_env()
+    timeouts = settings.client_timeouts
+    several = workers > 1
     uvicorn.run(
-        create_local_app(gateway),
+        f"{__name__}:worker_app" if several else create_local_app(current_gateway()),
+        factory=several,
+        workers=workers,
+        http=slow_clients.WORKER_PROTOCOL if several else slow_clients.protocol(timeouts),
         host=host,
         port=port,
         log_level="warning",
         access_log=False,
         loop="auto",
-        http=slow_clients.protocol(timeouts),
         timeout_keep_alive=max(1, round(timeouts.idle)),
         server_header=False,
         # A stop waits for open streams (up to the platform's own 230 s limit on a response), then gives leases back.
-        timeout_graceful_shutdown=gateway.settings.shutdown_drain_seconds,
+        timeout_graceful_shutdown=round(settings.shutdown_drain_seconds),
         # The client address comes from gateway/handling/forwarded.py, through GATEWAY_TRUSTED_PROXY_HOPS only:
         # uvicorn's own rewriting would believe any X-Forwarded-For sent from 127.0.0.1.
         proxy_headers=False,
     )
+
+
+def worker_app() -> Router:
+    """The app of one `serve --workers N` process, called by uvicorn in that process: a gateway instance whose id
+    (`context.Deployment.Gateway.Id`, health rows) carries the process id, so instances can be told apart."""
+    from gateway.config.settings import Settings
+    from gateway.handling.gateway import Gateway
+
+    global _current
+    _configure_logging()
+    settings = Settings.from_env()
+    _current = Gateway(dataclasses.replace(settings, gateway_id=f"{settings.gateway_id[:24]}-{os.getpid()}"))
+    return create_local_app(_current)
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_redaction.install()
