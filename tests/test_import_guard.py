@@ -2,9 +2,9 @@
 
 A new Functions instance imports `function_app` before its first request; a request then loads the gateway
 itself. Neither may pull in what only some gateways use: numpy (semantic cache), tiktoken (token counting),
-PyJWT and httpx (token validation, the CLI), azure.identity (managed identity), python-liquid (templates) or
-the operator pages. Each check runs in a fresh interpreter, so imports made by other tests do not hide one.
-bench/coldstart.py measures what the imports cost.
+PyJWT and httpx (token validation, the CLI), azure.identity (managed identity), python-liquid (templates), regex
+(the expressions' Regex) or the operator pages. Each check runs in a fresh interpreter, so imports made by other
+tests do not hide one. bench/coldstart.py measures what the imports cost.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from gateway.dev import devstack
 from tests.conftest import Simulator
 
 #: Modules that no instance needs until a policy, route or setting asks for them.
-OPTIONAL = ("numpy", "tiktoken", "jwt", "httpx", "azure.identity", "liquid", "gateway.ops")
+OPTIONAL = ("numpy", "tiktoken", "jwt", "httpx", "azure.identity", "liquid", "regex", "gateway.ops")
 
 
 def loaded_after(code: str) -> list[str]:
