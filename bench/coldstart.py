@@ -7,7 +7,8 @@
    turn so drift hits both alike; the median of the pairwise difference is what the gateway adds.
 2. First response: a new `gateway serve` process, from spawn until its first chat completion has been answered
    in full (Azurite and the simulated backend already running, as storage and Azure OpenAI are for a new
-   instance), and until it first accepts a connection.
+   instance), and until it first accepts a connection; and a new process that imports `function_app` and calls
+   its HTTP function with the same request, as the Functions worker does (the host's own start-up not included).
 
 Each is measured twice: with the gateway's bytecode cached (as on a developer machine, or a package that ships
 `__pycache__`), and compiled from source at every start (`PYTHONDONTWRITEBYTECODE`, as when the package is
@@ -73,6 +74,43 @@ def _connect(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+#: A new process that imports the Functions entry and answers one chat completion through its HTTP function.
+FUNCTIONS_FIRST = """
+import asyncio, os, sys
+import function_app
+from starlette.requests import Request
+
+async def first() -> None:
+    scope = {"type": "http", "method": "POST", "scheme": "https", "server": ("gateway", 443), "client": ("10.0.0.1", 1),
+             "path": "/openai/deployments/gpt-4o/chat/completions", "query_string": b"api-version=%s",
+             "headers": [(b"api-key", os.environ["BENCH_KEY"].encode()), (b"content-type", b"application/json")],
+             "path_params": {"path": "deployments/gpt-4o/chat/completions"}}
+    body = %r
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    response = await function_app.openai(Request(scope, receive))
+    print(response.status_code, flush=True)  # the parent's clock stops here; closing is not part of the answer
+    await function_app.current_gateway().close()
+
+asyncio.run(first())
+""" % (API_VERSION, BODY.encode())
+
+
+def functions_first_response(env: dict[str, str], key: str) -> float:
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-c", FUNCTIONS_FIRST], env={**env, "BENCH_KEY": key}, cwd=devstack.REPO_ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    status = process.stdout.readline().strip()
+    answered = time.perf_counter() - start
+    if process.wait() != 0 or status != "200":
+        raise RuntimeError(f"the Functions entry's first request got {status!r} (exit code {process.returncode})")
+    return answered
+
+
 def first_response(env: dict[str, str], key: str) -> tuple[float, float]:
     """(seconds to the first accepted connection, seconds to the first answered chat completion) of a new process."""
     port = devstack.free_port()
@@ -96,8 +134,9 @@ def first_response(env: dict[str, str], key: str) -> tuple[float, float]:
         devstack.stop(process)
 
 
-def first_responses(runs: int, modes: dict[str, dict[str, str]]) -> dict[str, tuple[list[float], list[float]]]:
-    """Per mode: (seconds to listening, seconds to the first answer) of `runs` new processes, modes in turn."""
+def first_responses(runs: int, modes: dict[str, dict[str, str]]) -> dict[str, tuple[list[float], list[float], list[float]]]:
+    """Per mode: seconds to listening, to the first answer, and to the Functions entry's first answer, of `runs`
+    new processes each, modes in turn."""
     processes: list[subprocess.Popen[bytes]] = []
     try:
         ports = devstack.AzuritePorts(devstack.free_port(), devstack.free_port(), devstack.free_port())
@@ -115,14 +154,16 @@ def first_responses(runs: int, modes: dict[str, dict[str, str]]) -> dict[str, tu
             env={**os.environ, **env}, cwd=devstack.REPO_ROOT, check=True, capture_output=True, text=True,
         )  # fmt: skip
         key = json.loads(created.stdout)["primaryKey"]
-        results: dict[str, tuple[list[float], list[float]]] = {mode: ([], []) for mode in modes}
+        results: dict[str, tuple[list[float], list[float], list[float]]] = {mode: ([], [], []) for mode in modes}
         for mode, mode_env in modes.items():
             first_response({**mode_env, **env}, key)  # tables created, files cached: what a new instance meets
+            functions_first_response({**mode_env, **env}, key)
         for _ in range(runs):
             for mode, mode_env in modes.items():
                 listen, answer = first_response({**mode_env, **env}, key)
                 results[mode][0].append(listen)
                 results[mode][1].append(answer)
+                results[mode][2].append(functions_first_response({**mode_env, **env}, key))
         return results
     finally:
         for process in reversed(processes):
@@ -143,11 +184,12 @@ def main(runs: int) -> None:
         print(f"    platform only ({PLATFORM[7:]})  {spread(platform)}")
         print(f"    {ENTRY:<65}  {spread(entry)}")
         print(f"    added by the gateway (pairwise)  median {statistics.median(added):.3f} s")
-    print(f"\nnew `gateway serve` process, {runs} runs")
-    for mode, (listening, answered) in first_responses(runs, modes).items():
+    print(f"\nnew processes, {runs} runs each")
+    for mode, (listening, answered, functions) in first_responses(runs, modes).items():
         print(f"  {mode}:")
-        print(f"    to the first accepted connection      {spread(listening)}")
-        print(f"    to the first chat completion answered {spread(answered)}")
+        print(f"    `gateway serve` to the first accepted connection      {spread(listening)}")
+        print(f"    `gateway serve` to the first chat completion answered {spread(answered)}")
+        print(f"    import function_app + its first chat completion       {spread(functions)}")
 
 
 if __name__ == "__main__":
