@@ -8,9 +8,10 @@ little to find. Hence, once the process has started:
 
 * `gc.freeze()` moves everything alive into the permanent generation, which collections never walk: a full
   pass only looks at what was made since (a few thousand objects, ~1 ms).
-* The youngest generation's threshold rises from 700 to 10,000 net allocations, so requests in flight are
-  rarely caught (and promoted toward a full pass) by a young collection. Cyclic garbage still goes: a young
-  pass every 10,000 net allocations, a full one as often as before relative to those.
+* The youngest generation's threshold rises from 700 to 10,000 net allocations, so the objects of requests in
+  flight are rarely caught by a young collection and promoted toward a full pass. Cyclic garbage, should some
+  path make it, is still collected: young passes every 10,000 net allocations, full ones after the usual
+  number of those (the other thresholds are unchanged).
 
 `PAUSES` counts the seconds spent in collections so far, so `Server-Timing` books them to the gateway.
 """

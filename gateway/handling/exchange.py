@@ -9,10 +9,8 @@ request's usage exactly once, whether it was answered by the backend, by a polic
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import TYPE_CHECKING
-from urllib.parse import urlencode
 
 import aiohttp
 
@@ -117,7 +115,7 @@ class Exchange:
         base_url, backend = self._destination(context)
         request = context.Request
         headers = self.client_credentials.outbound(request.Headers)
-        url = base_url + request.Url.Path + _query_string(tuple(request.Url.Query.items()))
+        url = base_url + request.Url.Path + request.Url.QueryString
         started = self.timing.start()
         try:
             if backend is not None and not any(name.lower() in ("api-key", "authorization") for name, _ in headers):
@@ -196,20 +194,6 @@ class Exchange:
             body, client_asked = rewritten
             context.Request.Body.replace(body)
             self.strip_usage = not client_asked
-
-
-def _query_string(items: tuple[tuple[str, str], ...]) -> str:
-    """`?` and the encoded query (`Url.QueryString`); most requests carry the same few, encoded once each."""
-    if not items:
-        return ""
-    if sum(len(name) + len(value) for name, value in items) > 256:
-        return "?" + urlencode(items)
-    return _short_query_string(items)
-
-
-@functools.lru_cache(maxsize=256)
-def _short_query_string(items: tuple[tuple[str, str], ...]) -> str:
-    return "?" + urlencode(items)
 
 
 class _RequestCache:
