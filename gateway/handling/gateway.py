@@ -284,7 +284,10 @@ class Gateway:
         hundred ms, off the loop, so the first request that counts tokens does not wait for them), then settle
         the heap so the garbage collector leaves what start-up made alone (gateway/handling/collector.py)."""
         await asyncio.sleep(SETTLE_AFTER_SECONDS)
-        await asyncio.get_running_loop().run_in_executor(None, self.tokens.warm_up)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self.tokens.warm_up)
+        except Exception:  # the first request that counts tokens loads them again, and says why if it fails
+            logger.warning("Loading the tokenizer's encodings failed; they load on first use instead.", exc_info=True)
         collector.settle()
 
     async def clean_semantic_cache(self) -> int:
