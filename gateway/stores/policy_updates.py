@@ -98,7 +98,6 @@ class LocalQueueWorker:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        await asyncio.sleep(self._poll_seconds)  # start-up's own work first: the queue SDK is a heavy import
         from azure.core.exceptions import ResourceExistsError
         from azure.storage.queue import TextBase64DecodePolicy
         from azure.storage.queue.aio import QueueClient
