@@ -4,7 +4,8 @@
 
 1. Through a gateway process: p50/p99 and gateway CPU per request with no policy, then with
    `llm-token-limit` (TPM and a monthly quota, high enough to admit everything) and `llm-emit-token-metric`,
-   next to the direct call to the simulated backend.
+   next to the direct call to the simulated backend; then streams with the same policies: time to first byte,
+   CPU per stream and per relayed chunk, and the gateway's memory per open stream (many long streams at once).
 2. In-process (same policies): Table Storage calls per request at steady state, counted by the gateway's
    storage client — leases, metric flushes and policy polls included.
 """
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import httpx
 import orjson
@@ -26,6 +28,8 @@ from bench.harness import API_VERSION, LoadResult, local_stack, run_load
 from gateway.dev import devstack
 
 CHAT = "/openai/deployments/gpt-4o/chat/completions?api-version=" + API_VERSION
+#: The simulator's answer to the benchmark's prompt with max_tokens 16.
+STREAM_TOKENS = 16
 POLICY = """<policies><inbound><base />
   <llm-token-limit counter-key="@(context.Subscription.Id)" tokens-per-minute="100000000" token-quota="1000000000"
                    token-quota-period="Monthly" estimate-prompt-tokens="true" remaining-tokens-header-name="x-remaining-tokens" />
@@ -49,6 +53,35 @@ def apply_policy(env: dict[str, str]) -> None:
         env={**os.environ, **env}, cwd=devstack.REPO_ROOT, check=True, capture_output=True,
     )  # fmt: skip
     os.unlink(file.name)
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process (VmRSS in /proc/<pid>/status), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+async def memory_per_stream(url: str, headers: dict[str, str], pid: int, streams: int, tokens: int) -> tuple[float, float]:
+    """(MiB per open stream, MiB before) while `streams` streams of `tokens` tokens are open at once: the peak
+    resident memory during them, less the resident memory before, over `streams`.
+
+    Run it on a gateway that has not yet served many streams: memory freed by earlier ones is reused without
+    growing the resident set, which would hide what open streams hold. One stream first loads what streaming needs.
+    """
+    # The simulator's answer echoes the question, so a question of `tokens` words makes a `tokens`-token answer.
+    question = " ".join(f"word{i % 100}" for i in range(tokens))
+    body = orjson.dumps({"messages": [{"role": "user", "content": question}], "max_tokens": tokens, "stream": True})
+    await run_load(url, headers, body, 1, 1, warmup=0)
+    before = rss_mib(pid)
+    peak = before
+    load = asyncio.ensure_future(run_load(url, {**headers, "x-sim-token-ms": "2"}, body, streams, streams, warmup=0))
+    while not load.done():
+        peak = max(peak, rss_mib(pid))
+        await asyncio.sleep(0.05)
+    await load
+    return (peak - before) / streams, before
 
 
 async def storage_calls_per_request(env: dict[str, str], key: str, requests: int) -> tuple[float, float]:
@@ -85,8 +118,23 @@ async def main(requests: int) -> None:
         time.sleep(1.5)
         check = httpx.post(stack.gateway_url + CHAT, content=body, headers=gateway_headers)
         assert "x-remaining-tokens" in check.headers, "the policy did not load"
-        print(row("gateway, token limit + metric", await run_load(stack.gateway_url + CHAT, gateway_headers, body, requests, 1, stack.gateway_pid)))
+        per_stream, baseline = await memory_per_stream(stack.gateway_url + CHAT, gateway_headers, stack.gateway_pid, 20, 2000)
+        open_streams = f"20 streams of 2,000 tokens open at once: {per_stream:.2f} MiB per open stream (gateway resident {baseline:.0f} MiB before)"
+        buffered = await run_load(stack.gateway_url + CHAT, gateway_headers, body, requests, 1, stack.gateway_pid)
+        print(row("gateway, token limit + metric", buffered))
         print(row("gateway, same, c=20", await run_load(stack.gateway_url + CHAT, gateway_headers, body, requests, 20, stack.gateway_pid)))
+        streamed = orjson.dumps({**orjson.loads(body), "stream": True})
+        paced = {"x-sim-token-ms": "1"}
+        streams = max(100, requests // 10)
+        direct = await run_load(stack.simulator_url + CHAT, {**direct_headers, **paced}, streamed, streams, 1)
+        through = await run_load(stack.gateway_url + CHAT, {**gateway_headers, **paced}, streamed, streams, 1, stack.gateway_pid)
+        print(f"\nstreams with the same policies, 16 tokens 1 ms apart, {streams} streams, c=1")
+        print(row("direct, stream", direct) + f"  first byte p50 {direct.pct(direct.first_byte_ms, 0.5):.3f} ms")
+        print(row("gateway, stream", through) + f"  first byte p50 {through.pct(through.first_byte_ms, 0.5):.3f} ms")
+        added = through.pct(through.first_byte_ms, 0.5) - direct.pct(direct.first_byte_ms, 0.5)
+        per_token = ((through.cpu_ms_per_request or 0.0) - (buffered.cpu_ms_per_request or 0.0)) / STREAM_TOKENS
+        print(f"{'':<30} added time to first byte p50 {added:.3f} ms; gateway CPU per streamed token {per_token:.3f} ms (beyond a buffered answer)")
+        print(open_streams)
         first, steady = await storage_calls_per_request(stack.env, stack.subscription_key, requests)
         print(f"\nTable Storage calls per request (in-process, same policy): first {requests}: {first:.3f}; next {requests}: {steady:.3f}")
 

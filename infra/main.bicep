@@ -52,8 +52,23 @@ param extraAppSettings object = {}
 @maxValue(1000)
 param maximumInstanceCount int = 100
 
+// Sized from bench/tokens.py (token limit + token metric on; see README "Performance"): a buffered request costs
+// the gateway ~0.5 ms of CPU, a streamed token ~0.1 ms, and an open 2,000-token stream ~2.2 MiB of memory.
+// One worker process runs one event loop, so one core is what an instance uses: 2048 MB instances have one
+// (512 MB ones a quarter, 4096 MB ones two that a single process cannot fill). Streams bind first: at ~70
+// tokens/s each, 100 open streams are ~0.7 of that core, and ~220 MiB next to ~150 MiB for the host, worker and
+// gateway and the semantic cache's 128 MiB cap. Buffered requests spend seconds waiting on the model for
+// 0.5 ms of CPU, so 100 of them in flight cost little. The Functions host's own proxying of each chunk is not in
+// these numbers: if instances run hot under load, lower the concurrency (the platform then adds instances).
 @allowed([512, 2048, 4096])
+@description('Instance memory (MB): 2048 gives the single worker process its one core (see the sizing note above).')
 param instanceMemoryMB int = 2048
+
+// Without it Flex Consumption gives Python apps 1 request per instance: every open stream would hold an instance.
+@minValue(1)
+@maxValue(1000)
+@description('HTTP requests (open streams included) one instance serves at once before the platform adds another.')
+param httpPerInstanceConcurrency int = 100
 
 var token = toLower(uniqueString(resourceGroup().id, appName))
 var storageName = take('st${replace(toLower(appName), '-', '')}${token}', 24)
@@ -178,6 +193,11 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
+        triggers: {
+          http: {
+            perInstanceConcurrency: httpPerInstanceConcurrency
+          }
+        }
       }
       runtime: {
         name: 'python'

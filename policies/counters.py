@@ -75,9 +75,23 @@ class LocalCounters:
 QUOTA_PERIODS = ("Hourly", "Daily", "Weekly", "Monthly", "Yearly")
 
 
+#: The last window computed for each period, with its start: a request in the same period reuses it.
+_CURRENT: dict[str, tuple[float, Window]] = {}
+
+
 def quota_window(period: str, now: float | None = None) -> Window:
     """The calendar period containing `now`, in UTC: hours, days, ISO weeks (from Monday), months, years."""
-    current = _dt.datetime.fromtimestamp(time.time() if now is None else now, _dt.timezone.utc)
+    moment = time.time() if now is None else now
+    current = _CURRENT.get(period)
+    if current is not None and current[0] <= moment < current[1].end:
+        return current[1]
+    start, window = _calendar_window(period, moment)
+    _CURRENT[period] = (start, window)
+    return window
+
+
+def _calendar_window(period: str, moment: float) -> tuple[float, Window]:
+    current = _dt.datetime.fromtimestamp(moment, _dt.timezone.utc)
     if period == "Hourly":
         start = current.replace(minute=0, second=0, microsecond=0)
         end = start + _dt.timedelta(hours=1)
@@ -95,4 +109,4 @@ def quota_window(period: str, now: float | None = None) -> Window:
         end = start.replace(year=start.year + 1)
     else:
         raise ValueError(f"Unknown quota period {period!r}; use one of {', '.join(QUOTA_PERIODS)}.")
-    return Window(f"q{period}:{start:%Y%m%dT%H}", end.timestamp())
+    return start.timestamp(), Window(f"q{period}:{start:%Y%m%dT%H}", end.timestamp())

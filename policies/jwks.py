@@ -16,8 +16,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from jwt.algorithms import ECAlgorithm, HMACAlgorithm, RSAAlgorithm
-from jwt.exceptions import PyJWTError
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +58,8 @@ class SigningKey:
             if not allowed:
                 raise ValueError(f"algorithm {jwk['alg']!r} is not accepted for {kty} keys")
         key_id = jwk.get("kid")
+        from jwt.algorithms import ECAlgorithm, HMACAlgorithm, RSAAlgorithm  # PyJWT and cryptography: with the first key
+
         if kty == "oct":
             return cls.symmetric(_from_jwk(HMACAlgorithm, jwk), key_id)
         key = _from_jwk(RSAAlgorithm if kty == "RSA" else ECAlgorithm, jwk)
@@ -83,6 +83,8 @@ class SigningKey:
 
 
 def _from_jwk(algorithm: Any, jwk: Mapping[str, Any]) -> Any:
+    from jwt.exceptions import PyJWTError
+
     try:
         return algorithm.from_jwk(dict(jwk))
     except (PyJWTError, KeyError, TypeError, ValueError) as exc:

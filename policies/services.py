@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from policies.context import Context, Response
 from policies.counters import Counters
-from policies.jwks import SigningKeys
 from policies.semantic_cache import SemanticCache
 from policies.url_allow_list import UrlAllowList
 from policies.usage import Usage
+
+if TYPE_CHECKING:  # PyJWT loads only for gateways that validate tokens
+    from policies.jwks import SigningKeys
 
 
 class MetricsSink(Protocol):

@@ -11,8 +11,6 @@ from __future__ import annotations
 import ast
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,15 +104,13 @@ def test_every_setting_the_code_reads_is_set_or_documented_in_the_bicep() -> Non
     assert {"GATEWAY_ADMIN_KEY", "GATEWAY_PUBLIC_URL", "GATEWAY_PRODUCTS", "PYTHON_ENABLE_INIT_INDEXING"} <= set_here
 
 
-def test_local_only_settings_are_not_read_by_what_the_function_app_loads() -> None:
-    """`local:` must not hide a setting the deployed app needs: scan just the modules `function_app` imports."""
-    loaded = subprocess.run(
-        [sys.executable, "-c", "import json, sys, function_app; print(json.dumps([getattr(m, '__file__', None) for m in list(sys.modules.values())]))"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    files = [Path(f).resolve() for f in json.loads(loaded.stdout) if f]
-    deployed = [f for f in files if f.is_relative_to(ROOT) and ".venv" not in f.parts]
-    assert ROOT / "gateway" / "config" / "settings.py" in deployed
+def test_local_only_settings_are_not_read_by_what_the_function_app_deploys() -> None:
+    """`local:` must not hide a setting the deployed app needs: scan the code the package ships (the app loads
+    most of it lazily, on first use), i.e. gateway/ and policies/ minus what .funcignore leaves out."""
+    ignored = [line.strip() for line in (ROOT / ".funcignore").read_text().splitlines() if line.startswith("gateway/")]
+    deployed = [f for f in code_files() if not any(str(f.relative_to(ROOT)).startswith(prefix) for prefix in ignored)]
+    assert ignored and ROOT / "gateway" / "config" / "settings.py" in deployed
+    assert not any(f.is_relative_to(ROOT / "gateway" / "cli") for f in deployed)
     read = settings_read(deployed, module_constants(code_files()))
     _, listed = bicep_settings()
     assert not listed["local"] & set(read), sorted(listed["local"] & set(read))
@@ -141,3 +137,34 @@ def test_template_is_a_flex_consumption_python_app_with_its_identity_and_roles()
     assert "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd" in role  # Cognitive Services OpenAI User
     for module in re.findall(r"^module \w+ '([^']+)'", main, re.MULTILINE):
         assert (INFRA / module).exists(), module
+
+
+#: The platform's front end ends an HTTP response after this many seconds (reference: platform lifecycle).
+PLATFORM_RESPONSE_SECONDS = 230
+
+
+def test_flex_consumption_concurrency_and_memory_are_set_from_the_sizing_note() -> None:
+    main = (INFRA / "main.bicep").read_text()
+    # Unset, Flex Consumption serves one request per Python instance: every open stream would hold an instance.
+    assert re.search(r"triggers: \{\s*http: \{\s*perInstanceConcurrency: httpPerInstanceConcurrency\s*\}", main)
+    concurrency = re.search(r"@minValue\((\d+)\)\s*@maxValue\((\d+)\)\s*@description\('.*'\)\s*param httpPerInstanceConcurrency int = (\d+)", main)
+    assert concurrency and int(concurrency[1]) == 1 and int(concurrency[2]) == 1000 and 1 < int(concurrency[3]) <= 1000
+    assert re.search(r"param instanceMemoryMB int = 2048", main)
+    assert "bench/tokens.py" in main  # the sizing note says where its numbers come from
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["httpPerInstanceConcurrency"]["value"] == int(concurrency[3])
+
+
+def test_timeouts_fit_the_platforms_limit_on_a_response() -> None:
+    from gateway.config.settings import Settings
+
+    settings = Settings.from_env({"GATEWAY_STORAGE_CONNECTION": "UseDevelopmentStorage=true", "GATEWAY_KEY_PEPPER": "p" * 16})
+    # A silent backend gets the gateway's own error before the front end's 502 …
+    assert settings.upstream_read_timeout < PLATFORM_RESPONSE_SECONDS
+    assert all(b.timeouts.first_byte is None or b.timeouts.first_byte < PLATFORM_RESPONSE_SECONDS for b in settings.backends)
+    # … a stop waits no longer than a response can last …
+    assert settings.shutdown_drain_seconds <= PLATFORM_RESPONSE_SECONDS
+    # … and no HTTP invocation reaches the function timeout, which restarts the worker with every request on it.
+    hours, minutes, seconds = (int(part) for part in json.loads((ROOT / "host.json").read_text())["functionTimeout"].split(":"))
+    function_timeout = hours * 3600 + minutes * 60 + seconds
+    assert PLATFORM_RESPONSE_SECONDS + 10 < function_timeout <= 600

@@ -91,7 +91,10 @@ class Timeouts:
         )
 
 
-DEFAULT_TIMEOUTS = Timeouts(10.0, 300.0, 300.0)
+#: The platform ends an HTTP response after 230 s (Azure Functions' front end): a backend silent for longer than
+#: this gets the gateway's own timeout error (or a stream's orderly end) before the platform's 502 would come.
+READ_TIMEOUT_SECONDS = 220.0
+DEFAULT_TIMEOUTS = Timeouts(10.0, READ_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS)
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,12 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from policies.jwks import OpenIdKeys, SigningKeysUnavailable, StaticSigningKeys
+
+if TYPE_CHECKING:  # httpx loads with the first fetch, not with the gateway
+    import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ class OpenIdKeyCache:
         return entry.keys
 
     async def _refresh(self, url: str, previous: _Entry | None) -> _Entry:
+        import httpx
+
         now = self._clock()
         try:
             keys = await self._fetch(url)
@@ -93,6 +96,8 @@ class OpenIdKeyCache:
         return entry
 
     async def _fetch(self, url: str) -> OpenIdKeys:
+        import httpx
+
         async with httpx.AsyncClient(transport=self._transport, timeout=self._timeout) as client:
             configuration = await _get_json(client, url)
             jwks_uri = configuration.get("jwks_uri")

@@ -56,6 +56,8 @@ class UpstreamClient:
                 timeout=self._timeout,
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
+                # One session serves every client: a backend's Set-Cookie must never ride along on another's request.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 

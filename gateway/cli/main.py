@@ -33,12 +33,16 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8080, show_default=True, type=int)
-def serve(host: str, port: int) -> None:
+@click.option(
+    "--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+    help="Processes accepting on the port (e.g. one per core in a container or VM); each is a gateway instance, sharing limits through storage.",
+)  # fmt: skip
+def serve(host: str, port: int, workers: int) -> None:
     """Serve the gateway with uvicorn, configured from the environment (as under `func start`)."""
     from gateway.hosts.local import serve as serve_gateway
 
     settings_or_exit()
-    serve_gateway(host, port)
+    serve_gateway(host, port, workers)
 
 
 @main.command()

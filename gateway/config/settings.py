@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.backends.config import BackendConfig, Config, Timeouts, parse_backends
+from gateway.backends.config import READ_TIMEOUT_SECONDS, BackendConfig, Config, Timeouts, parse_backends
 from gateway.backends.health import PredictiveRouting
 from gateway.config.loggers import LoggerConfig, parse_loggers
 from gateway.config.sensitive import Secret
@@ -73,8 +73,8 @@ class Settings:
     #: Silence on an SSE stream longer than this gets a `: keep-alive` comment.
     sse_keepalive_seconds: float = 15.0
     upstream_connect_timeout: float = 10.0
-    #: Longest wait for the backend's next bytes (first byte or between stream chunks).
-    upstream_read_timeout: float = 300.0
+    #: Longest wait for the backend's next bytes (first byte or between stream chunks); under the platform's 230 s.
+    upstream_read_timeout: float = READ_TIMEOUT_SECONDS
     gateway_id: str = "local"
     region: str = "local"
     #: How often each instance checks the policy version row.
@@ -169,7 +169,7 @@ class Settings:
             subscription_stale_seconds=_number(env, "GATEWAY_SUBSCRIPTION_STALE_SECONDS", 300.0),
             sse_keepalive_seconds=_number(env, "GATEWAY_SSE_KEEPALIVE_SECONDS", 15.0),
             upstream_connect_timeout=_number(env, "GATEWAY_UPSTREAM_CONNECT_TIMEOUT", 10.0),
-            upstream_read_timeout=_number(env, "GATEWAY_UPSTREAM_READ_TIMEOUT", 300.0),
+            upstream_read_timeout=_number(env, "GATEWAY_UPSTREAM_READ_TIMEOUT", READ_TIMEOUT_SECONDS),
             gateway_id=env.get("GATEWAY_ID") or env.get("WEBSITE_INSTANCE_ID", "local")[:32] or "local",
             region=env.get("REGION_NAME", "local"),
             policy_poll_seconds=_number(env, "GATEWAY_POLICY_POLL_SECONDS", 5.0),

@@ -37,8 +37,9 @@ class ClientCredentials:
     def of(cls, headers: Iterable[tuple[str, str]]) -> ClientCredentials:
         sent: dict[str, set[str]] = {}
         for name, value in headers:
-            if name.lower() in CLIENT_CREDENTIAL_HEADERS:
-                sent.setdefault(name.lower(), set()).add(value)
+            lower = name.lower()
+            if lower in CLIENT_CREDENTIAL_HEADERS:
+                sent.setdefault(lower, set()).add(value)
         return cls({name: frozenset(values) for name, values in sent.items()})
 
     def outbound(self, headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -48,18 +49,22 @@ class ClientCredentials:
 
 def subscription_key(request: Request) -> str | None:
     """The one subscription key the request carries, None when it carries none; 401 when it carries several."""
-    headers, query = request.headers, request.query_params
-    header_keys = [value for name in _KEY_HEADERS for value in headers.getlist(name)]
+    sent: dict[str, list[str]] = {}
+    for raw_name, raw_value in request.headers.raw:  # one pass over the headers, not one per name
+        name = raw_name.decode("latin-1").lower()
+        if name in _KEY_HEADERS or name == "authorization":
+            sent.setdefault(name, []).append(raw_value.decode("latin-1"))
+    query = request.query_params
     query_keys = [value for name in KEY_QUERY_PARAMETERS for value in query.getlist(name)]
-    repeated = any(len(headers.getlist(name)) > 1 for name in (*_KEY_HEADERS, "authorization"))
-    if repeated or any(len(query.getlist(name)) > 1 for name in KEY_QUERY_PARAMETERS):
+    if any(len(values) > 1 for values in sent.values()) or any(len(query.getlist(name)) > 1 for name in KEY_QUERY_PARAMETERS):
         raise AmbiguousSubscriptionKey()
+    header_keys = [values[0] for name in _KEY_HEADERS if (values := sent.get(name))]
     for keys in (header_keys, query_keys):
         if len(set(keys)) > 1:
             raise AmbiguousSubscriptionKey()
     if header_keys:
         return header_keys[0] or None
-    authorization = headers.get("authorization", "")
+    authorization = sent.get("authorization", [""])[0]
     if authorization[:7].lower() == "bearer ":
         return authorization[7:].strip() or None
     return query_keys[0] if query_keys else None

@@ -11,6 +11,7 @@ subscriptions without a user.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -50,3 +51,27 @@ def user_of(subscription: Subscription | None) -> ctx.User | None:
         registered = None
     groups = [ctx.Group(group) for group in owner.groups]
     return ctx.User(owner.id, owner.email, owner.first_name, owner.last_name, owner.note, registered, groups)
+
+
+def authority(host_header: str | None, server: tuple[str, int | None] | None, scheme: str) -> tuple[str, int]:
+    """The host name and port the request was sent to: its Host header, else the server's address (as Starlette's
+    `request.url` reads them, without building the whole URL)."""
+    if host_header:
+        # A gateway sees few distinct Host headers: parsed once each (a name longer than DNS allows is not kept).
+        return _split_host(host_header, scheme) if len(host_header) <= 255 else _split_host.__wrapped__(host_header, scheme)
+    host, port = server if server is not None else ("", None)
+    return host, port or _default_port(scheme)
+
+
+@functools.lru_cache(maxsize=256)
+def _split_host(host_header: str, scheme: str) -> tuple[str, int]:
+    parts = urlsplit(f"{scheme}://{host_header}")
+    try:
+        port = parts.port
+    except ValueError:  # not a port number
+        port = None
+    return parts.hostname or "", port or _default_port(scheme)
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme in ("https", "wss") else 80

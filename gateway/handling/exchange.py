@@ -10,7 +10,7 @@ request's usage exactly once, whether it was answered by the backend, by a polic
 from __future__ import annotations
 
 import logging
-import time
+from typing import TYPE_CHECKING
 
 import aiohttp
 import orjson
@@ -26,7 +26,6 @@ from gateway.handling.timing import ServerTiming
 from gateway.handling.json_body import ParsedBody
 from gateway.handling.tokens import RequestTokens, completion_limit
 from gateway.handling.usage import StreamTap, UsageReporter, request_usage_upstream, stream_usage_available, usage_from_body
-from gateway.stores.semantic_cache import SemanticCacheService
 from policies.context import Body, Context, Headers, Response
 from policies.counters import Counters
 from policies.errors import PolicyError, PolicyResponse
@@ -35,6 +34,9 @@ from policies.semantic_cache import CachedAnswer, CacheLookup, CacheQuery, Seman
 from policies.services import EventLog, MetricsSink, OutgoingRequest, ValueCache
 from policies.url_allow_list import UrlAllowList, require_allowed
 from policies.usage import Usage
+
+if TYPE_CHECKING:
+    from gateway.stores.semantic_cache import SemanticCacheService
 
 logger = logging.getLogger(__name__)
 
@@ -113,21 +115,21 @@ class Exchange:
 
     async def send(self, request: OutgoingRequest, timeout: float) -> Response:
         """A policy's own request: allowed URL only, without the client's credentials; its time in Server-Timing."""
-        started = time.perf_counter()
+        started = self.timing.start()
         try:
             return await self.services.outbound.send(self._outgoing(request), timeout)
         finally:
-            self.timing.add("send", time.perf_counter() - started)
+            self.timing.stop("send", started)
 
     def send_one_way(self, request: OutgoingRequest, timeout: float) -> None:
         self.services.outbound.send_one_way(self._outgoing(request), timeout)
 
     async def call_backend(self, backend_id: str, path: str, body: bytes, timeout: float) -> Response:
-        started = time.perf_counter()
+        started = self.timing.start()
         try:
             return await self.services.call_backend(backend_id, path, body, timeout)
         finally:
-            self.timing.add("send", time.perf_counter() - started)
+            self.timing.stop("send", started)
 
     def _outgoing(self, request: OutgoingRequest) -> OutgoingRequest:
         require_allowed(self.services.allowed_urls, request.url, "send-request")
@@ -158,7 +160,7 @@ class Exchange:
         url = base_url + request.Url.Path + request.Url.QueryString
         if backend is None:  # a policy's base-url: checked when set, and here as the URL actually sent to
             require_allowed(self.services.allowed_urls, url, "forward-request")
-        started = time.perf_counter()
+        started = self.timing.start()
         try:
             if backend is not None and not any(name.lower() in ("api-key", "authorization") for name, _ in headers):
                 headers.extend(await backend.auth_headers())
@@ -172,8 +174,7 @@ class Exchange:
             reason = "Timeout" if timed_out else exc.code
             raise PolicyError("forward-request", reason, exc.message, exc.response()) from exc
         finally:
-            elapsed = time.perf_counter() - started
-            self.timing.add("upstream", elapsed)
+            elapsed = self.timing.stop("upstream", started)
         if backend is not None:
             backend.health.record_response(upstream.status, upstream.headers, elapsed)
         if is_streaming(upstream):

@@ -13,6 +13,7 @@ is written in its compressed form. An entry that is no IP address at all counts 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -23,7 +24,20 @@ _HOST = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?:
 
 
 def normalise_address(text: str) -> str | None:
-    """`text` as a canonical IP address (`[::ffff:10.0.0.1]:443` -> `10.0.0.1`), or None when it is none."""
+    """`text` as a canonical IP address (`[::ffff:10.0.0.1]:443` -> `10.0.0.1`), or None when it is none.
+
+    Clients come back, and parsing an address is the costly part: recent answers are kept (entries too long to
+    be an address with a port are not).
+    """
+    return _normalised(text) if len(text) <= _MAX_ADDRESS_CHARS else _normalised.__wrapped__(text)
+
+
+#: `[` + the longest IPv6 text form (45, IPv4-mapped) + `%` zone + `]:65535`, with room to spare.
+_MAX_ADDRESS_CHARS = 80
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalised(text: str) -> str | None:
     text = text.strip()
     if text.startswith("["):  # [v6] or [v6]:port
         text = text[1 : text.find("]")] if "]" in text else ""

@@ -13,23 +13,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from urllib.parse import parse_qsl
+from typing import TYPE_CHECKING
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.backends.health_sync import HealthSync
-from gateway.backends.openid_keys import OpenIdKeyCache
 from gateway.backends.outbound import OutboundClient
 from gateway.backends.proxy import RelayResponse, UpstreamClient, raw_headers
 from gateway.backends.registry import BackendRegistry
 from gateway.handling.policy_loader import policy_loader
 from gateway.config.settings import Settings
-from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, ResourceNotFound, answer_for
-from gateway.handling import client_credentials, forwarded, json_body, names, operations, response_ids
+from gateway.errors import GatewayError, ResourceNotFound, answer_for
+from gateway.handling import client_credentials, collector, forwarded, json_body, operations, response_ids
 from gateway.handling.auth import SubscriptionAuthenticator
-from gateway.handling.context_parts import api_contexts, user_of
+from gateway.handling.context_parts import api_contexts, authority, user_of
 from gateway.handling.exchange import Exchange
 from gateway.handling.services import GatewayServices
 from gateway.handling.timing import ServerTiming
@@ -45,7 +44,6 @@ from gateway.stores.policies import PolicyManager, PolicyRepository
 from gateway.stores.response_owners import TABLE as RESPONSE_OWNERS_TABLE
 from gateway.stores.response_owners import ResponseOwners
 from gateway.stores.rollups import RollupCompactor
-from gateway.stores.semantic_cache import SemanticCacheService
 from gateway.stores.subscriptions import KeyHasher, Subscription, SubscriptionRepository
 from gateway.stores.azure_tables import AzureTables
 from gateway.stores.tables import Tables
@@ -55,10 +53,15 @@ from policies.errors import PolicyResponse
 from policies.statements.cors import Cors
 from policies.usage import Usage, UsageListener
 
+if TYPE_CHECKING:
+    from gateway.stores.semantic_cache import SemanticCacheService
+
 logger = logging.getLogger(__name__)
 
 #: Audio uploads may be 25 MB; leave room for the multipart framing.
 MAX_BODY_BYTES = 26 * 1024 * 1024
+#: After start-up, the tokenizer's encodings load and the heap is frozen this much later (see `_settle`).
+SETTLE_AFTER_SECONDS = 1.0
 
 
 class Gateway:
@@ -82,14 +85,13 @@ class Gateway:
         )  # fmt: skip
         self.value_cache = ValueCacheStore(self.store)
         self.event_log = EventLogger(settings.loggers)
-        cache = settings.semantic_cache
-        cache_store = AzureTables(cache.connection.reveal(), settings.table_prefix) if cache.connection else self.store
-        self.semantic_cache = SemanticCacheService(cache_store, self.backends, self.upstream, cache, close_store=cache_store is not self.store)
         self.services = GatewayServices(
-            self.backends, self.upstream, self.counters, self.metrics, self.semantic_cache, OpenIdKeyCache(settings.openid_keys),
+            self.backends, self.upstream, self.counters, self.metrics, self._semantic_cache, settings.openid_keys,
             self.tokens, settings.default_completion_reservation, settings.url_allow_list(), self.value_cache, self.event_log,
             OutboundClient(self.upstream), settings.token_rate_window_seconds,
         )  # fmt: skip
+        if settings.openid_keys:
+            self.services.signing_keys  # parse the overrides now: a bad GATEWAY_OPENID_KEYS fails at start-up
         self.loader = policy_loader(settings, self.backends)
         self.subscriptions = SubscriptionRepository(self.store.table("subscriptions"), self.hasher)
         self.response_owners = ResponseOwners(self.store.table(RESPONSE_OWNERS_TABLE))
@@ -100,6 +102,20 @@ class Gateway:
         )
         self._started = False
         self._start_lock = asyncio.Lock()
+        self._settling: asyncio.Task[None] | None = None
+        collector.count_pauses()
+
+    @property
+    def semantic_cache(self) -> SemanticCacheService:
+        return self.services.semantic_cache
+
+    def _semantic_cache(self) -> SemanticCacheService:
+        """Built the first time a policy uses the semantic cache: numpy and the index load then."""
+        from gateway.stores.semantic_cache import SemanticCacheService
+
+        cache = self.settings.semantic_cache
+        store = AzureTables(cache.connection.reveal(), self.settings.table_prefix) if cache.connection else self.store
+        return SemanticCacheService(store, self.backends, self.upstream, cache, close_store=store is not self.store)
 
     async def handle(self, request: Request) -> Response:
         timing = ServerTiming()
@@ -127,21 +143,26 @@ class Gateway:
         subscription = await self.authenticator.authenticate(key, operation.api)
         timing.add("auth", timing.elapsed())
 
-        body = await _read_body(request)
+        body = await json_body.read(request, MAX_BODY_BYTES)
         payload = await self._parse_body(request, body)
-        deployment = _model_from(payload) if operation.model_in_body else route.params.get("deployment-id")
+        deployment = json_body.model_from(payload) if operation.model_in_body else route.params.get("deployment-id")
         if operation.id == "listModels" and not self.backends.serves_any_deployment:
             return self._list_models_locally()
         await response_ids.check_access(self.response_owners, operation.id, route.params, body, subscription.id)
 
         pipeline = self.policies.current.pipeline(subscription.product, operation.api, operation.id)
         context, exchange = self._context(request, route, subscription, key or "", body, payload, deployment, timing)
+        response: Response | None = None
         try:
             result = await pipeline.execute(context)
-            return await self._respond(context, exchange, result)
+            response = await self._respond(context, exchange, result)
+            return response
         except BaseException:  # an error, or the client left: a live backend response must not stay open
             exchange.close_upstream()
             raise
+        finally:
+            if not isinstance(response, RelayResponse):  # a stream is done only when its relay ends (`on_end`)
+                _release(context)
 
     async def _parse_body(self, request: Request, body: bytes) -> object:
         """The body's JSON, depth-checked once for every later reader (400 if invalid); None if empty or multipart."""
@@ -164,7 +185,10 @@ class Gateway:
         if cors is None:
             return _http_response(PolicyResponse.error(403, "CORS is not enabled for this API (add a <cors> policy)."))
         context, _ = self._context(request, route, None, "", b"", None, None, timing)
-        return _http_response(cors.preflight(context))
+        try:
+            return _http_response(cors.preflight(context))
+        finally:
+            _release(context)
 
     def _context(
         self,
@@ -180,9 +204,10 @@ class Gateway:
         operation = route.operation
         header_items = request.headers.items()
         credentials = client_credentials.ClientCredentials.of(header_items)
-        query = [(k, v) for k, v in parse_qsl(request.url.query, keep_blank_values=True) if k not in client_credentials.KEY_QUERY_PARAMETERS]
-        url = request.url
-        port = url.port or (443 if url.scheme == "https" else 80)
+        keys = client_credentials.KEY_QUERY_PARAMETERS
+        query = [(k, v) for k, v in request.query_params.multi_items() if k not in keys]
+        scheme = request.scope.get("scheme", "http")
+        host, port = authority(request.headers.get("host"), request.scope.get("server"), scheme)
         matched = dict(route.params)
         if deployment is not None:
             matched["deployment-id"] = deployment
@@ -190,8 +215,8 @@ class Gateway:
             request.method,
             self._client_ip(request),
             ctx.Headers(header_items),
-            ctx.Url(url.scheme, url.hostname or "", port, route.path, ctx.QueryParameters(query)),
-            ctx.Url(url.scheme, url.hostname or "", port, route.path, ctx.QueryParameters(query)),
+            ctx.Url(scheme, host, port, route.path, ctx.QueryParameters(query)),
+            ctx.Url(scheme, host, port, route.path, ctx.QueryParameters(query)),
             ctx.ReadOnlyMap(matched),
             ctx.Body(body),
         )
@@ -242,20 +267,20 @@ class Gateway:
                 return tap.usage
 
             async def on_end(aborted: bool) -> None:
-                if tap is None:
-                    return
-                if exchange.usage.wanted:
-                    await exchange.usage.report(await exchange.stream_usage(context, tap, aborted))
-                assembled = tap.assembled() if not aborted else None
-                if assembled is not None:
-                    await _tell_body_listeners(context, answer.StatusCode, assembled)
+                try:
+                    if tap is None:
+                        return
+                    if exchange.usage.wanted:
+                        await exchange.usage.report(await exchange.stream_usage(context, tap, aborted))
+                    assembled = tap.assembled() if not aborted else None
+                    if assembled is not None:
+                        await _tell_body_listeners(context, answer.StatusCode, assembled)
+                finally:
+                    _release(context)
 
             on_break = exchange.backend.health.record_failure if exchange.backend is not None else None
             keepalive = self.settings.sse_keepalive_seconds
-            if tap is None:
-                relay = RelayResponse(upstream, answer.StatusCode, headers, keepalive, on_break=on_break)
-            else:
-                relay = RelayResponse(upstream, answer.StatusCode, headers, keepalive, tap, on_end, on_break, estimate)
+            relay = RelayResponse(upstream, answer.StatusCode, headers, keepalive, tap, on_end, on_break, estimate if tap is not None else None)
             exchange.upstream = None  # the relay owns it now, and closes it when the stream ends
             return relay
         if _created_response(exchange, answer.StatusCode) and context.Subscription is not None:
@@ -297,8 +322,19 @@ class Gateway:
             self.value_cache.start_cleanup()
             self.counters.start()
             await self.health.start()
-            await asyncio.get_running_loop().run_in_executor(None, self.tokens.warm_up)
+            self._settling = asyncio.get_running_loop().create_task(self._settle())
             self._started = True
+
+    async def _settle(self) -> None:
+        """Shortly after start-up, once the first requests are served: load the tokenizer's encodings (a few
+        hundred ms, off the loop, so the first request that counts tokens does not wait for them), then settle
+        the heap so the garbage collector leaves what start-up made alone (gateway/handling/collector.py)."""
+        await asyncio.sleep(SETTLE_AFTER_SECONDS)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self.tokens.warm_up)
+        except Exception:  # the first request that counts tokens loads them again, and says why if it fails
+            logger.warning("Loading the tokenizer's encodings failed; they load on first use instead.", exc_info=True)
+        collector.settle()
 
     async def hand_back(self) -> None:
         """What other instances and chargeback need from this one before it goes: its unused leases back in the
@@ -316,8 +352,9 @@ class Gateway:
     async def close(self) -> None:
         """Give leases back, flush metrics, stop background work and close connections (a graceful stop)."""
         await self.policies.close()
+        if self._settling is not None:
+            self._settling.cancel()
         await self.hand_back()
-        await self.semantic_cache.close()
         await self.value_cache.close()
         await self.event_log.close()
         await self.response_owners.close()
@@ -336,6 +373,18 @@ def _http_response(answer: PolicyResponse) -> Response:
     return response
 
 
+def _release(context: ctx.Context) -> None:
+    """The request is over: drop its statements' callbacks, which close over the context.
+
+    Each such callback makes a reference cycle (context → list → closure → context); broken here, a finished
+    request's objects are freed at once by reference counting instead of piling up for the cyclic garbage
+    collector, whose full passes stall every request in flight (bench/overhead.py, c=20).
+    """
+    context.after_backend.clear()
+    context.usage_listeners.clear()
+    context.body_listeners.clear()
+
+
 def _created_response(exchange: Exchange, status: int) -> bool:
     return exchange.operation.id == response_ids.CREATE and status == 200
 
@@ -346,23 +395,3 @@ async def _tell_body_listeners(context: ctx.Context, status: int, body: bytes) -
             await listener(status, body)
         except Exception:
             logger.exception("A response body listener failed; the response itself was not affected.")
-
-
-async def _read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"The request body is larger than {MAX_BODY_BYTES} bytes.")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"The request body is larger than {MAX_BODY_BYTES} bytes.")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _model_from(payload: object) -> str:
-    if not isinstance(payload, dict):
-        raise BadRequest("The request body must be a JSON object.")
-    return names.body_model(payload.get("model"))

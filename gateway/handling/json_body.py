@@ -16,8 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from starlette.requests import Request
 
-from gateway.errors import BadRequest
+from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.handling import names
 from gateway.handling.offload import Offload
 
 MAX_DEPTH = 64
@@ -95,3 +97,25 @@ class ParsedBody:
     def remember(self, content: bytes, value: Any) -> None:
         """`content` is `value` serialized (the gateway rewrote the body itself): no need to parse it again."""
         self._content, self._value = content, value
+
+
+async def read(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 once it passes `limit` bytes (declared or as it arrives)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def model_from(payload: object) -> str:
+    """The v1 body's `model`, checked by the deployment naming rule (gateway/handling/names.py)."""
+    if not isinstance(payload, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    return names.body_model(payload.get("model"))

@@ -1,8 +1,15 @@
-"""What every request shares: the process-wide parts an `Exchange` calls on (built once, before any request)."""
+"""What every request shares: the process-wide parts an `Exchange` calls on (built once, before any request).
+
+The semantic cache (numpy, its vector index) and the signing keys (PyJWT, cryptography, httpx) are built on
+first use: most gateways never load them, and a new instance's first request does not wait for their imports.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from gateway.backends.credentials import TokenProvider, managed_identity_credential
 from gateway.backends.outbound import OutboundClient
@@ -11,12 +18,14 @@ from gateway.backends.backend import Backend
 from gateway.backends.registry import BackendRegistry
 from gateway.errors import BackendNotFound
 from gateway.handling.tokens import TokenCounter
-from gateway.stores.semantic_cache import SemanticCacheService
 from policies.context import Response
 from policies.counters import Counters
-from policies.jwks import SigningKeys
 from policies.services import EventLog, MetricsSink, OutgoingRequest, ValueCache
 from policies.url_allow_list import UrlAllowList
+
+if TYPE_CHECKING:
+    from gateway.stores.semantic_cache import SemanticCacheService
+    from policies.jwks import SigningKeys
 
 
 @dataclass
@@ -26,8 +35,10 @@ class GatewayServices:
     #: Where rate limits and token limits count (shared across instances through leases).
     counters: Counters
     metrics: MetricsSink
-    semantic_cache: SemanticCacheService
-    signing_keys: SigningKeys
+    #: Builds the semantic cache the first time a policy uses it.
+    semantic_cache_factory: Callable[[], SemanticCacheService]
+    #: `GATEWAY_OPENID_KEYS`: JWKS overrides by OpenID configuration URL or tenant id.
+    openid_keys: Mapping[str, Mapping[str, Any]]
     tokens: TokenCounter
     default_completion_reservation: int
     #: Where `base-url` and `send-request` may send.
@@ -37,6 +48,16 @@ class GatewayServices:
     outbound: OutboundClient
     token_rate_window_seconds: float = 60.0
     _token_providers: dict[tuple[str, str | None], TokenProvider] = field(default_factory=dict)
+
+    @cached_property
+    def semantic_cache(self) -> SemanticCacheService:
+        return self.semantic_cache_factory()
+
+    @cached_property
+    def signing_keys(self) -> SigningKeys:
+        from gateway.backends.openid_keys import OpenIdKeyCache
+
+        return OpenIdKeyCache(self.openid_keys)
 
     async def managed_identity_token(self, resource: str, client_id: str | None) -> str:
         """A token for `resource` from the Function App's identity; one cached provider per (resource, identity)."""
@@ -60,6 +81,9 @@ class GatewayServices:
         return await self.outbound.send(request, timeout)
 
     async def close(self) -> None:
+        """Close what was built: outbound requests, token providers, and the semantic cache (it finishes its writes)."""
+        if "semantic_cache" in self.__dict__:
+            await self.semantic_cache.close()
         await self.outbound.close()
         for provider in self._token_providers.values():
             await provider.close()

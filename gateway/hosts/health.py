@@ -11,12 +11,14 @@ Readiness reflects the last storage call of this instance: the policy poller cal
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse, Response
 
 from gateway import __version__
-from gateway.handling.gateway import Gateway
+
+if TYPE_CHECKING:
+    from gateway.handling.gateway import Gateway
 
 
 def liveness() -> Response:

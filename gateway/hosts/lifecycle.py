@@ -26,10 +26,12 @@ import logging
 import signal
 import threading
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.handling.gateway import Gateway
 from gateway.hosts.local import built_gateway
+
+if TYPE_CHECKING:
+    from gateway.handling.gateway import Gateway
 
 logger = logging.getLogger(__name__)
 

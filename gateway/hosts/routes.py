@@ -4,7 +4,8 @@ the local host (gateway/hosts/local.py) builds its Starlette routes from the sam
 Templates use the Functions host's route syntax (`{name}` is one path segment, `{*name}` the rest of the path,
 no leading slash, `routePrefix` "" in host.json), because under Functions the host routes, not Python;
 `HttpRoute.starlette_path` is the same template for Starlette. A handler gets a way to reach the process's
-gateway rather than the gateway itself, so that liveness answers without building one.
+gateway rather than the gateway itself, so that liveness answers without building one. The operator pages'
+modules load when their route is first hit, not with the hosts (tests/test_import_guard.py).
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.handling.gateway import Gateway
 from gateway.hosts import health
-from gateway.ops import admin, dashboard, openapi
 
-GatewayOf = Callable[[], Gateway]
+if TYPE_CHECKING:
+    from gateway.handling.gateway import Gateway
+
+GatewayOf = Callable[[], "Gateway"]
 Handler = Callable[[GatewayOf, Request], Awaitable[Response]]
 
 #: Every method the Azure OpenAI surface uses (the Functions host offers no TRACE or CONNECT).
@@ -54,18 +57,26 @@ async def _readiness(gateway: GatewayOf, request: Request) -> Response:
 
 
 async def _ops_backends(gateway: GatewayOf, request: Request) -> Response:
+    from gateway.ops import admin
+
     return await admin.backends_response(gateway(), request)
 
 
 async def _ops_storage(gateway: GatewayOf, request: Request) -> Response:
+    from gateway.ops import admin
+
     return await admin.storage_response(gateway(), request)
 
 
 async def _ops_dashboard(gateway: GatewayOf, request: Request) -> Response:
+    from gateway.ops import dashboard
+
     return await dashboard.dashboard_response(gateway(), request)
 
 
 async def _openapi_document(gateway: GatewayOf, request: Request) -> Response:
+    from gateway.ops import openapi
+
     return await openapi.document_response(gateway(), request)
 
 

@@ -17,7 +17,9 @@ the platform's front end and host own the client connection, and these settings 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -84,3 +86,23 @@ class _DeadlineProtocol(HttpToolsProtocol):
 def protocol(timeouts: ClientTimeouts) -> type[asyncio.Protocol]:
     """The protocol class to hand uvicorn (`http=`), with `timeouts` in force."""
     return type("DeadlineProtocol", (_DeadlineProtocol,), {"timeouts": timeouts})
+
+
+class WorkerProtocol(_DeadlineProtocol):
+    """For `serve --workers N`: uvicorn imports the protocol by name in each worker process (a class made by
+    `protocol()` cannot travel there), so its deadlines come from the environment, read once per process."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.timeouts = _environment_timeouts()
+
+
+#: What to hand uvicorn as `http=` when it starts worker processes.
+WORKER_PROTOCOL = f"{__name__}:{WorkerProtocol.__name__}"
+
+
+@functools.cache
+def _environment_timeouts() -> ClientTimeouts:
+    from gateway.config.settings import Settings
+
+    return Settings.from_env().client_timeouts

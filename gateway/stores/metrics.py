@@ -133,6 +133,8 @@ class MetricsRecorder:
         self._custom = CustomSeries(custom, max_series) if custom is not None else None
         self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
+        self._minute_start = float("-inf")
+        self._minute = ""
 
     def record(
         self, namespace: str, dimensions: Iterable[tuple[str, str]], usage: Usage, subscription: str, deployment: str
@@ -148,10 +150,7 @@ class MetricsRecorder:
     def record_custom(self, namespace: str, name: str, value: float, dimensions: Iterable[tuple[str, str]]) -> None:
         """One `emit-metric` value, summed per minute in its own series (gateway/stores/custom_metrics.py)."""
         if self._custom is not None:
-            self._custom.add(self._minute(), namespace, name, value, dimensions)
-
-    def _minute(self) -> str:
-        return datetime.fromtimestamp(self._clock(), timezone.utc).strftime(MINUTE_PARTITION)
+            self._custom.add(self._minute_key(), namespace, name, value, dimensions)
 
     def record_refusal(self, status: int, subscription: str, deployment: str) -> None:
         """Count a policy's 429 or 403 answer in the gateway's own series (other statuses are not refusals)."""
@@ -162,7 +161,7 @@ class MetricsRecorder:
     def _add(
         self, namespace: str, dimensions: tuple[tuple[str, str], ...], subscription: str, deployment: str, increments: dict[str, int]
     ) -> None:
-        minute = self._minute()
+        minute = self._minute_key()
         key = SeriesKey.of(minute, namespace, dimensions, subscription, deployment)
         series = self._minutes.series
         totals = series.get(key)
@@ -177,6 +176,14 @@ class MetricsRecorder:
         for name, value in increments.items():
             totals.values[name] += value
         totals.dirty = True
+
+    def _minute_key(self) -> str:
+        """The current minute's partition key, formatted once per minute rather than once per request."""
+        now = self._clock()
+        if not self._minute_start <= now < self._minute_start + 60:
+            self._minute_start = now - now % 60
+            self._minute = datetime.fromtimestamp(self._minute_start, timezone.utc).strftime(MINUTE_PARTITION)
+        return self._minute
 
     def _roll_up(self) -> None:
         """Add what each minute series gained since the last flush to its rollups: once per flush, not per request."""

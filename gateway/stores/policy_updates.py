@@ -18,6 +18,8 @@ a message that failed is tried again after `visibilityTimeout` (30 s), at most `
 in all; after the last failed attempt it moves to the queue `<queue>-poison`, where an operator can read it
 and send it again. A message that is not base64-encoded UTF-8 moves there at once, as the Functions extension
 does with one it cannot decode.
+
+`function_app.py` imports this module for the trigger names, so what applying needs loads on first use.
 """
 
 from __future__ import annotations
@@ -31,15 +33,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.errors import EntityRejected
-from gateway.handling.operations import check_policy_scope
-from gateway.stores.policies import apply_document, apply_fragment, delete_fragment
-from policies.document import Scope
 
 if TYPE_CHECKING:
     from azure.storage.queue import QueueMessage
     from azure.storage.queue.aio import QueueClient
 
     from gateway.handling.gateway import Gateway
+    from policies.document import Scope
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,8 @@ async def apply_message(gateway: Gateway, text: str | bytes) -> int | None:
 
     Raises only for failures worth retrying (storage unreachable), so the trigger tries the message again.
     """
+    from policies.document import Scope
+
     try:
         message: Any = orjson.loads(text)
         if not isinstance(message, dict) or not (isinstance(message.get("scope"), str) or isinstance(message.get("fragment"), str)):
@@ -101,6 +103,9 @@ class Fragment:
 
 
 async def _apply(gateway: Gateway, target: Scope | Fragment, xml: str) -> int:
+    from gateway.handling.operations import check_policy_scope
+    from gateway.stores.policies import apply_document, apply_fragment
+
     if isinstance(target, Fragment):
         return (await apply_fragment(gateway.policy_repository, target.id, xml, gateway.loader))[0]
     check_policy_scope(target, gateway.settings.products)
@@ -108,6 +113,8 @@ async def _apply(gateway: Gateway, target: Scope | Fragment, xml: str) -> int:
 
 
 async def _delete(gateway: Gateway, target: Scope | Fragment) -> int | None:
+    from gateway.stores.policies import delete_fragment
+
     if isinstance(target, Fragment):
         return await delete_fragment(gateway.policy_repository, target.id)
     return await gateway.policy_repository.delete(target)
@@ -115,6 +122,8 @@ async def _delete(gateway: Gateway, target: Scope | Fragment) -> int | None:
 
 def target_from_blob_name(name: str) -> Scope | Fragment:
     """The scope or fragment a blob in the `policies` container stands for; ValueError for other names."""
+    from policies.document import Scope
+
     name = name.removeprefix(BLOB_CONTAINER + "/")
     if not name.endswith(".xml"):
         raise ValueError(f"Policy blob {name!r} must end in .xml.")

@@ -13,7 +13,6 @@ in constant time), so an index row left behind by a rotation never grants access
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import uuid
@@ -81,10 +80,13 @@ def validate_scope(scope: str, products: Mapping[str, tuple[str, ...]], apis: tu
 
 class KeyHasher:
     def __init__(self, pepper: str) -> None:
-        self._pepper = pepper.encode()
+        # Keyed once: each hash copies this state instead of deriving the pads from the pepper again (half the cost).
+        self._keyed = hmac.new(pepper.encode(), digestmod="sha256")
 
     def hash(self, key: str) -> str:
-        return hmac.new(self._pepper, key.encode(), hashlib.sha256).hexdigest()
+        mac = self._keyed.copy()
+        mac.update(key.encode())
+        return mac.hexdigest()
 
 
 def new_key() -> str:

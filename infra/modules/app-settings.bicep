@@ -15,7 +15,7 @@
 // optional: GATEWAY_SUBSCRIPTION_STALE_SECONDS — during a storage outage, how long a verified key keeps working (default 300)
 // optional: GATEWAY_SSE_KEEPALIVE_SECONDS — silence before a keep-alive comment on a stream (default 15)
 // optional: GATEWAY_UPSTREAM_CONNECT_TIMEOUT — seconds (default 10)
-// optional: GATEWAY_UPSTREAM_READ_TIMEOUT — seconds (default 300)
+// optional: GATEWAY_UPSTREAM_READ_TIMEOUT — seconds (default 220: under the platform's 230 s limit on a response)
 // optional: GATEWAY_ID — gateway id for policies (default: the instance id)
 // optional: GATEWAY_POLICY_POLL_SECONDS — how often instances check the policy version (default 5)
 // optional: GATEWAY_NAMED_VALUES — APIM named values as JSON

@@ -14,8 +14,6 @@ import re as _re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import regex
-
 from policies.expressions._errors import DotNetError
 from policies.expressions._library import CONSTRUCTORS, enum_type, method, static, type_argument
 from policies.expressions._limits import MAX_SECONDS, sized
@@ -37,8 +35,16 @@ class RegexOptions(enum.IntFlag):
 
 
 OPTIONS = enum_type(RegexOptions, ("RegexOptions", "System.Text.RegularExpressions.RegexOptions"))
-_FLAGS = {RegexOptions.IgnoreCase: regex.IGNORECASE, RegexOptions.Multiline: regex.MULTILINE,
-          RegexOptions.Singleline: regex.DOTALL, RegexOptions.IgnorePatternWhitespace: regex.VERBOSE}  # fmt: skip
+_FLAGS = {RegexOptions.IgnoreCase: "IGNORECASE", RegexOptions.Multiline: "MULTILINE",
+          RegexOptions.Singleline: "DOTALL", RegexOptions.IgnorePatternWhitespace: "VERBOSE"}  # fmt: skip
+
+
+@functools.cache
+def _regex() -> Any:
+    """The `regex` package, imported with the first pattern: most gateways never run one, and it costs ~20 ms at start."""
+    import regex
+
+    return regex
 
 
 def _compiled(pattern: str, options: int) -> Any:
@@ -52,10 +58,11 @@ def _cached(pattern: str, options: int) -> Any:
 
 
 def _compile(pattern: str, options: int) -> Any:
+    regex = _regex()
     flags = regex.V0
     for option, flag in _FLAGS.items():
         if options & option:
-            flags |= flag
+            flags |= getattr(regex, flag)
     try:
         return regex.compile(pattern, flags)
     except regex.error as exc:
@@ -112,7 +119,7 @@ class Groups:
             return Group(None, 0)
         try:
             self._match.start(key)
-        except (IndexError, regex.error):
+        except (IndexError, _regex().error):
             return Group(None, 0)
         return Group(self._match, key)
 
@@ -156,7 +163,7 @@ def _replacer(replacement: str) -> Callable[[Any], str]:
             key: int | str = int(number) if number is not None else name
             try:
                 return match.group(key) or ""
-            except (IndexError, regex.error):
+            except (IndexError, _regex().error):
                 return found.group()
 
         return _REPLACEMENT.sub(token, replacement)
@@ -213,5 +220,5 @@ static(
     Matches=method(lambda input, pattern, *settings: Regex(pattern, *settings).Matches(input), MATCHES, 2, 4, costly=True),
     Replace=method(lambda input, pattern, replacement, *settings: Regex(pattern, *settings).Replace(input, replacement), STRING, 3, 5, costly=True),
     Split=method(lambda input, pattern, *settings: Regex(pattern, *settings).Split(input), sequence(STRING), 2, 4, costly=True),
-    Escape=method(lambda value: regex.escape(_text(value), special_only=True), STRING, 1),
+    Escape=method(lambda value: _regex().escape(_text(value), special_only=True), STRING, 1),
 )

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jwt
-from jwt.types import Options
+if TYPE_CHECKING:  # PyJWT (with cryptography) loads with the first token checked, not with the statements
+    import jwt
+    from jwt.types import Options
 
 from policies.context import Context
 from policies.errors import PolicyError, PolicyResponse
@@ -165,6 +166,8 @@ def claim_not_allowed(name: str, value: Any) -> TokenRejected:
 
 def token_header(token: str) -> tuple[str, str | None]:
     """The token's `alg` and `kid`, read before the signature is checked so that the right keys are found."""
+    import jwt
+
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
@@ -192,6 +195,8 @@ def decode(
     be offered to an RSA algorithm or the other way round (RFC 8725 §2.1). Empty `audiences` or `issuers`
     skip that check.
     """
+    import jwt
+
     candidates = [key for key in keys if key.accepts(algorithm, key_id)]
     if not candidates:
         raise TokenRejected("TokenSignatureKeyNotFound", "JWT not valid: no signing key matches the token.")
@@ -219,18 +224,18 @@ def decode(
     raise TokenRejected("TokenSignatureInvalid", "JWT not valid: signature validation failed.")
 
 
-_FAILURES: tuple[tuple[type[jwt.PyJWTError], str, str], ...] = (
-    (jwt.ExpiredSignatureError, "TokenExpired", "JWT not valid: the token has expired."),
-    (jwt.InvalidAudienceError, "TokenAudienceNotAllowed", "JWT not valid: the audience is not allowed."),
-    (jwt.InvalidIssuerError, "TokenIssuerNotAllowed", "JWT not valid: the issuer is not allowed."),
-    (jwt.ImmatureSignatureError, "JwtInvalid", "JWT not valid: the token is not valid yet."),
-)
-
-
 def _rejection(exc: jwt.PyJWTError) -> TokenRejected:
+    import jwt
+
     if isinstance(exc, jwt.MissingRequiredClaimError):
         return missing_claims([exc.claim])
-    for kind, reason, message in _FAILURES:
+    failures: tuple[tuple[type[jwt.PyJWTError], str, str], ...] = (
+        (jwt.ExpiredSignatureError, "TokenExpired", "JWT not valid: the token has expired."),
+        (jwt.InvalidAudienceError, "TokenAudienceNotAllowed", "JWT not valid: the audience is not allowed."),
+        (jwt.InvalidIssuerError, "TokenIssuerNotAllowed", "JWT not valid: the issuer is not allowed."),
+        (jwt.ImmatureSignatureError, "JwtInvalid", "JWT not valid: the token is not valid yet."),
+    )
+    for kind, reason, message in failures:
         if isinstance(exc, kind):
             return TokenRejected(reason, message)
     return TokenRejected("JwtInvalid", f"JWT not valid: {str(exc).rstrip('.')}.")
