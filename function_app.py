@@ -16,10 +16,10 @@ import azure.functions as func  # noqa: E402
 from azure.functions.decorators.function_app import FunctionBuilder  # noqa: E402
 from azurefunctions.extensions.http.fastapi import Request, Response  # noqa: E402
 
-from gateway.stores import policy_updates  # noqa: E402
 from gateway.hosts import lifecycle, log_redaction  # noqa: E402
 from gateway.hosts.local import current_gateway, guarded  # noqa: E402
 from gateway.hosts.routes import ROUTES, HttpRoute  # noqa: E402
+from gateway.stores import policy_updates  # noqa: E402
 
 # A new instance imports this module before its first request, so only what every request needs loads with it
 # (and the gateway itself on first use): the operator pages load when their route is first hit. The import guard

@@ -155,7 +155,7 @@ def first_responses(runs: int, modes: dict[str, dict[str, str]]) -> dict[str, tu
         )  # fmt: skip
         key = json.loads(created.stdout)["primaryKey"]
         results: dict[str, tuple[list[float], list[float], list[float]]] = {mode: ([], [], []) for mode in modes}
-        for mode, mode_env in modes.items():
+        for mode_env in modes.values():
             first_response({**mode_env, **env}, key)  # tables created, files cached: what a new instance meets
             functions_first_response({**mode_env, **env}, key)
         for _ in range(runs):

@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from policies.policy_set import check_fragment, compile_policy_set
 from policies.document import Scope, load_document
 from policies.errors import PolicyLoadError
 from policies.expressions import ExpressionError, compile_value
-from policies.semantic_cache import CacheLookup, CachedAnswer, CacheQuery
+from policies.policy_set import check_fragment, compile_policy_set
+from policies.semantic_cache import CachedAnswer, CacheLookup, CacheQuery
 from policies.statement import Loader, elements_of, registered
 from policies.xml import PolicyElement, parse
 from tests import policy_helpers

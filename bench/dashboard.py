@@ -21,16 +21,16 @@ import random
 import secrets
 import statistics
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from bench.harness import local_stack
+from gateway.cli.usage_report import summarize as usage_summary
 from gateway.stores.metric_rows import ROLLUP_TABLE
 from gateway.stores.metrics import MetricsRecorder
 from gateway.stores.rollups import RollupCompactor
-from gateway.cli.usage_report import summarize as usage_summary
 from policies.usage import Usage
 
 ADMIN_KEY = "bench-admin-" + secrets.token_hex(8)
@@ -41,7 +41,7 @@ INSTANCES_PER_BLOCK = 2
 async def seed(tables: dict[str, TableClient], days: int, subscriptions: int, deployments: int, per_minute: int) -> tuple[int, float]:
     """Write `days` of traffic ending now; returns the number of requests recorded and the seconds it took."""
     series = [(f"sub-{s:03d}", f"deployment-{d}") for s in range(subscriptions) for d in range(deployments)]
-    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
     first = now - timedelta(days=days) + timedelta(minutes=1)
     limit = asyncio.Semaphore(8)
 
@@ -88,7 +88,7 @@ async def with_tables(connection: str, prefix: str, action):  # type: ignore[no-
 async def naive_month(tables: dict[str, TableClient], days: int) -> tuple[float, int]:
     """Seconds to sum every minute row of the window, as a page without rollups would have to."""
     started = time.perf_counter()
-    groups = await usage_summary(tables["metrics"], datetime.now(timezone.utc) - timedelta(days=days), "subscription")
+    groups = await usage_summary(tables["metrics"], datetime.now(UTC) - timedelta(days=days), "subscription")
     return time.perf_counter() - started, len(groups)
 
 
@@ -114,7 +114,13 @@ def time_page(url: str, window: str, repeats: int) -> dict[str, float]:
             tables_ms.append(float(timing["tables"]))
             render_ms.append(float(timing["render"]))
         rows = int(response.text.split('data-rows="', 1)[1].split('"', 1)[0])
-    return {"p50": statistics.median(totals), "max": max(totals), "tables": statistics.median(tables_ms), "render": statistics.median(render_ms), "rows": rows}
+    return {
+        "p50": statistics.median(totals),
+        "max": max(totals),
+        "tables": statistics.median(tables_ms),
+        "render": statistics.median(render_ms),
+        "rows": rows,
+    }
 
 
 def main() -> None:
@@ -131,7 +137,9 @@ def main() -> None:
     os.environ.setdefault("NODE_OPTIONS", "--max-old-space-size=8192")
     with local_stack({"GATEWAY_ADMIN_KEY": ADMIN_KEY, "GATEWAY_TABLE_PREFIX": prefix}, in_memory_storage=True) as stack:
         connection = stack.env["GATEWAY_STORAGE_CONNECTION"]
-        requests, seconds = asyncio.run(with_tables(connection, prefix, lambda t: seed(t, args.days, args.subscriptions, args.deployments, args.per_minute)))
+        requests, seconds = asyncio.run(
+            with_tables(connection, prefix, lambda t: seed(t, args.days, args.subscriptions, args.deployments, args.per_minute))
+        )
         print(f"seeded {args.days} days: {requests:,} requests of {args.subscriptions} subscriptions x {args.deployments} deployments, "
               f"{INSTANCES_PER_BLOCK} instances replaced every {BLOCK.total_seconds() / 3600:g} h, in {seconds:.0f} s")  # fmt: skip
         url = f"{stack.gateway_url}/ops/dashboard"
@@ -146,7 +154,9 @@ def main() -> None:
         folded = asyncio.run(with_tables(connection, prefix, lambda t: fold_everything(t, args.days)))
         report(" folded")
         naive, groups = asyncio.run(with_tables(connection, prefix, lambda t: naive_month(t, args.days)))
-        print(f"({folded:,} instance rollup rows folded.) Without rollups, summing the month's minute rows takes {naive * 1000:,.0f} ms ({groups} subscriptions).")
+        print(
+            f"({folded:,} instance rollup rows folded.) Without rollups, summing the month's minute rows takes {naive * 1000:,.0f} ms ({groups} subscriptions)."
+        )
 
 
 if __name__ == "__main__":

@@ -68,7 +68,14 @@ def services(in_memory_storage: bool = False) -> Iterator[Services]:
             "GATEWAY_KEY_PEPPER": secrets.token_urlsafe(24),
             "SIM_KEY": sim_key,
             "GATEWAY_BACKENDS": json.dumps(
-                [{"id": "sim", "url": f"http://127.0.0.1:{sim_port}", "api_key_setting": "SIM_KEY", "embeddings_deployment": "text-embedding-3-small"}]
+                [
+                    {
+                        "id": "sim",
+                        "url": f"http://127.0.0.1:{sim_port}",
+                        "api_key_setting": "SIM_KEY",
+                        "embeddings_deployment": "text-embedding-3-small",
+                    }
+                ]
             ),
         }
         yield Services(f"http://127.0.0.1:{sim_port}", sim_key, env)

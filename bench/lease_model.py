@@ -113,12 +113,12 @@ def pct(values: list[float], q: float) -> float:
 
 def report(results: list[Result], latency_ms: float) -> None:
     print(f"\nhot counter row, {latency_ms:g} ms per storage call")
-    print(f"{'N':>4} {'req/s':>6} {'reads/s':>8} {'writes/s':>8} {'conflicts/s':>11} {'in rollover':>11} {'acquire p50':>11} {'p99':>7} {'max':>7}  window: admitted/limit (refused)")
+    print(
+        f"{'N':>4} {'req/s':>6} {'reads/s':>8} {'writes/s':>8} {'conflicts/s':>11} {'in rollover':>11} {'acquire p50':>11} {'p99':>7} {'max':>7}  window: admitted/limit (refused)"
+    )
     for r in results:
         requests = len(r.acquire_ms)
-        windows = ", ".join(
-            f"{r.admitted[w] / r.limit:.3f} ({r.refused[w]})" for w in sorted(set(r.admitted) | set(r.refused))
-        )
+        windows = ", ".join(f"{r.admitted[w] / r.limit:.3f} ({r.refused[w]})" for w in sorted(set(r.admitted) | set(r.refused)))
         print(
             f"{r.instances:>4} {requests / r.seconds:>6.0f} {r.reads / r.seconds:>8.1f} {r.writes / r.seconds:>8.1f}"
             f" {r.conflicts / r.seconds:>11.2f} {r.rollover_conflicts / max(r.conflicts, 1):>11.0%} {pct(r.acquire_ms, 0.5):>9.2f}ms {pct(r.acquire_ms, 0.99):>5.0f}ms"

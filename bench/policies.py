@@ -16,10 +16,10 @@ import asyncio
 import statistics
 import time
 
-from policies.policy_set import compile_policy_set
 from policies import context as ctx
 from policies.counters import LocalCounters
 from policies.pipeline import Pipeline
+from policies.policy_set import compile_policy_set
 from policies.statement import Loader
 from tests import policy_helpers
 

@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 
 from gateway.backends.config import parse_backends
-from gateway.backends.registry import BackendRegistry
 from gateway.backends.health import PredictiveRouting
+from gateway.backends.registry import BackendRegistry
 
 HEADERS = {
     "content-type": "application/json",
@@ -25,7 +25,16 @@ HEADERS = {
     "x-ratelimit-remaining-tokens": "999000",
     "apim-request-id": "00000000-0000-0000-0000-000000000000",
 }
-RULE = {"rules": [{"name": "r", "failureCondition": {"count": 1, "interval": "PT1M", "statusCodeRanges": [{"min": 429, "max": 429}]}, "tripDuration": "PT1M", "acceptRetryAfter": True}]}
+RULE = {
+    "rules": [
+        {
+            "name": "r",
+            "failureCondition": {"count": 1, "interval": "PT1M", "statusCodeRanges": [{"min": 429, "max": 429}]},
+            "tripDuration": "PT1M",
+            "acceptRetryAfter": True,
+        }
+    ]
+}
 
 
 def registry(members: int, predictive: bool = False) -> BackendRegistry:

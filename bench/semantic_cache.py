@@ -160,10 +160,10 @@ def bench_index(queries: int, exact_lookups: int) -> None:
             index = VectorIndex()
             index.extend([f"k{i}" for i in range(size)], entries, np.full(size, FOREVER), [None] * size)
             expires = np.full(size, FOREVER)
-            index_ms, index_cpu, found_matches = timed(lambda q: index.search(q, 0.0), asked)
+            index_ms, index_cpu, found_matches = timed(lambda q, index=index: index.search(q, 0.0), asked)
             matches = [match for match in found_matches if match is not None]
             assert len(matches) == len(asked)
-            exact_ms, exact_cpu, _ = timed(lambda q: _exact_search(entries, expires, q), asked[:exact_lookups])
+            exact_ms, exact_cpu, _ = timed(lambda q, entries=entries, expires=expires: _exact_search(entries, expires, q), asked[:exact_lookups])
             similarity = exact_nearest(entries, asked)
             nearest = 1 - similarity.max(axis=1)
             chosen = 1 - similarity[np.arange(len(asked)), np.array([int(m.key[1:]) for m in matches])]
@@ -174,7 +174,8 @@ def bench_index(queries: int, exact_lookups: int) -> None:
             times += [percentile(exact_ms, 0.5), percentile(exact_ms, 0.99), percentile(exact_cpu, 0.99)]
             cells = [f"{size:,}", name, *(f"{t:.2f}" for t in times), *(f"{a:.1%}" for a in (same_entry.mean(), *agreement))]
             print(
-                "  " + "".join(f"{c:>{w}}" for c, w in zip(cells, COLUMNS))
+                "  "
+                + "".join(f"{c:>{w}}" for c, w in zip(cells, COLUMNS))
                 + f"   (hits at 0.05: {np.mean(nearest <= 0.05):.0%}; distance error max {np.max(np.abs(found - chosen)):.4f})"
             )
             del entries, similarity
@@ -219,7 +220,9 @@ def bench_memory() -> None:
         )
         started = time.perf_counter()
         dropped = evict([index], int(index.nbytes * 0.95))
-        print(f"  {size:>7,} entries: one eviction round to 90 % of a cap 5 % below them: {dropped:,} entries in {(time.perf_counter() - started) * 1000:.0f} ms")
+        print(
+            f"  {size:>7,} entries: one eviction round to 90 % of a cap 5 % below them: {dropped:,} entries in {(time.perf_counter() - started) * 1000:.0f} ms"
+        )
         del index, entries
 
 

@@ -86,9 +86,9 @@ async def memory_per_stream(url: str, headers: dict[str, str], pid: int, streams
 
 async def storage_calls_per_request(env: dict[str, str], key: str, requests: int) -> tuple[float, float]:
     """(calls per request in the first `requests`, calls per request in the next `requests`) in-process."""
+    from gateway.config.settings import Settings
     from gateway.handling.gateway import Gateway
     from gateway.hosts.local import create_local_app
-    from gateway.config.settings import Settings
 
     gateway = Gateway(Settings.from_env({**os.environ, **env, "GATEWAY_LOCAL_QUEUE_WORKER": "false"}))
     await gateway.start()

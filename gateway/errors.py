@@ -110,28 +110,19 @@ class SubscriptionKeyError(GatewayError):
 class MissingSubscriptionKey(SubscriptionKeyError):
     """No subscription key in any accepted header or query parameter."""
 
-    message = (
-        "Access denied due to missing subscription key. Make sure to include subscription key when making "
-        "requests to an API."
-    )
+    message = "Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API."
 
 
 class InvalidSubscriptionKey(SubscriptionKeyError):
     """The key matches no active subscription whose scope includes this API."""
 
-    message = (
-        "Access denied due to invalid subscription key. Make sure to provide a valid key for an active "
-        "subscription."
-    )
+    message = "Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription."
 
 
 class AmbiguousSubscriptionKey(SubscriptionKeyError):
     """The key was sent more than once (a repeated header or parameter, or two with different values)."""
 
-    message = (
-        "Access denied due to an ambiguous subscription key. Send the subscription key once, in one header or "
-        "query parameter."
-    )
+    message = "Access denied due to an ambiguous subscription key. Send the subscription key once, in one header or query parameter."
 
 
 class BackendError(GatewayError):

@@ -91,7 +91,7 @@ def quota_window(period: str, now: float | None = None) -> Window:
 
 
 def _calendar_window(period: str, moment: float) -> tuple[float, Window]:
-    current = _dt.datetime.fromtimestamp(moment, _dt.timezone.utc)
+    current = _dt.datetime.fromtimestamp(moment, _dt.UTC)
     if period == "Hourly":
         start = current.replace(minute=0, second=0, microsecond=0)
         end = start + _dt.timedelta(hours=1)

@@ -1,12 +1,12 @@
 """What goes wrong with policies, at load time and at run time.
 
-    PolicyLoadError      a document cannot be loaded; names the element and the line. Nothing of it applies.
-    PolicyError          a statement refused or failed the request at run time; `on-error` runs with
-                         `context.LastError` set, then `response` answers unless on-error answered itself.
-    ServiceError         what a statement calls failed (storage, the identity endpoint, the tokenizer); the
-                         gateway's own error tree derives from it. The pipeline turns it into a PolicyError
-                         naming the statement, so `on-error` runs for it too.
-    ReturnResponse       not an error: `return-response` ends the pipeline with its response.
+PolicyLoadError      a document cannot be loaded; names the element and the line. Nothing of it applies.
+PolicyError          a statement refused or failed the request at run time; `on-error` runs with
+                     `context.LastError` set, then `response` answers unless on-error answered itself.
+ServiceError         what a statement calls failed (storage, the identity endpoint, the tokenizer); the
+                     gateway's own error tree derives from it. The pipeline turns it into a PolicyError
+                     naming the statement, so `on-error` runs for it too.
+ReturnResponse       not an error: `return-response` ends the pipeline with its response.
 """
 
 from __future__ import annotations

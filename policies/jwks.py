@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-
 logger = logging.getLogger(__name__)
 
 #: The algorithms each JWK key type may verify.
@@ -28,7 +27,6 @@ ALGORITHMS_BY_KEY_TYPE: Mapping[str, frozenset[str]] = {
 SUPPORTED_ALGORITHMS = frozenset().union(*ALGORITHMS_BY_KEY_TYPE.values())
 MIN_RSA_BITS = 2048
 MIN_SECRET_BYTES = 32
-
 
 
 class SigningKeysUnavailable(Exception):

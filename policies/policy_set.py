@@ -42,9 +42,7 @@ class PolicySet:
         return pipeline
 
 
-def compile_policy_set(
-    xml_by_scope: Mapping[str, str], version: int, loader: Loader, fragments: Mapping[str, str] | None = None
-) -> PolicySet:
+def compile_policy_set(xml_by_scope: Mapping[str, str], version: int, loader: Loader, fragments: Mapping[str, str] | None = None) -> PolicySet:
     """Load every document, `include-fragment` resolved against `fragments` (by id; None: the loader's own).
 
     The first failure raises PolicyLoadError naming the scope.

@@ -245,7 +245,7 @@ class CacheLookup:
 class SemanticCache(Protocol):
     @property
     def scope(self) -> str:
-        """"subscription" or "product": whose entries a request may see (`GATEWAY_SEMANTIC_CACHE_SCOPE`)."""
+        """ "subscription" or "product": whose entries a request may see (`GATEWAY_SEMANTIC_CACHE_SCOPE`)."""
 
     async def lookup(self, context: Context, query: CacheQuery) -> CacheLookup:
         """Embed `query.text` and search its partition; never raises and never takes much longer than the

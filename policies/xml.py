@@ -34,7 +34,7 @@ _ESCAPES = {"<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;"}
 #: What the escaper looks for: markup comments and CDATA (skipped whole) and expression openers.
 _LANDMARK = re.compile(r"<!--|<!\[CDATA\[|@[({]")
 #: `&quot;` is a quote too: documents written for XML escape the quotes inside attribute values.
-_STRING_OPENERS = ('$@"', '@$"', '$"', '@"', '"', '$&quot;', '&quot;')
+_STRING_OPENERS = ('$@"', '@$"', '$"', '@"', '"', "$&quot;", "&quot;")
 _CLOSERS = {"(": ")", "[": "]", "{": "}"}
 _CODE_LANDMARK = re.compile(r"[/'\"$@()\[\]{}]|&quot;")
 _STRING_LANDMARK = re.compile(r'[\\"{}\n]|&quot;')

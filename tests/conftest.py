@@ -9,18 +9,18 @@ import asyncio
 import json
 import secrets
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
 
+from gateway.config.settings import Settings
 from gateway.dev import devstack
 from gateway.hosts import local as hosting
-from gateway.config.settings import Settings
+from gateway.stores.azure_tables import AzureTables
 from gateway.stores.memory import MemoryTables
 from gateway.stores.subscriptions import KeyHasher, Subscription, SubscriptionRepository
-from gateway.stores.azure_tables import AzureTables
 from gateway.stores.tables import Table
 
 #: Deployments the test backend is configured to serve; anything else is "DeploymentNotFound".
@@ -87,9 +87,7 @@ def gateway_env(azurite: devstack.AzuritePorts, simulator: Simulator) -> dict[st
         "GATEWAY_SSE_KEEPALIVE_SECONDS": "0.3",
         "GATEWAY_PRODUCTS": json.dumps({"starter": ["openai-v1"], "unlimited": ["openai", "openai-v1"]}),
         "SIMULATOR_KEY": simulator.api_key,
-        "GATEWAY_BACKENDS": json.dumps(
-            [{"id": "sim", "url": simulator.url, "deployments": DEPLOYMENTS, "api_key_setting": "SIMULATOR_KEY"}]
-        ),
+        "GATEWAY_BACKENDS": json.dumps([{"id": "sim", "url": simulator.url, "deployments": DEPLOYMENTS, "api_key_setting": "SIMULATOR_KEY"}]),
     }
 
 

@@ -177,8 +177,7 @@ def pipeline_of(xml: str, loader: Loader | None = None) -> Pipeline:
 def doc(inbound: str = "<base />", backend: str = "<base />", outbound: str = "<base />", on_error: str = "<base />") -> str:
     """A whole document from its sections' contents."""
     return (
-        f"<policies><inbound>{inbound}</inbound><backend>{backend}</backend>"
-        f"<outbound>{outbound}</outbound><on-error>{on_error}</on-error></policies>"
+        f"<policies><inbound>{inbound}</inbound><backend>{backend}</backend><outbound>{outbound}</outbound><on-error>{on_error}</on-error></policies>"
     )
 
 

@@ -16,10 +16,9 @@ from urllib.parse import unquote
 
 import aiohttp
 from aiohttp import web
-from yarl import URL
-
 from azure.data.tables import EntityProperty, TableClient
 from click.testing import CliRunner
+from yarl import URL
 
 from gateway.cli.main import main as cli
 from gateway.dev import devstack
@@ -95,9 +94,10 @@ class FailingTableProxy:
             return web.Response(status=500, text="injected failure")
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length", "transfer-encoding")}
         body = await request.read()
-        async with aiohttp.ClientSession(auto_decompress=False, skip_auto_headers=("Content-Type",)) as session, session.request(
-            request.method, URL(self.target + request.raw_path, encoded=True), headers=headers, data=body or None
-        ) as answer:
+        async with (
+            aiohttp.ClientSession(auto_decompress=False, skip_auto_headers=("Content-Type",)) as session,
+            session.request(request.method, URL(self.target + request.raw_path, encoded=True), headers=headers, data=body or None) as answer,
+        ):
             body = await answer.read()
             relayed = {k: v for k, v in answer.headers.items() if k.lower() not in ("content-length", "transfer-encoding", "connection")}
             return web.Response(status=answer.status, body=body, headers=relayed)

@@ -129,4 +129,7 @@ def test_sign_in_is_accepted_from_the_gateways_own_page_only(two_instances: tupl
     assert sign_in(a, "192.0.2.13", **{"sec-fetch-site": "cross-site"}).status_code == 403
     assert sign_in(a, "192.0.2.13", origin=a.url, **{"sec-fetch-site": "same-origin"}).status_code == 303
     # Behind the trusted proxy, the origin is the one the client used.
-    assert sign_in(a, "192.0.2.13", origin="https://gw.example.com", **{"x-forwarded-proto": "https", "x-forwarded-host": "gw.example.com"}).status_code == 303
+    assert (
+        sign_in(a, "192.0.2.13", origin="https://gw.example.com", **{"x-forwarded-proto": "https", "x-forwarded-host": "gw.example.com"}).status_code
+        == 303
+    )

@@ -7,15 +7,20 @@ import json
 
 import pytest
 
-from gateway.backends.config import BackendConfig, DEFAULT_TIMEOUTS, PoolConfig, Timeouts, parse_backends
-from gateway.backends.registry import BackendRegistry
+from gateway.backends.config import DEFAULT_TIMEOUTS, BackendConfig, PoolConfig, Timeouts, parse_backends
 from gateway.backends.health import PredictiveRouting
+from gateway.backends.registry import BackendRegistry
 from gateway.config.settings import Settings
 
 BASE = {"GATEWAY_STORAGE_CONNECTION": "UseDevelopmentStorage=true", "GATEWAY_KEY_PEPPER": "p" * 20}
 RULE = {
     "name": "throttled",
-    "failureCondition": {"count": 1, "interval": "PT1M", "statusCodeRanges": [{"min": 429, "max": 429}], "errorReasons": ["Server errors", "Timeout", "ConnectionFailure"]},
+    "failureCondition": {
+        "count": 1,
+        "interval": "PT1M",
+        "statusCodeRanges": [{"min": 429, "max": 429}],
+        "errorReasons": ["Server errors", "Timeout", "ConnectionFailure"],
+    },
     "tripDuration": "PT1M",
     "acceptRetryAfter": True,
 }
@@ -125,7 +130,13 @@ def test_config_mistakes_fail_at_load_naming_setting_and_backend(items: list[dic
 
 def test_health_settings_and_admin_key() -> None:
     settings = Settings.from_env(
-        {**BASE, "GATEWAY_HEALTH_SYNC_SECONDS": "0.5", "GATEWAY_PREDICTIVE_ROUTING": "true", "GATEWAY_PREDICTIVE_MIN_TOKENS": "2000", "GATEWAY_ADMIN_KEY": "k" * 16}
+        {
+            **BASE,
+            "GATEWAY_HEALTH_SYNC_SECONDS": "0.5",
+            "GATEWAY_PREDICTIVE_ROUTING": "true",
+            "GATEWAY_PREDICTIVE_MIN_TOKENS": "2000",
+            "GATEWAY_ADMIN_KEY": "k" * 16,
+        }
     )
     assert settings.health_sync_seconds == 0.5
     assert settings.predictive_routing == PredictiveRouting(min_tokens=2000, min_requests=1)

@@ -9,7 +9,6 @@ import pytest
 
 from gateway.backends.backend import Backend
 from gateway.backends.config import BackendConfig
-from gateway.errors import BackendUnavailable
 from gateway.backends.health import (
     DEFAULT_THROTTLE_WAIT,
     BackendHealth,
@@ -17,6 +16,7 @@ from gateway.backends.health import (
     reset_seconds,
     retry_after_seconds,
 )
+from gateway.errors import BackendUnavailable
 
 NOW = 2_000_000.0
 
@@ -104,7 +104,10 @@ def test_error_reasons_count_transport_failures_and_server_errors() -> None:
 
 def test_trip_lasts_trip_duration_then_resets_and_counts_afresh() -> None:
     clock = FakeClock()
-    backend = Backend(BackendConfig("b", "https://b.example", frozenset({"*"}), None, BreakerRule("r", 60.0, 30.0, count=2, status_ranges=((500, 599),))), clock=clock)
+    backend = Backend(
+        BackendConfig("b", "https://b.example", frozenset({"*"}), None, BreakerRule("r", 60.0, 30.0, count=2, status_ranges=((500, 599),))),
+        clock=clock,
+    )
     fail(backend.health, 2)
     with pytest.raises(BackendUnavailable) as raised:
         backend.select("gpt-4o", set())

@@ -11,8 +11,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from gateway.cli import bulk
-from gateway.cli import progress
+from gateway.cli import bulk, progress
 from gateway.cli.main import main as cli
 from tests.conftest import API_VERSION, GatewayProcess
 
@@ -47,7 +46,13 @@ def test_a_file_with_mistakes_creates_nothing_and_names_every_one(gateway_env: d
     before = listed_ids(gateway_env)
     result = invoke(gateway_env, "subscriptions", "create-bulk", str(path))
     assert result.exit_code == 1
-    for expected in ("item 2: 'name' is empty", "item 2: Invalid scope 'product:gold'", "item 3: id 'dup' is also used on item 1", "item 3: unknown field(s) ['team']", "Nothing was created"):
+    for expected in (
+        "item 2: 'name' is empty",
+        "item 2: Invalid scope 'product:gold'",
+        "item 3: id 'dup' is also used on item 1",
+        "item 3: unknown field(s) ['team']",
+        "Nothing was created",
+    ):
         assert expected in result.stderr
     assert listed_ids(gateway_env) == before
 

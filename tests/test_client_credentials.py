@@ -76,7 +76,9 @@ def test_repeated_credential_headers_get_401_and_never_reach_the_backend(gateway
 def test_the_backend_gets_its_own_key_and_none_of_the_clients_credentials(gateway: GatewayProcess, keys: Keys, simulator: Simulator) -> None:
     marker = secrets.token_hex(8)
     headers = [("api-key", keys.primary), ("authorization", "Bearer caller-chosen"), ("cookie", "a=1"), ("cookie", "b=2"), ("x-test-marker", marker)]
-    answer = httpx.post(f"{gateway.url}/openai/v1/chat/completions", headers=headers, json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+    answer = httpx.post(
+        f"{gateway.url}/openai/v1/chat/completions", headers=headers, json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    )
     assert answer.status_code == 200
     (seen,) = [r["headers"] for r in simulator.requests() if r["headers"].get("x-test-marker") == marker]
     assert seen["api-key"] == simulator.api_key

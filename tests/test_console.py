@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from gateway.dev import devstack
-from gateway.cli.main import main as cli
 from gateway.cli.console import server_timing
+from gateway.cli.main import main as cli
+from gateway.dev import devstack
 from tests.conftest import GatewayProcess, Keys
 from tests.stack_helpers import apply, token_env
 
@@ -88,7 +88,10 @@ def test_token_limit_headers_and_the_429_advice(
 @pytest.mark.parametrize(
     ("header", "expected"),
     [
-        ("auth;dur=0.12, upstream;dur=3.40, gateway;dur=0.50, total;dur=4.02", [("auth", 0.12), ("upstream", 3.4), ("gateway", 0.5), ("total", 4.02)]),
+        (
+            "auth;dur=0.12, upstream;dur=3.40, gateway;dur=0.50, total;dur=4.02",
+            [("auth", 0.12), ("upstream", 3.4), ("gateway", 0.5), ("total", 4.02)],
+        ),
         ('cache;desc="hit", db;dur=x, app;dur=2', [("app", 2.0)]),
         ("", []),
     ],

@@ -31,8 +31,14 @@ def test_prompt_text_reads_chat_completions_and_responses_bodies() -> None:
         {"role": "tool", "content": "tool said"},
     ]}))  # fmt: skip
     assert (chat.prompt, chat.documents) == (["be nice", "hello"], ["tool said"])
-    responses = prompt_text(orjson.dumps({"instructions": "rules", "input": [{"role": "user", "content": [{"type": "input_text", "text": "q"}]},
-                                                                             {"type": "function_call_output", "output": "result"}]}))
+    responses = prompt_text(
+        orjson.dumps(
+            {
+                "instructions": "rules",
+                "input": [{"role": "user", "content": [{"type": "input_text", "text": "q"}]}, {"type": "function_call_output", "output": "result"}],
+            }
+        )
+    )
     assert (responses.prompt, responses.documents) == (["rules", "q"], ["result"])
     assert prompt_text(orjson.dumps({"prompt": ["a", "b"]})).prompt == ["a", "b"]
     assert prompt_text(b"{not json").prompt == ["{not json"]  # what cannot be read is checked whole
@@ -99,7 +105,9 @@ async def test_long_prompts_are_checked_in_pieces_up_to_a_bound() -> None:
     body = {"messages": [{"role": "user", "content": "w" * 25_000}]}
     result, _, _ = await run_document(doc(inbound=POLICY), services, body=body, loader=LOADER)
     assert result is None and len(services.sent) == 6  # 3 pieces analysed, 3 shielded
-    result, context, _ = await run_document(doc(inbound=POLICY), _fake(), body={"messages": [{"role": "user", "content": "w" * 100_001}]}, loader=LOADER)
+    result, context, _ = await run_document(
+        doc(inbound=POLICY), _fake(), body={"messages": [{"role": "user", "content": "w" * 100_001}]}, loader=LOADER
+    )
     assert result is not None and result.status == 500 and context.LastError.Reason == "ContentSafetyLimitExceeded"
 
 
@@ -114,8 +122,14 @@ async def test_only_shield_prompt_makes_one_call_per_kind_of_text() -> None:
     ("statement", "message"),
     [
         ('<llm-content-safety backend-id="nowhere" />', "Unknown backend-id 'nowhere'"),
-        ('<llm-content-safety backend-id="content-safety"><categories><category name="Spam" threshold="1" /></categories></llm-content-safety>', "use one of Hate"),
-        ('<llm-content-safety backend-id="content-safety"><categories><category name="Hate" threshold="8" /></categories></llm-content-safety>', "at most 7"),
+        (
+            '<llm-content-safety backend-id="content-safety"><categories><category name="Spam" threshold="1" /></categories></llm-content-safety>',
+            "use one of Hate",
+        ),
+        (
+            '<llm-content-safety backend-id="content-safety"><categories><category name="Hate" threshold="8" /></categories></llm-content-safety>',
+            "at most 7",
+        ),
         ('<llm-content-safety backend-id="content-safety"><categories output-type="TwoLevels" /></llm-content-safety>', "FourSeverityLevels"),
         ('<llm-content-safety backend-id="content-safety"><rules /></llm-content-safety>', "Unexpected element"),
     ],

@@ -133,7 +133,9 @@ def test_block_constructs_name_what_a_block_uses_and_ignore_single_expressions()
 
 async def test_run_reports_an_expression_that_fails_at_run_time(tmp_path: Path) -> None:
     failing = tmp_path / "failing.xml"
-    failing.write_text('<policies><inbound><set-variable name="n" value="@(1 / context.Variables.GetValueOrDefault&lt;int&gt;(&quot;zero&quot;, 0))" /></inbound></policies>')
+    failing.write_text(
+        '<policies><inbound><set-variable name="n" value="@(1 / context.Variables.GetValueOrDefault&lt;int&gt;(&quot;zero&quot;, 0))" /></inbound></policies>'
+    )
     passing = tmp_path / "passing.xml"
     passing.write_text("<policies><inbound><base /></inbound></policies>")
     loader = Loader(backend_ids=frozenset())

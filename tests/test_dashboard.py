@@ -5,18 +5,18 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from azure.data.tables import EntityProperty
 from starlette.requests import Request
 
+from gateway.cli.usage_report import summarize as usage_summary
 from gateway.ops.dashboard import render
 from gateway.ops.dashboard_data import WINDOWS, aggregate, summarize
 from gateway.stores.metric_rows import METRIC_FIELDS
 from gateway.stores.metrics import MetricsRecorder
-from gateway.cli.usage_report import summarize as usage_summary
 from policies.usage import Usage
 from tests import browser
 from tests.conftest import API_VERSION, GatewayProcess, Keys
@@ -45,7 +45,7 @@ def number(entity: dict, field: str) -> int:
 
 
 def test_windows_cover_the_last_hour_day_and_month_in_their_own_partitions() -> None:
-    now = datetime(2026, 11, 26, 10, 30, 15, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 26, 10, 30, 15, tzinfo=UTC)
     hour, day, month = (WINDOWS[name].periods(now) for name in ("1h", "24h", "30d"))
     assert (hour[0][0], hour[-1][0], len(hour)) == ("m202611260931", "m202611261030", 60)
     assert (day[0][0], day[-1][0], len(day)) == ("h2026112511", "h2026112610", 24)
@@ -54,7 +54,7 @@ def test_windows_cover_the_last_hour_day_and_month_in_their_own_partitions() -> 
 
 def test_aggregate_sums_rows_per_bucket_subscription_and_deployment() -> None:
     window = WINDOWS["1h"]
-    periods = window.periods(datetime(2026, 11, 26, 10, 30, tzinfo=timezone.utc))
+    periods = window.periods(datetime(2026, 11, 26, 10, 30, tzinfo=UTC))
     zero = dict.fromkeys(METRIC_FIELDS, 0)
     rows = [
         {**zero, "PartitionKey": "m202611261030", "subscription": "a", "deployment": "gpt-4o", "total": 10, "requests": 1},
@@ -72,7 +72,7 @@ def test_aggregate_sums_rows_per_bucket_subscription_and_deployment() -> None:
 
 def test_page_escapes_what_clients_control_and_has_no_script() -> None:
     window = WINDOWS["24h"]
-    periods = window.periods(datetime.now(timezone.utc))
+    periods = window.periods(datetime.now(UTC))
     evil = "<script>alert(1)</script>"
     rows = [{**dict.fromkeys(METRIC_FIELDS, 0), "PartitionKey": periods[-1][0], "subscription": "s", "deployment": evil, "total": 3}]
     page = render(aggregate(window, periods, rows), [], {"s": '"><img src=x>'}, {})
@@ -90,7 +90,7 @@ async def tables(scratch_tables):  # type: ignore[no-untyped-def]
 
 async def test_a_month_of_traffic_reads_30_daily_rows_per_series_and_matches_the_minute_rows(tables) -> None:  # type: ignore[no-untyped-def]
     minutes, rollups = tables
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     clock = [0.0]
     recorder = MetricsRecorder(minutes, rollups=rollups, instance="bench", clock=lambda: clock[0])
     series = [("sub-a", "gpt-4o"), ("sub-a", "mini"), ("sub-b", "gpt-4o")]
@@ -136,7 +136,9 @@ def dashboard_gateway(
 
     def call(keys: Keys, deployment: str, limit: str = "", max_tokens: int = 20) -> int:
         body = {"messages": [{"role": "user", "content": "one two three"}], "max_tokens": max_tokens}
-        response = httpx.post(chat.format(deployment), params={"api-version": API_VERSION}, headers={"api-key": keys.primary, "x-limit": limit}, json=body)
+        response = httpx.post(
+            chat.format(deployment), params={"api-version": API_VERSION}, headers={"api-key": keys.primary, "x-limit": limit}, json=body
+        )
         return response.status_code
 
     assert [call(alpha, "gpt-4o") for _ in range(3)] == [200] * 3

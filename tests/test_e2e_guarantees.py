@@ -20,7 +20,7 @@ from azure.data.tables import TableClient
 
 from gateway.dev import devstack
 from tests.conftest import API_VERSION, GatewayProcess, Keys, Simulator, run_with_repository
-from tests.stack_helpers import apply, metric_rows, metric_sum, token_env, wait_for_metric
+from tests.stack_helpers import apply, metric_rows, token_env, wait_for_metric
 
 CHAT = f"/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}"
 
@@ -136,7 +136,11 @@ def own_azurite(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def test_a_storage_outage_degrades_instead_of_stopping_and_catches_up(
-    start_gateway: Callable[[dict[str, str]], GatewayProcess], gateway_env: dict[str, str], simulator: Simulator, own_azurite, tmp_path: Path  # type: ignore[no-untyped-def]
+    start_gateway: Callable[[dict[str, str]], GatewayProcess],
+    gateway_env: dict[str, str],
+    simulator: Simulator,
+    own_azurite,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     ports, stop_storage, restart_storage = own_azurite
     env = token_env(

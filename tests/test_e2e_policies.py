@@ -16,8 +16,8 @@ from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 from click.testing import CliRunner
 from openai import AzureOpenAI
 
-from gateway.dev import devstack
 from gateway.cli.main import main as cli
+from gateway.dev import devstack
 from tests.conftest import API_VERSION, GatewayProcess, Keys, Simulator
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -273,7 +273,11 @@ def test_cors_preflight_without_key_and_cors_headers_on_answers(
     url = f"{gateway.url}/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}"
     preflight = httpx.options(
         url,
-        headers={"Origin": "https://chat.contoso.com", "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type, api-key"},
+        headers={
+            "Origin": "https://chat.contoso.com",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, api-key",
+        },
     )
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == "https://chat.contoso.com"

@@ -21,8 +21,8 @@ import pytest
 from click.testing import CliRunner
 from openai import AzureOpenAI
 
-from gateway.dev import devstack
 from gateway.cli.main import main as cli
+from gateway.dev import devstack
 from tests.conftest import API_VERSION, GatewayProcess, Keys
 
 SYNC_SECONDS = 0.3
@@ -116,7 +116,9 @@ def pool(*services: dict, pool_id: str = "pool") -> dict:
     return {"id": pool_id, "type": "pool", "pool": {"services": list(services)}}
 
 
-def breaker(count: int, trip: str, *, statuses: tuple[int, int] | None = None, reasons: tuple[str, ...] = (), accept_retry_after: bool = False) -> dict:
+def breaker(
+    count: int, trip: str, *, statuses: tuple[int, int] | None = None, reasons: tuple[str, ...] = (), accept_retry_after: bool = False
+) -> dict:
     condition: dict = {"count": count, "interval": "PT10S", "errorReasons": list(reasons)}
     if statuses is not None:
         condition["statusCodeRanges"] = [{"min": statuses[0], "max": statuses[1]}]
@@ -263,7 +265,9 @@ def test_first_byte_and_idle_timeouts_are_per_backend_and_distinct(pool_gateways
     (gateway,), key = pool_gateways([sim.backend("slow", timeouts={"firstByte": 3, "idle": 0.5}), pool({"id": "slow"})])
     url = f"{gateway.url}/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}"
     headers = {"api-key": key, "x-pool": "slow"}
-    late = httpx.post(url, json={"messages": [{"role": "user", "content": "late"}]}, headers={**headers, "x-sim-fault": "hang", "x-sim-hang-s": "1"}, timeout=10)
+    late = httpx.post(
+        url, json={"messages": [{"role": "user", "content": "late"}]}, headers={**headers, "x-sim-fault": "hang", "x-sim-hang-s": "1"}, timeout=10
+    )
     assert late.status_code == 200  # 1 s to the first byte: within firstByte, though above idle
 
     started = time.monotonic()

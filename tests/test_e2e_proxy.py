@@ -44,9 +44,7 @@ def test_streaming_chat_relays_chunks_as_they_arrive(gateway: GatewayProcess, ke
     arrivals: list[float] = []
     parts: list[str] = []
     start = time.perf_counter()
-    stream = client.chat.completions.create(
-        model="gpt-4o", messages=messages, stream=True, extra_headers={"x-sim-token-ms": "100"}
-    )
+    stream = client.chat.completions.create(model="gpt-4o", messages=messages, stream=True, extra_headers={"x-sim-token-ms": "100"})
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
             arrivals.append(time.perf_counter() - start)
@@ -76,9 +74,7 @@ def test_v1_client_chat_embeddings_responses_and_models(gateway: GatewayProcess,
     chat = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
     assert chat.choices[0].message.content == "Simulated answer to: hi"
     assert chat.model == "gpt-4o-mini"
-    vectors = client.embeddings.create(
-        model="text-embedding-3-small", input=["What is the capital of France?", "Tell me the capital of France"]
-    )
+    vectors = client.embeddings.create(model="text-embedding-3-small", input=["What is the capital of France?", "Tell me the capital of France"])
     a, b = (np.array(d.embedding) for d in vectors.data)
     assert a.shape == (1536,)
     assert 1 - float(a @ b) < 0.01
@@ -89,9 +85,7 @@ def test_v1_client_chat_embeddings_responses_and_models(gateway: GatewayProcess,
 
 def test_audio_upload_reaches_backend_intact(gateway: GatewayProcess, keys: Keys) -> None:
     audio = bytes(range(256)) * 400  # binary, includes every byte value
-    result = azure_client(gateway, keys.primary).audio.transcriptions.create(
-        model="whisper", file=("clip.wav", audio, "audio/wav")
-    )
+    result = azure_client(gateway, keys.primary).audio.transcriptions.create(model="whisper", file=("clip.wav", audio, "audio/wav"))
     assert result.text == f"simulated transcription of clip.wav: {len(audio)} bytes, sha256 {hashlib.sha256(audio).hexdigest()}"
 
 
@@ -151,9 +145,7 @@ def test_backend_error_passes_through_with_status_and_headers(gateway: GatewayPr
         ("/openai/deployments/not-deployed/chat/completions", {"api-version": API_VERSION}, 404, "DeploymentNotFound"),
     ],
 )
-def test_route_errors_use_azure_status_and_error_shape(
-    gateway: GatewayProcess, keys: Keys, path: str, params: dict, status: int, code: str
-) -> None:
+def test_route_errors_use_azure_status_and_error_shape(gateway: GatewayProcess, keys: Keys, path: str, params: dict, status: int, code: str) -> None:
     response = httpx.post(f"{gateway.url}{path}", params=params, headers={"api-key": keys.primary}, json={})
     assert response.status_code == status
     assert response.json()["error"]["code"] == code

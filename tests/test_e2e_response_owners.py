@@ -27,7 +27,9 @@ class Tenants:
 
 
 @pytest.fixture(scope="module")
-def tenants(start_gateway: Callable[[dict[str, str]], GatewayProcess], gateway_env: dict[str, str], create_subscription: Callable[..., Keys]) -> Tenants:
+def tenants(
+    start_gateway: Callable[[dict[str, str]], GatewayProcess], gateway_env: dict[str, str], create_subscription: Callable[..., Keys]
+) -> Tenants:
     env = token_env(gateway_env)
     gateways = [start_gateway(env), start_gateway(env)]
     return Tenants(env, gateways, create_subscription("alice", env=env).primary, create_subscription("bob", env=env).primary)

@@ -46,7 +46,9 @@ def chat(gateway: GatewayProcess, key: str) -> httpx.Response:
 
 def test_every_sample_is_a_valid_document(gateway_env: dict[str, str], simulator: Simulator) -> None:
     backends = [{"id": name, "url": simulator.url} for name in ("primary", "secondary")]
-    backends += [{"id": name, "url": simulator.url, "embeddings_deployment": "text-embedding-3-small"} for name in ("embeddings-backend", "simulator")]
+    backends += [
+        {"id": name, "url": simulator.url, "embeddings_deployment": "text-embedding-3-small"} for name in ("embeddings-backend", "simulator")
+    ]
     backends.append({"id": "gpt-4o-pool", "type": "pool", "pool": {"services": [{"id": "primary"}, {"id": "secondary"}]}})
     env = sample_env(gateway_env, simulator, GATEWAY_BACKENDS=json.dumps(backends))
     for sample in sorted(SAMPLES.glob("*.xml")):
@@ -55,7 +57,10 @@ def test_every_sample_is_a_valid_document(gateway_env: dict[str, str], simulator
 
 
 def test_per_product_quota_sample(
-    start_gateway: Callable[[dict[str, str]], GatewayProcess], gateway_env: dict[str, str], simulator: Simulator, create_subscription: Callable[..., Keys]
+    start_gateway: Callable[[dict[str, str]], GatewayProcess],
+    gateway_env: dict[str, str],
+    simulator: Simulator,
+    create_subscription: Callable[..., Keys],
 ) -> None:
     env = sample_env(gateway_env, simulator)
     gold, silver = create_subscription("gold-team", "product:gold", env=env), create_subscription("silver-team", "product:silver", env=env)
@@ -82,12 +87,20 @@ def test_per_product_quota_sample(
 
 
 def test_zero_to_production_sample_fails_over_in_the_pool_with_managed_identity(
-    start_gateway: Callable[[dict[str, str]], GatewayProcess], gateway_env: dict[str, str], simulator: Simulator, create_subscription: Callable[..., Keys]
+    start_gateway: Callable[[dict[str, str]], GatewayProcess],
+    gateway_env: dict[str, str],
+    simulator: Simulator,
+    create_subscription: Callable[..., Keys],
 ) -> None:
     backends = [
         {"id": "ptu", "url": simulator.url, "deployments": ["*"], "managed_identity": True},
         {"id": "paygo", "url": simulator.url, "deployments": ["*"], "managed_identity": True},
-        {"id": "gpt-4o-pool", "type": "pool", "deployments": ["gpt-4o"], "pool": {"services": [{"id": "ptu", "priority": 1}, {"id": "paygo", "priority": 2}]}},
+        {
+            "id": "gpt-4o-pool",
+            "type": "pool",
+            "deployments": ["gpt-4o"],
+            "pool": {"services": [{"id": "ptu", "priority": 1}, {"id": "paygo", "priority": 2}]},
+        },
     ]
     env = sample_env(
         gateway_env, simulator, GATEWAY_BACKENDS=json.dumps(backends), IDENTITY_ENDPOINT=f"{simulator.url}/msi/token", IDENTITY_HEADER="local"
@@ -113,11 +126,20 @@ def test_zero_to_production_sample_fails_over_in_the_pool_with_managed_identity(
 
 
 def test_semantic_cache_sample_serves_a_paraphrase_from_cache(
-    start_gateway: Callable[[dict[str, str]], GatewayProcess], gateway_env: dict[str, str], simulator: Simulator, create_subscription: Callable[..., Keys]
+    start_gateway: Callable[[dict[str, str]], GatewayProcess],
+    gateway_env: dict[str, str],
+    simulator: Simulator,
+    create_subscription: Callable[..., Keys],
 ) -> None:
     backends = [
         {"id": "primary", "url": simulator.url, "deployments": ["*"], "api_key_setting": "SIMULATOR_KEY"},
-        {"id": "embeddings-backend", "url": simulator.url, "deployments": ["text-embedding-3-small"], "api_key_setting": "SIMULATOR_KEY", "embeddings_deployment": "text-embedding-3-small"},
+        {
+            "id": "embeddings-backend",
+            "url": simulator.url,
+            "deployments": ["text-embedding-3-small"],
+            "api_key_setting": "SIMULATOR_KEY",
+            "embeddings_deployment": "text-embedding-3-small",
+        },
     ]
     env = sample_env(gateway_env, simulator, GATEWAY_BACKENDS=json.dumps(backends))
     keys = create_subscription("cached", env=env)

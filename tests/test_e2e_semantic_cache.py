@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,8 @@ from azure.data.tables import EntityProperty, TableClient
 from click.testing import CliRunner
 from openai import AzureOpenAI
 
-from gateway.dev import devstack
 from gateway.cli.main import main as cli
+from gateway.dev import devstack
 from tests.conftest import API_VERSION, GatewayProcess, Keys, Simulator
 
 STALENESS_SECONDS = 1.0
@@ -79,7 +79,9 @@ def cache_env(gateway_env: dict[str, str], simulator: Simulator, tmp_path_factor
 
 
 @pytest.fixture(scope="module")
-def start_logged(azurite: devstack.AzuritePorts, simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[dict[str, str]], tuple[GatewayProcess, Path]]]:
+def start_logged(
+    azurite: devstack.AzuritePorts, simulator: Simulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[dict[str, str]], tuple[GatewayProcess, Path]]]:
     """Start a gateway process whose log goes to a file."""
     started: list[tuple[subprocess.Popen[bytes], Any]] = []
 
@@ -114,7 +116,9 @@ def word() -> str:
     return "w" + secrets.token_hex(4)
 
 
-def ask(gateway: GatewayProcess, key: str, *messages: tuple[str, str], headers: dict[str, str] | None = None, **params: Any) -> tuple[httpx.Headers, Any]:
+def ask(
+    gateway: GatewayProcess, key: str, *messages: tuple[str, str], headers: dict[str, str] | None = None, **params: Any
+) -> tuple[httpx.Headers, Any]:
     client = AzureOpenAI(azure_endpoint=gateway.url, api_key=key, api_version=API_VERSION, max_retries=0)
     raw = client.chat.completions.with_raw_response.create(
         model="gpt-4o", messages=[{"role": role, "content": content} for role, content in messages], extra_headers=headers or {}, **params
@@ -153,7 +157,9 @@ def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
     return True
 
 
-def test_paraphrase_hits_unrelated_prompt_misses(gateways: list[tuple[GatewayProcess, Path]], team: Keys, simulator: Simulator, cache_env: dict[str, str]) -> None:
+def test_paraphrase_hits_unrelated_prompt_misses(
+    gateways: list[tuple[GatewayProcess, Path]], team: Keys, simulator: Simulator, cache_env: dict[str, str]
+) -> None:
     (gateway, _), _ = gateways
     w = word()
     headers, first = ask(gateway, team.primary, user(f"What is the capital of {w}?"))
@@ -260,7 +266,7 @@ def test_ttl_expiry_and_the_cleanup_trigger(
 
     asyncio.run(clean())
     table = TableClient.from_connection_string(cache_env["GATEWAY_STORAGE_CONNECTION"], cache_env["GATEWAY_TABLE_PREFIX"] + "semanticcache")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rows = list(table.list_entities(select=["ExpiresAt"]))
     assert rows and all(row["ExpiresAt"] > now for row in rows)  # the expired one is gone, the others stay
 
@@ -289,7 +295,9 @@ def test_max_message_count_and_ignore_system_messages(gateways: list[tuple[Gatew
     assert outcome(ask(gateway, team.primary, other_system, paraphrase, headers={"x-no-store": "1"})[0]) == ("MISS", None)
 
 
-def test_streamed_answers_are_stored_and_hits_replayed_as_streams(gateways: list[tuple[GatewayProcess, Path]], team: Keys, simulator: Simulator) -> None:
+def test_streamed_answers_are_stored_and_hits_replayed_as_streams(
+    gateways: list[tuple[GatewayProcess, Path]], team: Keys, simulator: Simulator
+) -> None:
     (gateway, _), _ = gateways
     w = word()
     headers, stream = ask(gateway, team.primary, user(f"Describe the flag of {w}"), stream=True)
@@ -360,7 +368,10 @@ def test_unreachable_cache_storage_fails_open_and_is_logged_once(
 
 
 def test_memory_cap_evicts_from_an_instances_memory_while_the_table_keeps_the_entries(
-    start_logged: Callable[[dict[str, str]], tuple[GatewayProcess, Path]], gateways: list[tuple[GatewayProcess, Path]], cache_env: dict[str, str], team: Keys
+    start_logged: Callable[[dict[str, str]], tuple[GatewayProcess, Path]],
+    gateways: list[tuple[GatewayProcess, Path]],
+    cache_env: dict[str, str],
+    team: Keys,
 ) -> None:
     capped, _ = start_logged({**cache_env, "GATEWAY_SEMANTIC_CACHE_MAX_MIB": "0.01"})
     _, (other, _) = gateways

@@ -19,8 +19,8 @@ import pytest
 from click.testing import CliRunner
 from openai import AzureOpenAI
 
-from gateway.dev import devstack
 from gateway.cli.main import main as cli
+from gateway.dev import devstack
 from tests.conftest import API_VERSION, Keys, Simulator
 
 POLL_SECONDS = 0.3
@@ -165,9 +165,7 @@ def test_limit_concurrency_refuses_a_second_request_in_flight(traced_gateway: Tr
     assert chat(traced_gateway, applied.primary, **key).status_code == 200  # the place was given back
 
 
-def test_retry_failover_reads_context_response_before_the_first_answer(
-    traced_gateway: TracedGateway, applied: Keys, simulator: Simulator
-) -> None:
+def test_retry_failover_reads_context_response_before_the_first_answer(traced_gateway: TracedGateway, applied: Keys, simulator: Simulator) -> None:
     simulator.clear_requests()
     httpx.post(f"{simulator.url}/sim/faults", json={"status": 429, "count": 1, "retry_after": 0.1})
     answer = chat(traced_gateway, applied.primary)

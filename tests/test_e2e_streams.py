@@ -78,7 +78,10 @@ def relayed_until_raises(stream: Any) -> list[str]:
 @pytest.mark.parametrize("fault", ["drop:3", "end:3"])
 def test_a_backend_stream_that_breaks_off_makes_the_sdk_raise_and_curl_fail(gateway: GatewayProcess, keys: Keys, fault: str) -> None:
     stream = azure(gateway, keys.primary).chat.completions.create(
-        model="gpt-4o", messages=MESSAGES, stream=True, extra_headers={"x-sim-stream-fault": fault}  # type: ignore[arg-type]
+        model="gpt-4o",
+        messages=MESSAGES,
+        stream=True,
+        extra_headers={"x-sim-stream-fault": fault},  # type: ignore[arg-type]
     )
     assert relayed_until_raises(stream) == ["Simulated", " answer", " to:"]  # what arrived was relayed, then the abort
     curl = curl_stream(gateway.url, keys.primary, fault)
@@ -89,7 +92,10 @@ def test_a_broken_stream_under_metering_is_aborted_and_billed_as_estimated(meter
     gateway, env, keys = metered
     before_completion, before_estimated = metric_sum(env, "completion"), metric_sum(env, "estimated")
     stream = azure(gateway, keys.primary).chat.completions.create(
-        model="gpt-4o", messages=MESSAGES, stream=True, extra_headers={"x-sim-stream-fault": "drop:4"}  # type: ignore[arg-type]
+        model="gpt-4o",
+        messages=MESSAGES,
+        stream=True,
+        extra_headers={"x-sim-stream-fault": "drop:4"},  # type: ignore[arg-type]
     )
     assert relayed_until_raises(stream) == ["Simulated", " answer", " to:", " one"]
     assert wait_for_metric(env, "estimated", before_estimated + 1) == before_estimated + 1
@@ -101,7 +107,10 @@ def test_a_silent_backend_is_aborted_after_its_idle_timeout(metered: tuple[Gatew
     gateway, _, keys = metered
     started = time.monotonic()
     stream = azure(gateway, keys.primary).chat.completions.create(
-        model="gpt-4o", messages=MESSAGES, stream=True, extra_headers={"x-sim-stream-fault": "stall:2", "x-sim-hang-s": "20"}  # type: ignore[arg-type]
+        model="gpt-4o",
+        messages=MESSAGES,
+        stream=True,
+        extra_headers={"x-sim-stream-fault": "stall:2", "x-sim-hang-s": "20"},  # type: ignore[arg-type]
     )
     assert relayed_until_raises(stream) == ["Simulated", " answer"]
     assert time.monotonic() - started < 10  # the backend's 1 s idle timeout, not its 20 s silence
@@ -207,7 +216,11 @@ def test_streamed_tool_call_arguments_count_as_completion(metered: tuple[Gateway
     before_completion, before_estimated = metric_sum(env, "completion"), metric_sum(env, "estimated")
     chunks = list(
         azure(gateway, keys.primary, OLD_API_VERSION).chat.completions.create(
-            model="gpt-4o", messages=MESSAGES, stream=True, tools=tools, tool_choice="required"  # type: ignore[arg-type]
+            model="gpt-4o",
+            messages=MESSAGES,
+            stream=True,
+            tools=tools,
+            tool_choice="required",  # type: ignore[arg-type]
         )
     )
     arguments = "".join(c.choices[0].delta.tool_calls[0].function.arguments or "" for c in chunks if c.choices and c.choices[0].delta.tool_calls)  # type: ignore[index,union-attr]

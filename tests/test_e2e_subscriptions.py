@@ -122,8 +122,9 @@ def test_cli_create_prints_keys_once_and_stores_only_hashes(gateway: GatewayProc
         assert "Hash" not in output
     assert data["id"] in {s["id"] for s in json.loads(listed.stdout)}
     stored = list(
-        TableClient.from_connection_string(gateway.env["GATEWAY_STORAGE_CONNECTION"], gateway.env["GATEWAY_TABLE_PREFIX"] + "subscriptions")
-        .list_entities()
+        TableClient.from_connection_string(
+            gateway.env["GATEWAY_STORAGE_CONNECTION"], gateway.env["GATEWAY_TABLE_PREFIX"] + "subscriptions"
+        ).list_entities()
     )
     assert not any(data["primaryKey"] in repr(e) or data["secondaryKey"] in repr(e) for e in stored)
     row = next(e for e in stored if e["RowKey"] == data["id"])

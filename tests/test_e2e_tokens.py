@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 from openai import AzureOpenAI
 
-from gateway.dev import devstack
 from gateway.cli.main import main as cli
+from gateway.dev import devstack
 from tests.conftest import API_VERSION, GatewayProcess, Keys, Simulator
 from tests.stack_helpers import (
     apply,
@@ -45,7 +45,12 @@ EXPECTED_TOTAL = 8 + 11
 
 
 @pytest.fixture(scope="module")
-def metered(start_gateway: Callable[[dict[str, str]], GatewayProcess], gateway_env: dict[str, str], create_subscription: Callable[..., Keys], tmp_path_factory: pytest.TempPathFactory) -> tuple[GatewayProcess, dict[str, str], Keys]:
+def metered(
+    start_gateway: Callable[[dict[str, str]], GatewayProcess],
+    gateway_env: dict[str, str],
+    create_subscription: Callable[..., Keys],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[GatewayProcess, dict[str, str], Keys]:
     env = token_env(gateway_env)
     keys = create_subscription("metered", env=env)
     apply(env, METRIC_POLICY.format(extra=""), tmp_path_factory.mktemp("metered"))
@@ -65,9 +70,7 @@ def test_stream_with_include_usage_keeps_the_chunk(metered: tuple[GatewayProcess
     gateway, env, keys = metered
     before = metric_sum(env, "total")
     chunks = list(
-        client(gateway, keys.primary).chat.completions.create(
-            model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
-        )
+        client(gateway, keys.primary).chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True})
     )
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == EXPECTED_TOTAL
     assert wait_for_metric(env, "total", before + EXPECTED_TOTAL) == before + EXPECTED_TOTAL
@@ -160,7 +163,11 @@ def test_two_processes_share_one_limit_per_window(
     window, limit = 4.0, 3000
     env = token_env(gateway_env, GATEWAY_TOKEN_RATE_WINDOW_SECONDS=str(window), GATEWAY_LEASE_FRACTION="0.05")
     keys = create_subscription("shared-limit", env=env)
-    apply(env, f'<policies><inbound><base /><llm-token-limit counter-key="org-wide" tokens-per-minute="{limit}" estimate-prompt-tokens="true" /></inbound></policies>', tmp_path)
+    apply(
+        env,
+        f'<policies><inbound><base /><llm-token-limit counter-key="org-wide" tokens-per-minute="{limit}" estimate-prompt-tokens="true" /></inbound></policies>',
+        tmp_path,
+    )
     gateways = [start_gateway(env), start_gateway(env)]
     # Start on a window boundary so every window is fully covered except the last.
     time.sleep(math.ceil(time.time() / window) * window - time.time() + 0.05)

@@ -38,7 +38,7 @@ def test_loggers_setting_reads_connection_settings_and_managed_identities() -> N
         ({"type": "queue", "connection_setting": "C", "name": "Bad_Name"}, "'name' must be a queue name"),
         ({"type": "queue", "connection_setting": "MISSING", "name": "logs"}, "'MISSING' is missing"),
         ({"type": "queue", "name": "logs"}, "give either 'connection_setting'"),
-        ({"type": "queue", "endpoint": "https://a.queue.core.windows.net", "name": "logs"}, "needs \"managed_identity\""),
+        ({"type": "queue", "endpoint": "https://a.queue.core.windows.net", "name": "logs"}, 'needs "managed_identity"'),
         ({"type": "queue", "connection_setting": "C", "name": "logs", "secret": "x"}, "unknown key 'secret'"),
     ],
 )
@@ -48,7 +48,9 @@ def test_loggers_setting_errors_name_the_logger(logger: dict, message: str) -> N
 
 
 async def test_statement_logs_the_evaluated_message_and_partition_key() -> None:
-    xml = doc(outbound='<log-to-eventhub logger-id="audit" partition-key="@(context.Subscription.Id)">@("status " + context.Response.StatusCode)</log-to-eventhub>')
+    xml = doc(
+        outbound='<log-to-eventhub logger-id="audit" partition-key="@(context.Subscription.Id)">@("status " + context.Response.StatusCode)</log-to-eventhub>'
+    )
     _, _, services = await run_document(xml)
     assert services.event_log.messages == [("audit", "status 200", "sub-1", None)]
 

@@ -22,7 +22,7 @@ def run(block: str, context: Context | None = None, **variables: Any) -> Any:
     ("block", "expected"),
     [
         ("var x = 2; int y = 3; return x * y;", 6),
-        ("string s = null; s ??= \"fallback\"; return s;", "fallback"),
+        ('string s = null; s ??= "fallback"; return s;', "fallback"),
         ("var total = 10; total += 5; total -= 3; total *= 2; total /= 4; total %= 4; return total;", 2),
         ("var s = \"a\"; s += 1; s += 'c'; return s;", "a1c"),
         ("int a = 1, b = 2; return a + b;", 3),
@@ -33,7 +33,7 @@ def run(block: str, context: Context | None = None, **variables: Any) -> Any:
         ("var i = 5; var j = i++; return j * 10 + i;", 56),
         ("const int limit = 3; return limit;", 3),
         ("var x = 1; { var y = x + 1; x = y; } return x;", 2),
-        ("return 1 == 1 ? \"yes\" : \"no\";", "yes"),
+        ('return 1 == 1 ? "yes" : "no";', "yes"),
     ],
 )
 def test_locals_and_assignment_follow_csharp(block: str, expected: Any) -> None:
@@ -91,16 +91,16 @@ def test_switch_break_continues_after_the_switch() -> None:
     [
         ("var sum = 0; for (int i = 1; i <= 4; i++) { sum += i; } return sum;", 10),
         ("var sum = 0; for (int i = 0, j = 10; i < j; i++, j--) { sum++; } return sum;", 5),
-        ("var s = \"\"; foreach (var part in \"a,b,c\".Split(',')) { s = part + s; } return s;", "cba"),
+        ('var s = ""; foreach (var part in "a,b,c".Split(\',\')) { s = part + s; } return s;', "cba"),
         ("var n = 0; foreach (char c in \"hello\") { if (c == 'l') { n++; } } return n;", 2),
         ("var n = 0; while (n < 100) { n += 7; } return n;", 105),
         ("var n = 0; do { n++; } while (n < 0); return n;", 1),
         ("var n = 0; while (true) { n++; if (n == 3) { break; } } return n;", 3),
         ("var odd = 0; for (var i = 0; i < 10; i++) { if (i % 2 == 0) continue; odd += i; } return odd;", 25),
-        ("for (;;) { return \"first\"; }", "first"),
+        ('for (;;) { return "first"; }', "first"),
         (
-            "var keys = new List<string>(); foreach (var pair in new Dictionary<string, int> { { \"a\", 1 }, { \"b\", 2 } }) "
-            "{ keys.Add(pair.Key + pair.Value); } return string.Join(\",\", keys);",
+            'var keys = new List<string>(); foreach (var pair in new Dictionary<string, int> { { "a", 1 }, { "b", 2 } }) '
+            '{ keys.Add(pair.Key + pair.Value); } return string.Join(",", keys);',
             "a1,b2",
         ),
         ("var count = 0; foreach (var item in new JArray(1, 2, 3)) { count += (int)item; } return count;", 6),
@@ -142,8 +142,11 @@ def test_foreach_with_a_declared_type_casts_each_item() -> None:
         ('try { return int.Parse("x"); } catch (FormatException) { return -1; }', -1),
         ('try { return int.Parse("x"); } catch (Exception ex) { return ex.Message; }', "The input string was not in a correct format."),
         ('try { return JObject.Parse("{"); } catch (JsonException) { return null; }', None),
-        ('try { return new List<int>().First(); } catch (InvalidOperationException) { return 0; }', 0),
-        ('try { throw new ArgumentException("bad"); } catch (FormatException) { return 1; } catch (ArgumentException e) { return e.Message; }', "bad"),
+        ("try { return new List<int>().First(); } catch (InvalidOperationException) { return 0; }", 0),
+        (
+            'try { throw new ArgumentException("bad"); } catch (FormatException) { return 1; } catch (ArgumentException e) { return e.Message; }',
+            "bad",
+        ),
         ('try { throw new Exception("x"); } catch (Exception e) when (e.Message == "y") { return 1; } catch { return 2; }', 2),
         ('var log = ""; try { log += "a"; } finally { log += "b"; } return log;', "ab"),
         ("string s = null; try { return s.Length; } catch (NullReferenceException) { return -1; }", -1),
@@ -192,7 +195,7 @@ def test_out_variables_and_patterns_declare_locals() -> None:
 
 
 def test_locals_are_fresh_per_evaluation() -> None:
-    expression = compile_block("var n = context.Variables.GetValueOrDefault<int>(\"n\"); n++; return n;")
+    expression = compile_block('var n = context.Variables.GetValueOrDefault<int>("n"); n++; return n;')
     first, second = make_context(), make_context()
     first.Variables.set("n", 1)
     second.Variables.set("n", 10)
@@ -213,7 +216,7 @@ def test_expression_with_a_lambda_gets_its_locals() -> None:
     [
         ("var x = 1;", "Not all code paths return a value"),
         ("if (true) { return 1; }", "Not all code paths return a value"),
-        ("while (context.Variables.ContainsKey(\"x\")) { return 1; }", "Not all code paths return a value"),
+        ('while (context.Variables.ContainsKey("x")) { return 1; }', "Not all code paths return a value"),
         ("while (true) { break; }", "Not all code paths return a value"),
         ("switch (1) { case 1: return 1; }", "Not all code paths return a value"),
         ("switch (1) { case 1: var a = 1; default: return 2; }", "Control cannot fall through"),
@@ -224,16 +227,16 @@ def test_expression_with_a_lambda_gets_its_locals() -> None:
         ("var context = 1; return context;", "A local named 'context' is already defined"),
         ("var x; return 1;", "'var x' needs an initializer"),
         ("var x = null; return x;", "Cannot declare 'var x' from null"),
-        ("int x = \"a\"; return x;", "Cannot assign string '\"a\"' to 'x' (int)"),
+        ('int x = "a"; return x;', "Cannot assign string '\"a\"' to 'x' (int)"),
         ("int x = 1.5; return x;", "Cannot assign double"),
-        ("var x = 1; x = \"a\"; return x;", "Cannot assign string"),
+        ('var x = 1; x = "a"; return x;', "Cannot assign string"),
         ("1 + 1; return 1;", "does nothing on its own"),
-        ("context.Request.Method = \"GET\"; return 1;", "Only local variables and indexers can be assigned"),
+        ('context.Request.Method = "GET"; return 1;', "Only local variables and indexers can be assigned"),
         ("break; return 1;", "'break' is only allowed inside a loop or switch"),
         ("continue;", "'continue' is only allowed inside a loop"),
         ("return;", "must return a value"),
         ("throw;", "'throw;' is only allowed inside a 'catch'"),
-        ("throw \"x\";", "Only exceptions can be thrown"),
+        ('throw "x";', "Only exceptions can be thrown"),
         ("try { return 1; }", "'try' needs a 'catch' or a 'finally'"),
         ("try { return 1; } catch (MadeUpException) { return 2; }", "Unknown exception type 'MadeUpException'"),
         ("try { return 1; } finally { return 2; }", "Control cannot leave the body of a 'finally'"),

@@ -75,11 +75,14 @@ def test_type_spellings_and_variable_conversions(source: str, expected: Any) -> 
 
 def test_api_members_have_apim_defaults_and_accept_a_service_url() -> None:
     assert evaluate('context.Api.Path + "|" + context.Api.Revision + "|" + context.Api.IsCurrentRevision') == "openai|1|True"
-    assert evaluate("context.Api.ServiceUrl?.Host ?? \"none\"") == "none"
+    assert evaluate('context.Api.ServiceUrl?.Host ?? "none"') == "none"
     context = make_context()
     url = ctx.Url("https", "aoai.example", 443, "/openai", ctx.QueryParameters())
     context.Api = ctx.Api("openai", "Azure OpenAI", path="ai", revision="3", service_url=url)
-    assert evaluate('context.Api.ServiceUrl.ToString() + "/" + context.Api.Path + ";rev=" + context.Api.Revision', context) == "https://aoai.example/openai/ai;rev=3"
+    assert (
+        evaluate('context.Api.ServiceUrl.ToString() + "/" + context.Api.Path + ";rev=" + context.Api.Revision', context)
+        == "https://aoai.example/openai/ai;rev=3"
+    )
 
 
 def test_user_is_null_without_an_owner() -> None:
@@ -95,12 +98,15 @@ def test_user_members_when_the_gateway_knows_the_owner() -> None:
     context = make_context()
     context.User = ctx.User(
         "u-1", email="ada@example.com", first_name="Ada", last_name="Lovelace", note="vip",
-        registration_date=dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc), groups=[ctx.Group("admins", "Administrators"), ctx.Group("developers")],
+        registration_date=dt.datetime(2024, 1, 2, tzinfo=dt.UTC), groups=[ctx.Group("admins", "Administrators"), ctx.Group("developers")],
     )  # fmt: skip
-    assert evaluate('context.User.FirstName + " " + context.User.LastName + " <" + context.User.Email + ">"', context) == "Ada Lovelace <ada@example.com>"
+    assert (
+        evaluate('context.User.FirstName + " " + context.User.LastName + " <" + context.User.Email + ">"', context)
+        == "Ada Lovelace <ada@example.com>"
+    )
     assert evaluate('context.User.Groups.Any(g => g.Id == "admins")', context) is True
     assert evaluate('string.Join(",", context.User.Groups.Select(g => g.Name))', context) == "Administrators,developers"
-    assert evaluate('context.User.RegistrationDate.Value.Year + context.User.Note.Length', context) == 2027
+    assert evaluate("context.User.RegistrationDate.Value.Year + context.User.Note.Length", context) == 2027
 
 
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -112,7 +118,19 @@ def token(claims: dict[str, Any], headers: dict[str, Any] | None = None) -> str:
 
 def test_as_jwt_reads_header_and_claims() -> None:
     now = int(time.time())
-    raw = token({"sub": "alice", "iss": "https://issuer/", "aud": ["a", "b"], "jti": "id-1", "exp": now + 60, "iat": now, "nbf": now, "roles": ["r1", "r2"], "admin": True})
+    raw = token(
+        {
+            "sub": "alice",
+            "iss": "https://issuer/",
+            "aud": ["a", "b"],
+            "jti": "id-1",
+            "exp": now + 60,
+            "iat": now,
+            "nbf": now,
+            "roles": ["r1", "r2"],
+            "admin": True,
+        }
+    )
     context = make_context(headers=[("Authorization", f"Bearer {raw}")])
     block = """
         var jwt = context.Request.Headers.GetValueOrDefault("Authorization", "").AsJwt();

@@ -61,7 +61,9 @@ def block_env(gateway_env: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def block_gateway(start_gateway: Callable[[dict[str, str]], GatewayProcess], block_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> GatewayProcess:
+def block_gateway(
+    start_gateway: Callable[[dict[str, str]], GatewayProcess], block_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> GatewayProcess:
     path = tmp_path_factory.mktemp("policies") / "blocks.xml"
     path.write_text(DOCUMENT)
     result = CliRunner().invoke(cli, ["policies", "apply", str(path), "--scope", "api:openai"], env=block_env)
@@ -120,7 +122,7 @@ def test_failing_or_endless_block_answers_500_quickly(block_gateway: GatewayProc
 
 def test_check_reports_a_block_error_with_its_line(block_env: dict[str, str], tmp_path: Path) -> None:
     bad = tmp_path / "bad.xml"
-    bad.write_text(DOCUMENT.replace("return $\"{team}", "return $\"{teem}"))
+    bad.write_text(DOCUMENT.replace('return $"{team}', 'return $"{teem}'))
     result = CliRunner().invoke(cli, ["policies", "apply", str(bad), "--scope", "api:openai"], env=block_env)
     assert result.exit_code == 1
     assert "<set-variable> at line 4" in result.output and "Unknown name 'teem'" in result.output

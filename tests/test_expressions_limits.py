@@ -8,9 +8,8 @@ import time
 import orjson
 import pytest
 
-from policies.expressions import ExpressionRuntimeError, compile_block, compile_expression
+from policies.expressions import ExpressionRuntimeError, _limits, compile_block, compile_expression
 from policies.expressions._errors import ExpressionLimitError
-from policies.expressions import _limits
 from policies.expressions._limits import MAX_ITEMS, MAX_SECONDS, MAX_STEPS, MAX_TEXT_CHARS
 from tests.policy_helpers import make_context, pipeline_of
 

@@ -366,6 +366,6 @@ async def test_deployment_table_lookup_and_priority() -> None:
 def test_today_dates_render_like_dotnet() -> None:
     from policies.expressions import compile_expression
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     stamp = compile_expression('DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ss")').evaluate(make_context())
-    assert abs(dt.datetime.fromisoformat(stamp).replace(tzinfo=dt.timezone.utc) - now) < dt.timedelta(seconds=5)
+    assert abs(dt.datetime.fromisoformat(stamp).replace(tzinfo=dt.UTC) - now) < dt.timedelta(seconds=5)

@@ -122,7 +122,6 @@ def test_one_trusted_proxy_means_the_rightmost_entry(echo_gateways: dict[int, Ga
     assert seen_ip(gateway, echo_key, "192.0.2.7, ::ffff:10.9.9.9").status_code == 403
 
 
-
 def test_ip_filter_on_the_header_follows_the_trusted_hops(echo_gateways: dict[int, GatewayProcess], echo_key: str) -> None:
     """`header-name="X-Forwarded-For"` matches the entry the trusted proxy wrote, never one the client wrote."""
     assert seen_ip(echo_gateways[0], echo_key, "10.9.9.8").status_code == 200  # no trusted proxy: the header is the client's

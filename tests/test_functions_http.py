@@ -23,7 +23,9 @@ from tests.conftest import API_VERSION, Keys, Simulator
 
 
 @pytest.fixture(scope="module")
-def served(gateway_env: dict[str, str], create_subscription: Callable[..., Keys], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[functions_host.FunctionsApp, Keys]]:
+def served(
+    gateway_env: dict[str, str], create_subscription: Callable[..., Keys], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[functions_host.FunctionsApp, Keys]]:
     env = {**gateway_env, "GATEWAY_TABLE_PREFIX": "f" + secrets.token_hex(4), "GATEWAY_LOCAL_QUEUE_WORKER": "false"}
     keys = create_subscription("functions", env=env)
     app = functions_host.start(env, tmp_path_factory.mktemp("functions") / "worker.log")

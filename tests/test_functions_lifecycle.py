@@ -38,7 +38,9 @@ def counter_rows(env: dict[str, str]) -> list[dict]:
 
 
 @pytest.fixture
-def worker(gateway_env: dict[str, str], create_subscription: Callable[..., Keys], tmp_path: Path) -> Iterator[tuple[functions_host.FunctionsApp, AzureOpenAI, dict[str, str]]]:
+def worker(
+    gateway_env: dict[str, str], create_subscription: Callable[..., Keys], tmp_path: Path
+) -> Iterator[tuple[functions_host.FunctionsApp, AzureOpenAI, dict[str, str]]]:
     # Metrics are flushed every 10 minutes and leases renewed every 200 s: only a stop can write them in time.
     env = token_env(gateway_env, GATEWAY_METRICS_FLUSH_SECONDS="600", GATEWAY_LEASE_SECONDS="600")
     keys = create_subscription("lifecycle", env=env)
@@ -56,7 +58,9 @@ def held_lease(env: dict[str, str]) -> str:
     return instance
 
 
-def test_sigterm_drains_an_open_stream_then_gives_the_lease_back_and_writes_metrics(worker: tuple[functions_host.FunctionsApp, AzureOpenAI, dict[str, str]]) -> None:
+def test_sigterm_drains_an_open_stream_then_gives_the_lease_back_and_writes_metrics(
+    worker: tuple[functions_host.FunctionsApp, AzureOpenAI, dict[str, str]],
+) -> None:
     app, client, env = worker
     used = client.chat.completions.create(model="gpt-4o", messages=MESSAGES).usage
     assert used is not None

@@ -62,7 +62,9 @@ async def test_a_computed_value_fails_the_statement_and_on_error_runs() -> None:
 
 
 async def test_a_computed_header_name_is_checked_too() -> None:
-    xml = doc(inbound='<set-header name="@(&quot;x-&quot; + context.Request.Headers.GetValueOrDefault(&quot;x-user-id&quot;, &quot;&quot;) + &quot;: no&quot;)"><value>v</value></set-header>')
+    xml = doc(
+        inbound='<set-header name="@(&quot;x-&quot; + context.Request.Headers.GetValueOrDefault(&quot;x-user-id&quot;, &quot;&quot;) + &quot;: no&quot;)"><value>v</value></set-header>'
+    )
     result, _, services = await run_document(xml)
     assert result is not None and result.status == 500 and b"InvalidHeaderValue" in result.body
     assert services.forwarded == []

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.dev import devstack
 from gateway.backends.config import parse_backends
-from gateway.backends.registry import BackendRegistry
 from gateway.backends.health_sync import (
     STALE_SECONDS,
     SUMMARY_TABLE,
@@ -23,6 +20,7 @@ from gateway.backends.health_sync import (
     read_rows,
     status_report,
 )
+from gateway.backends.registry import BackendRegistry
 from gateway.stores.memory import MemoryTables
 
 SYNC = 0.1
@@ -159,7 +157,9 @@ async def test_passed_trips_leave_the_summary_row(memory_tables: MemoryTables) -
 def test_report_aggregates_instances_and_pools() -> None:
     now = 1_000_000.0
 
-    def row(backend: str, instance: str, *, open_until: float = 0, wait_until: float = 0, failures: int = 0, p50: float | None = None, age: float = 1) -> HealthRow:
+    def row(
+        backend: str, instance: str, *, open_until: float = 0, wait_until: float = 0, failures: int = 0, p50: float | None = None, age: float = 1
+    ) -> HealthRow:
         return HealthRow(
             backend=backend, instance=instance, open_until=open_until, wait_until=wait_until, failures=failures,
             requests=10, latency_p50_ms=p50, remaining_tokens=None, remaining_requests=None, updated=now - age,

@@ -29,7 +29,12 @@ def pins(path: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize(
     ("source", "lock"),
-    [("requirements.txt", "requirements.txt"), ("requirements-dev.txt", "requirements-dev.txt"), ("locks/bootstrap.in", "bootstrap.txt"), ("locks/lock-tool.in", "lock-tool.txt")],
+    [
+        ("requirements.txt", "requirements.txt"),
+        ("requirements-dev.txt", "requirements-dev.txt"),
+        ("locks/bootstrap.in", "bootstrap.txt"),
+        ("locks/lock-tool.in", "lock-tool.txt"),
+    ],
 )
 def test_every_pin_is_locked_at_its_version(source: str, lock: str) -> None:
     wanted, locked = pins(ROOT / source), pins(LOCKS / lock)

@@ -48,7 +48,11 @@ def test_the_extensions_server_logs_no_key(tmp_path: Path) -> None:
         try:
             devstack.wait_for_port(port, process)
             base = f"http://127.0.0.1:{port}/openai/v1/models"
-            for query in ("subscription-key=SECRET-ONE&api-version=2024-10-21", "Subscription%2DKey=SECRET-TWO", "api-key=SECRET-THREE&key=SECRET-FOUR"):
+            for query in (
+                "subscription-key=SECRET-ONE&api-version=2024-10-21",
+                "Subscription%2DKey=SECRET-TWO",
+                "api-key=SECRET-THREE&key=SECRET-FOUR",
+            ):
                 assert httpx.get(f"{base}?{query}").text == "ok"
         finally:
             devstack.stop(process)

@@ -9,7 +9,7 @@ from aiohttp import web
 from gateway.dev import devstack
 from gateway.stores.appinsights import AppInsightsExporter
 from gateway.stores.metrics import MetricsRecorder
-from gateway.stores.tables import Query, Table
+from gateway.stores.tables import Query
 from policies.usage import Usage
 
 

@@ -33,14 +33,20 @@ def test_deployment_names_out_of_rule_match_nothing(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("path", "operation"),
-    [("v1/responses/resp_0123abc", "getResponse"), ("v1/models/gpt-4o-mini-2024-07-18.ft-abc", "retrieveModel"), ("v1/models/m:1@x", "retrieveModel")],
+    [
+        ("v1/responses/resp_0123abc", "getResponse"),
+        ("v1/models/gpt-4o-mini-2024-07-18.ft-abc", "retrieveModel"),
+        ("v1/models/m:1@x", "retrieveModel"),
+    ],
 )
 def test_v1_ids_in_rule_route_and_rebuild_the_same_path(path: str, operation: str) -> None:
     match = routes.match("GET", path)
     assert match is not None and match.operation.id == operation and match.path == "/openai/" + path
 
 
-@pytest.mark.parametrize("path", ["v1/responses/..", "v1/responses/.", "v1/responses/a.b", "v1/responses/" + "r" * 129, "v1/models/..", "v1/models/.x"])
+@pytest.mark.parametrize(
+    "path", ["v1/responses/..", "v1/responses/.", "v1/responses/a.b", "v1/responses/" + "r" * 129, "v1/models/..", "v1/models/.x"]
+)
 def test_v1_ids_out_of_rule_match_nothing(path: str) -> None:
     assert routes.match("GET", path) is None and routes.match("DELETE", path) is None
 
@@ -126,7 +132,9 @@ def test_the_wildcard_backend_does_get_requests_for_names_in_rule(wildcard_gatew
 def test_upstream_path_is_rebuilt_from_the_checked_deployment(gateway: GatewayProcess, keys: Keys, simulator: Simulator) -> None:
     marker = secrets.token_hex(8)
     target = f"/openai/deployments/gpt%2D4o/chat/completions?api-version={API_VERSION}"
-    status, _ = raw_request(gateway, "POST", target, {"api-key": keys.primary, "x-test-marker": marker}, b'{"messages": [{"role": "user", "content": "hi"}]}')
+    status, _ = raw_request(
+        gateway, "POST", target, {"api-key": keys.primary, "x-test-marker": marker}, b'{"messages": [{"role": "user", "content": "hi"}]}'
+    )
     assert status == 200
     (seen,) = [r for r in simulator.requests() if r["headers"].get("x-test-marker") == marker]
     assert seen["path"] == "/openai/deployments/gpt-4o/chat/completions"
@@ -135,6 +143,8 @@ def test_upstream_path_is_rebuilt_from_the_checked_deployment(gateway: GatewayPr
 def test_an_oversized_v1_model_is_a_400_and_is_not_forwarded(gateway: GatewayProcess, keys: Keys, simulator: Simulator) -> None:
     marker = secrets.token_hex(8)
     body = ('{"model": "' + "m" * 70_000 + '", "messages": [{"role": "user", "content": "hi"}]}').encode()
-    status, answer = raw_request(gateway, "POST", "/openai/v1/chat/completions", {"authorization": f"Bearer {keys.primary}", "x-test-marker": marker}, body)
+    status, answer = raw_request(
+        gateway, "POST", "/openai/v1/chat/completions", {"authorization": f"Bearer {keys.primary}", "x-test-marker": marker}, body
+    )
     assert status == 400 and b"Invalid value for 'model'" in answer
     assert not [r for r in simulator.requests() if r["headers"].get("x-test-marker") == marker]

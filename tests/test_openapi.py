@@ -10,15 +10,20 @@ import pytest
 from openapi_spec_validator import validate
 from starlette.requests import Request
 
-from gateway.ops import openapi
 from gateway.handling import operations as routes
+from gateway.ops import openapi
 from tests.conftest import GatewayProcess, Keys
 
 VERSIONS = ["2024-02-01", "2024-10-21"]
 
 
 def operations(document: dict) -> list[tuple[str, str, dict]]:
-    return [(path, method, op) for path, item in document["paths"].items() for method, op in item.items() if method in ("get", "post", "put", "patch", "delete")]
+    return [
+        (path, method, op)
+        for path, item in document["paths"].items()
+        for method, op in item.items()
+        if method in ("get", "post", "put", "patch", "delete")
+    ]
 
 
 def test_versions_are_the_documents_under_specs() -> None:
@@ -34,7 +39,11 @@ def test_served_document_is_valid_and_points_at_the_gateway(gateway: GatewayProc
     assert document["info"]["version"] == version
     assert document["servers"] == [{"url": f"{gateway.url}/openai", "description": "This gateway (Azure OpenAI API)"}]
     schemes = document["components"]["securitySchemes"]
-    assert {(s["in"], s["name"]) for s in schemes.values()} == {("header", "api-key"), ("header", "Ocp-Apim-Subscription-Key"), ("query", "subscription-key")}
+    assert {(s["in"], s["name"]) for s in schemes.values()} == {
+        ("header", "api-key"),
+        ("header", "Ocp-Apim-Subscription-Key"),
+        ("query", "subscription-key"),
+    }
     assert document["security"] == [{name: []} for name in schemes]
     assert "bearer" not in schemes  # the backend's Entra ID scheme is not the gateway's
 
@@ -52,7 +61,17 @@ def test_every_operation_is_one_the_gateway_routes(version: str) -> None:
 def test_trusted_forwarded_host_and_the_public_url_setting_decide_the_server() -> None:
     def request(headers: dict[str, str]) -> Request:
         raw = [(k.encode(), v.encode()) for k, v in {"host": "10.0.0.4:8080", **headers}.items()]
-        return Request({"type": "http", "method": "GET", "scheme": "http", "path": "/openapi/2024-10-21.json", "query_string": b"", "headers": raw, "server": ("10.0.0.4", 8080)})
+        return Request(
+            {
+                "type": "http",
+                "method": "GET",
+                "scheme": "http",
+                "path": "/openapi/2024-10-21.json",
+                "query_string": b"",
+                "headers": raw,
+                "server": ("10.0.0.4", 8080),
+            }
+        )
 
     assert openapi.public_base_url(request({}), None, 1) == "http://10.0.0.4:8080"
     forwarded = request({"x-forwarded-host": "client-written.example, gw.example.com", "x-forwarded-proto": "https"})
@@ -88,7 +107,9 @@ async def test_the_functions_handler_serves_it_too(functions_env: None, monkeypa
     monkeypatch.setenv("FUNCTIONS_WORKER_RUNTIME", "python")  # one trusted hop: the Functions host
 
     headers = [(b"host", b"my-gateway.azurewebsites.net"), (b"x-forwarded-proto", b"https")]
-    request = Request({"type": "http", "method": "GET", "scheme": "http", "path": "/openapi/2024-02-01.json", "query_string": b"", "headers": headers})
+    request = Request(
+        {"type": "http", "method": "GET", "scheme": "http", "path": "/openapi/2024-02-01.json", "query_string": b"", "headers": headers}
+    )
     try:
         response = await function_app.http_functions["openapi"](request)
         assert response.status_code == 200

@@ -34,9 +34,6 @@ async def test_validate_azure_ad_token_refuses_when_keys_cannot_be_fetched() -> 
     assert (error.response.status, error.reason) == (401, "TokenSignatureKeyNotFound")
 
 
-
-
-
 class Provider:
     """A scripted identity provider behind httpx.MockTransport, counting configuration fetches."""
 

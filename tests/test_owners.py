@@ -63,7 +63,9 @@ async def test_policies_read_the_owner_as_context_user(memory_tables: MemoryTabl
     sub, _, _ = await repo.create("team", "all", "s1", make_owner(None, "ada@contoso.com", "Ada Lovelace", groups=["research"]))
     context = make_context()
     context.User = user_of(sub)
-    value = compile_value('@(context.User.Email + "|" + context.User.FirstName + "|" + context.User.Groups.First().Id + "|" + context.User.RegistrationDate.Year)', {})
+    value = compile_value(
+        '@(context.User.Email + "|" + context.User.FirstName + "|" + context.User.Groups.First().Id + "|" + context.User.RegistrationDate.Year)', {}
+    )
     assert value.evaluate(context).startswith("ada@contoso.com|Ada|research|20")
     assert user_of(None) is None and user_of((await repo.create("anonymous", "all"))[0]) is None
 
@@ -73,8 +75,11 @@ async def test_policies_read_the_owner_as_context_user(memory_tables: MemoryTabl
     [
         ([{"id": "a", "url": "https://one.openai.azure.com"}], "https://one.openai.azure.com/openai"),
         (
-            [{"id": "a", "url": "https://one.openai.azure.com"}, {"id": "b", "url": "http://127.0.0.1:9000"},
-             {"id": "p", "type": "pool", "deployments": ["*"], "pool": {"services": [{"id": "b"}, {"id": "a"}]}}],
+            [
+                {"id": "a", "url": "https://one.openai.azure.com"},
+                {"id": "b", "url": "http://127.0.0.1:9000"},
+                {"id": "p", "type": "pool", "deployments": ["*"], "pool": {"services": [{"id": "b"}, {"id": "a"}]}},
+            ],
             "http://127.0.0.1:9000/openai",
         ),
         ([], None),

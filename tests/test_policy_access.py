@@ -3,13 +3,11 @@ signing-key cache, loaded from policy XML and run against a request context; no 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import secrets
 import time
 from typing import Any
 
-import httpx
 import jwt
 import orjson
 import pytest
@@ -19,7 +17,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from policies.context import Context
 from policies.document import Scope, load_document
 from policies.errors import PolicyError, PolicyLoadError
-from policies.jwks import SigningKeysUnavailable, StaticSigningKeys
+from policies.jwks import StaticSigningKeys
 from policies.statement import Loader, Statement
 from policies.statements.cors import Cors
 from tests.policy_helpers import FakeServices, make_context
@@ -344,6 +342,7 @@ def test_cors_load_errors_name_element_and_line(fragment: str, element: str, pro
 
 # validate-jwt
 
+
 def claims(**changes: Any) -> dict[str, Any]:
     """Valid claims for ISSUER/AUDIENCE; a change to None removes that claim.
 
@@ -410,7 +409,10 @@ async def test_validate_jwt_accepts_token_signed_by_published_key_with_required_
 async def test_validate_jwt_accepts_es256_token_from_published_key() -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     published = {**ECAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "ec1"}
-    ctx = context(bearer(jwt.encode(claims(scp="chat embed"), key, algorithm="ES256", headers={"kid": "ec1"})), keys=StaticSigningKeys({OPENID_URL: {"keys": [published]}}))
+    ctx = context(
+        bearer(jwt.encode(claims(scp="chat embed"), key, algorithm="ES256", headers={"kid": "ec1"})),
+        keys=StaticSigningKeys({OPENID_URL: {"keys": [published]}}),
+    )
     await load(OPENID_JWT).run(ctx)
     assert ctx.Variables["jwt"]["sub"] == "alice"
 
@@ -526,18 +528,34 @@ async def test_validate_jwt_requires_openid_issuer_when_no_issuers_are_listed() 
 @pytest.mark.parametrize(
     ("fragment", "element", "problem"),
     [
-        ('<validate-jwt header-name="Authorization" require-signed-tokens="false">\n<issuer-signing-keys><key>{{jwt-secret}}</key></issuer-signing-keys></validate-jwt>', "validate-jwt", "Unsigned tokens"),
+        (
+            '<validate-jwt header-name="Authorization" require-signed-tokens="false">\n<issuer-signing-keys><key>{{jwt-secret}}</key></issuer-signing-keys></validate-jwt>',
+            "validate-jwt",
+            "Unsigned tokens",
+        ),
         ('<validate-jwt header-name="Authorization">\n<audiences><audience>a</audience></audiences></validate-jwt>', "validate-jwt", "without keys"),
-        ('<validate-jwt>\n<issuer-signing-keys><key>{{jwt-secret}}</key></issuer-signing-keys></validate-jwt>', "validate-jwt", "Set one of"),
-        ('<validate-jwt header-name="a" query-parameter-name="b">\n<issuer-signing-keys><key>{{jwt-secret}}</key></issuer-signing-keys></validate-jwt>', "validate-jwt", "only one"),
+        ("<validate-jwt>\n<issuer-signing-keys><key>{{jwt-secret}}</key></issuer-signing-keys></validate-jwt>", "validate-jwt", "Set one of"),
+        (
+            '<validate-jwt header-name="a" query-parameter-name="b">\n<issuer-signing-keys><key>{{jwt-secret}}</key></issuer-signing-keys></validate-jwt>',
+            "validate-jwt",
+            "only one",
+        ),
         ('<validate-jwt header-name="a"><issuer-signing-keys>\n<key>c2hvcnQ=</key></issuer-signing-keys></validate-jwt>', "key", "at least 32"),
         ('<validate-jwt header-name="a"><issuer-signing-keys>\n<key>not base64!</key></issuer-signing-keys></validate-jwt>', "key", "not base64"),
         ('<validate-jwt header-name="a"><issuer-signing-keys>\n<key n="AQAB" /></issuer-signing-keys></validate-jwt>', "key", "both 'n' and 'e'"),
-        ('<validate-jwt header-name="a"><issuer-signing-keys>\n<key certificate-id="c" /></issuer-signing-keys></validate-jwt>', "key", "Unknown attribute 'certificate-id'"),
+        (
+            '<validate-jwt header-name="a"><issuer-signing-keys>\n<key certificate-id="c" /></issuer-signing-keys></validate-jwt>',
+            "key",
+            "Unknown attribute 'certificate-id'",
+        ),
         ('<validate-jwt header-name="a">\n<openid-config url="ftp://x/config" /></validate-jwt>', "openid-config", "not an http(s) URL"),
         ('<validate-jwt header-name="a">\n<decryption-keys /></validate-jwt>', "decryption-keys", "Unexpected element"),
         ('<validate-jwt header-name="a"><openid-config url="https://x/c" />\n<audiences /></validate-jwt>', "audiences", "at least one <audience>"),
-        ('<validate-jwt header-name="a"><openid-config url="https://x/c" /><required-claims>\n<claim name="r" match="most" /></required-claims></validate-jwt>', "claim", "all, any"),
+        (
+            '<validate-jwt header-name="a"><openid-config url="https://x/c" /><required-claims>\n<claim name="r" match="most" /></required-claims></validate-jwt>',
+            "claim",
+            "all, any",
+        ),
     ],
 )
 def test_validate_jwt_load_errors_name_element_and_line(fragment: str, element: str, problem: str) -> None:
@@ -563,7 +581,13 @@ AAD = """<validate-azure-ad-token tenant-id="{{tenant}}" output-token-variable-n
 
 def entra(**changes: Any) -> dict[str, Any]:
     """A v2.0 access token's claims for TENANT, CLIENT_APP and BACKEND_APP."""
-    defaults = {"iss": f"https://login.microsoftonline.com/{TENANT}/v2.0", "aud": BACKEND_APP, "azp": CLIENT_APP, "tid": TENANT, "roles": ["OpenAI.User"]}
+    defaults = {
+        "iss": f"https://login.microsoftonline.com/{TENANT}/v2.0",
+        "aud": BACKEND_APP,
+        "azp": CLIENT_APP,
+        "tid": TENANT,
+        "roles": ["OpenAI.User"],
+    }
     return claims(**{**defaults, **changes})
 
 
@@ -634,12 +658,36 @@ async def test_validate_azure_ad_token_with_audiences_only_accepts_any_client_of
 @pytest.mark.parametrize(
     ("fragment", "element", "problem"),
     [
-        ('<validate-azure-ad-token tenant-id="{{tenant}}">\n<required-claims /></validate-azure-ad-token>', "validate-azure-ad-token", "client-application-ids"),
-        ('<validate-azure-ad-token tenant-id="{{tenant}}"><client-application-ids>\n</client-application-ids></validate-azure-ad-token>', "client-application-ids", "at least one"),
-        ('<validate-azure-ad-token tenant-id="a/b">\n<client-application-ids><application-id>x</application-id></client-application-ids></validate-azure-ad-token>', "validate-azure-ad-token", "not a tenant id"),
-        ('<validate-azure-ad-token tenant-id="organizations">\n<client-application-ids><application-id>x</application-id></client-application-ids></validate-azure-ad-token>', "validate-azure-ad-token", "multi-tenant"),
-        ('<validate-azure-ad-token>\n<client-application-ids><application-id>x</application-id></client-application-ids></validate-azure-ad-token>', "validate-azure-ad-token", "'tenant-id' is required"),
-        ('<validate-azure-ad-token tenant-id="t" header-name="a" token-value="b">\n<client-application-ids><application-id>x</application-id></client-application-ids></validate-azure-ad-token>', "validate-azure-ad-token", "only one"),
+        (
+            '<validate-azure-ad-token tenant-id="{{tenant}}">\n<required-claims /></validate-azure-ad-token>',
+            "validate-azure-ad-token",
+            "client-application-ids",
+        ),
+        (
+            '<validate-azure-ad-token tenant-id="{{tenant}}"><client-application-ids>\n</client-application-ids></validate-azure-ad-token>',
+            "client-application-ids",
+            "at least one",
+        ),
+        (
+            '<validate-azure-ad-token tenant-id="a/b">\n<client-application-ids><application-id>x</application-id></client-application-ids></validate-azure-ad-token>',
+            "validate-azure-ad-token",
+            "not a tenant id",
+        ),
+        (
+            '<validate-azure-ad-token tenant-id="organizations">\n<client-application-ids><application-id>x</application-id></client-application-ids></validate-azure-ad-token>',
+            "validate-azure-ad-token",
+            "multi-tenant",
+        ),
+        (
+            "<validate-azure-ad-token>\n<client-application-ids><application-id>x</application-id></client-application-ids></validate-azure-ad-token>",
+            "validate-azure-ad-token",
+            "'tenant-id' is required",
+        ),
+        (
+            '<validate-azure-ad-token tenant-id="t" header-name="a" token-value="b">\n<client-application-ids><application-id>x</application-id></client-application-ids></validate-azure-ad-token>',
+            "validate-azure-ad-token",
+            "only one",
+        ),
     ],
 )
 def test_validate_azure_ad_token_load_errors_name_element_and_line(fragment: str, element: str, problem: str) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from policies.policy_set import PolicySet, compile_policy_set
 from policies.document import DEFAULT_DOCUMENT, Scope, load_document
 from policies.errors import PolicyLoadError
+from policies.policy_set import PolicySet, compile_policy_set
 from policies.statement import Loader
 from policies.xml import escape_expressions, parse
 
@@ -15,8 +15,7 @@ LOADER = Loader(named_values={"tenant": "contoso"}, backend_ids=frozenset({"prim
 
 def doc(inbound: str = "<base />", backend: str = "<base />", outbound: str = "<base />", on_error: str = "<base />") -> str:
     return (
-        f"<policies><inbound>{inbound}</inbound><backend>{backend}</backend>"
-        f"<outbound>{outbound}</outbound><on-error>{on_error}</on-error></policies>"
+        f"<policies><inbound>{inbound}</inbound><backend>{backend}</backend><outbound>{outbound}</outbound><on-error>{on_error}</on-error></policies>"
     )
 
 
@@ -43,8 +42,8 @@ def test_escaping_keeps_already_escaped_entities_and_line_numbers() -> None:
     text = 'a="@(x == &quot;y&quot;)"\nb="@("q" + \'c\')"'
     escaped = escape_expressions(text)
     assert escaped.count("\n") == 1
-    assert '&quot;y&quot;' in escaped and "&amp;quot;" not in escaped
-    assert '@(&quot;q&quot; + &apos;c&apos;)' in escaped
+    assert "&quot;y&quot;" in escaped and "&amp;quot;" not in escaped
+    assert "@(&quot;q&quot; + &apos;c&apos;)" in escaped
 
 
 def test_comments_with_at_signs_are_left_alone() -> None:
@@ -58,16 +57,24 @@ def test_comments_with_at_signs_are_left_alone() -> None:
         ("<policies>\n<inbound>\n<no-such-policy />\n</inbound></policies>", "<no-such-policy> at line 3: Unknown policy element", 3),
         ('<policies>\n<inbound>\n<set-variable name="x" value="1" colour="red" />\n</inbound></policies>', "Unknown attribute 'colour'", 3),
         ('<policies><inbound>\n<set-variable value="1" />\n</inbound></policies>', "Attribute 'name' is required", 2),
-        ('<policies><inbound>\n\n<set-header name="a" exists-action="sometimes"><value>x</value></set-header></inbound></policies>', "use one of override, skip, append, delete", 3),
+        (
+            '<policies><inbound>\n\n<set-header name="a" exists-action="sometimes"><value>x</value></set-header></inbound></policies>',
+            "use one of override, skip, append, delete",
+            3,
+        ),
         ('<policies><inbound>\n<set-variable name="x" value="@(context.Request.Nope)" />\n</inbound></policies>', "Nope", 2),
         ("<policies><inbound>\n<forward-request />\n</inbound></policies>", "Not allowed in <inbound>", 2),
         ("<policies><inbound /><inbound /></policies>", "Section appears twice", 1),
         ("<policies><middle /></policies>", "Unknown section", 1),
         ("<policy />", "root element must be <policies>", 1),
         ("<policies><inbound><base /><base /></inbound></policies>", "once per section", 1),
-        ('<policies><inbound>\n<set-backend-service backend-id="elsewhere" /></inbound></policies>', "Unknown backend-id 'elsewhere'; configured: primary", 2),
+        (
+            '<policies><inbound>\n<set-backend-service backend-id="elsewhere" /></inbound></policies>',
+            "Unknown backend-id 'elsewhere'; configured: primary",
+            2,
+        ),
         ('<policies><inbound>\n<set-variable name="x" value="{{missing}}" /></inbound></policies>', "Named value 'missing'", 2),
-        ("<policies><inbound>\n<choose><otherwise /><when condition=\"@(true)\" /></choose></inbound></policies>", "last branch", 2),
+        ('<policies><inbound>\n<choose><otherwise /><when condition="@(true)" /></choose></inbound></policies>', "last branch", 2),
         ('<policies><backend>\n<retry condition="@(true)" count="99" interval="0"><forward-request /></retry></backend></policies>', "at most 50", 2),
         ("<policies><inbound>\n<set-variable name='x' value='1'>\n</policies>", "Malformed XML", None),
     ],

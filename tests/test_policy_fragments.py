@@ -56,7 +56,9 @@ async def test_a_fragment_is_checked_through_the_fragments_that_include_it(repos
     await apply_fragment(repository, "tag", TAG.format("one"), LOADER)
     await apply_fragment(repository, "outer", '<fragment><include-fragment fragment-id="tag" /></fragment>', LOADER)
     await apply_document(repository, Scope("global"), '<policies><inbound><include-fragment fragment-id="outer" /></inbound></policies>', LOADER)
-    with pytest.raises(PolicyLoadError, match="scope global: <include-fragment> at line 1: In fragment 'tag': <forward-request> at line 1: Not allowed in <inbound>"):
+    with pytest.raises(
+        PolicyLoadError, match="scope global: <include-fragment> at line 1: In fragment 'tag': <forward-request> at line 1: Not allowed in <inbound>"
+    ):
         await apply_fragment(repository, "tag", "<fragment><forward-request /></fragment>", LOADER)
     with pytest.raises(PolicyLoadError, match="Fragment 'tag' includes itself: tag → outer → tag"):
         await apply_fragment(repository, "tag", '<fragment><include-fragment fragment-id="outer" /></fragment>', LOADER)
@@ -69,8 +71,16 @@ async def test_a_fragment_is_checked_through_the_fragments_that_include_it(repos
         ("-dash", TAG.format("x"), "Invalid fragment id"),
         ("x" * 81, TAG.format("x"), "Invalid fragment id"),
         ("ok", "<policies />", "root element of a fragment must be <fragment>"),
-        ("ok", "<fragment><forward-request /><set-header name='a' exists-action='delete' /><include-fragment fragment-id='ok' /></fragment>", "includes itself"),
-        ("mixed", "<fragment><forward-request /><check-header name='a' failed-check-httpcode='401' failed-check-error-message='no' ignore-case='true' /></fragment>", "fit no one section: in <inbound>:"),
+        (
+            "ok",
+            "<fragment><forward-request /><set-header name='a' exists-action='delete' /><include-fragment fragment-id='ok' /></fragment>",
+            "includes itself",
+        ),
+        (
+            "mixed",
+            "<fragment><forward-request /><check-header name='a' failed-check-httpcode='401' failed-check-error-message='no' ignore-case='true' /></fragment>",
+            "fit no one section: in <inbound>:",
+        ),
     ],
 )
 async def test_invalid_fragments_are_refused_and_nothing_is_written(repository: PolicyRepository, fragment_id: str, xml: str, message: str) -> None:

@@ -156,7 +156,7 @@ def test_950_nested_not_loads_and_runs_with_little_stack() -> None:
     [
         "// don't stop here",
         "/* it's fine */",
-        "// a ) or } or \" in a comment",
+        '// a ) or } or " in a comment',
         "/* can't, won't, shouldn't */",
     ],
 )

@@ -19,8 +19,7 @@ async def run(xml: str, services: FakeServices | None = None, **context_args: ob
 
 def doc(inbound: str = "<base />", backend: str = "<base />", outbound: str = "<base />", on_error: str = "<base />") -> str:
     return (
-        f"<policies><inbound>{inbound}</inbound><backend>{backend}</backend>"
-        f"<outbound>{outbound}</outbound><on-error>{on_error}</on-error></policies>"
+        f"<policies><inbound>{inbound}</inbound><backend>{backend}</backend><outbound>{outbound}</outbound><on-error>{on_error}</on-error></policies>"
     )
 
 
@@ -52,14 +51,18 @@ async def test_set_header_exists_actions_on_request(action: str, expected: list[
 
 
 async def test_set_header_in_outbound_changes_the_response() -> None:
-    _, context, _ = await run(doc(outbound='<set-header name="x-served-by" exists-action="override"><value>@(context.Deployment.Region)</value></set-header><base />'))
+    _, context, _ = await run(
+        doc(outbound='<set-header name="x-served-by" exists-action="override"><value>@(context.Deployment.Region)</value></set-header><base />')
+    )
     assert context.Response.Headers.GetValueOrDefault("x-served-by") == "westeurope"
 
 
 async def test_set_query_parameter_changes_forwarded_query() -> None:
     _, _, services = await run(
-        doc(inbound='<set-query-parameter name="api-version" exists-action="override"><value>2024-02-01</value></set-query-parameter>'
-            '<set-query-parameter name="trace" exists-action="append"><value>1</value></set-query-parameter>')
+        doc(
+            inbound='<set-query-parameter name="api-version" exists-action="override"><value>2024-02-01</value></set-query-parameter>'
+            '<set-query-parameter name="trace" exists-action="append"><value>1</value></set-query-parameter>'
+        )
     )
     assert services.forwarded[0]["query"] == [("api-version", "2024-02-01"), ("trace", "1")]
 
@@ -75,7 +78,9 @@ async def test_choose_picks_first_matching_branch(deployment: str, backend: str)
 
 
 async def test_choose_condition_that_is_not_boolean_fails_into_on_error() -> None:
-    result, context, services = await run(doc(inbound='<choose><when condition="@(context.Api.Id)"><set-variable name="x" value="1" /></when></choose>'))
+    result, context, services = await run(
+        doc(inbound='<choose><when condition="@(context.Api.Id)"><set-variable name="x" value="1" /></when></choose>')
+    )
     assert result is not None and result.status == 500
     assert context.LastError.Reason == "ExpressionValueEvaluationFailure"
     assert services.forwarded == []
@@ -101,7 +106,9 @@ async def test_set_backend_service_base_url() -> None:
 
 
 async def test_managed_identity_sets_bearer_header_and_variable() -> None:
-    xml = doc(inbound='<authentication-managed-identity resource="https://cognitiveservices.azure.com" client-id="cid" output-token-variable-name="tok" />')
+    xml = doc(
+        inbound='<authentication-managed-identity resource="https://cognitiveservices.azure.com" client-id="cid" output-token-variable-name="tok" />'
+    )
     _, context, services = await run(xml)
     assert services.tokens == [("https://cognitiveservices.azure.com", "cid")]
     assert ("Authorization", "Bearer token-for-https://cognitiveservices.azure.com") in services.forwarded[0]["headers"]
@@ -150,7 +157,9 @@ async def test_rate_limit_by_key_refuses_with_retry_after_and_remaining() -> Non
 
 async def test_rate_limit_counts_only_when_increment_condition_holds() -> None:
     services = FakeServices([500, 500, 200, 200])
-    pipeline = pipeline_of(doc(inbound='<rate-limit-by-key calls="1" renewal-period="60" counter-key="k" increment-condition="@(context.Response.StatusCode == 200)" />'))
+    pipeline = pipeline_of(
+        doc(inbound='<rate-limit-by-key calls="1" renewal-period="60" counter-key="k" increment-condition="@(context.Response.StatusCode == 200)" />')
+    )
     statuses = []
     for _ in range(4):
         result = await pipeline.execute(make_context(services))
@@ -170,7 +179,9 @@ async def test_rate_limit_is_per_subscription() -> None:
 RETRY = '<retry condition="@(context.Response.StatusCode == 429)" count="{count}" interval="0">{body}</retry>'
 
 
-@pytest.mark.parametrize(("statuses", "count", "calls", "final"), [([429, 429, 200], 2, 3, 200), ([429, 429, 429, 200], 2, 3, 429), ([200], 3, 1, 200)])
+@pytest.mark.parametrize(
+    ("statuses", "count", "calls", "final"), [([429, 429, 200], 2, 3, 200), ([429, 429, 429, 200], 2, 3, 429), ([200], 3, 1, 200)]
+)
 async def test_retry_reruns_body_while_condition_holds(statuses: list, count: int, calls: int, final: int) -> None:
     xml = doc(backend=RETRY.format(count=count, body="<forward-request />"))
     _, context, services = await run(xml, FakeServices(statuses))
@@ -179,7 +190,10 @@ async def test_retry_reruns_body_while_condition_holds(statuses: list, count: in
 
 
 async def test_retry_retries_unreachable_backend_then_fails_into_on_error() -> None:
-    xml = doc(backend=RETRY.format(count=1, body="<forward-request />"), on_error='<set-header name="x-reason" exists-action="override"><value>@(context.LastError.Reason)</value></set-header>')
+    xml = doc(
+        backend=RETRY.format(count=1, body="<forward-request />"),
+        on_error='<set-header name="x-reason" exists-action="override"><value>@(context.LastError.Reason)</value></set-header>',
+    )
     result, context, services = await run(xml, FakeServices(["down", "down"]))
     assert len(services.forwarded) == 2
     assert result is not None and result.status == 502

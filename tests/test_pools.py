@@ -10,10 +10,10 @@ import orjson
 import pytest
 
 from gateway.backends.config import parse_backends
-from gateway.backends.registry import BackendRegistry
-from gateway.errors import DeploymentNotFound, PoolUnavailable
 from gateway.backends.health import PredictiveRouting
 from gateway.backends.pools import Pool
+from gateway.backends.registry import BackendRegistry
+from gateway.errors import DeploymentNotFound, PoolUnavailable
 
 
 class FakeClock:
@@ -76,7 +76,9 @@ def test_weight_zero_is_a_standby_within_its_group() -> None:
 
 
 def test_tripped_member_is_skipped_until_its_breaker_resets() -> None:
-    rule = {"rules": [{"name": "r", "failureCondition": {"count": 1, "interval": "PT1M", "errorReasons": ["ConnectionFailure"]}, "tripDuration": "PT30S"}]}
+    rule = {
+        "rules": [{"name": "r", "failureCondition": {"count": 1, "interval": "PT1M", "errorReasons": ["ConnectionFailure"]}, "tripDuration": "PT30S"}]
+    }
     backends = [{"id": "a", "url": "https://a.example", "circuitBreaker": rule}, {"id": "b", "url": "https://b.example"}]
     reg, clock = registry([{"id": "a", "priority": 1}, {"id": "b", "priority": 2}], backends)
     reg.by_id("a").health.record_failure("connection failure")  # type: ignore[union-attr]

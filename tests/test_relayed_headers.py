@@ -14,7 +14,11 @@ def test_one_date_and_no_server_header(gateway: GatewayProcess, keys: Keys, simu
     assert backend.headers.get("server") and backend.headers.get("date")  # the backend does send both
     body = {"messages": [{"role": "user", "content": "hi"}], "stream": stream}
     with httpx.stream(
-        "POST", f"{gateway.url}/openai/deployments/gpt-4o/chat/completions", params={"api-version": API_VERSION}, headers={"api-key": keys.primary}, json=body
+        "POST",
+        f"{gateway.url}/openai/deployments/gpt-4o/chat/completions",
+        params={"api-version": API_VERSION},
+        headers={"api-key": keys.primary},
+        json=body,
     ) as answer:
         answer.read()
     assert answer.status_code == 200

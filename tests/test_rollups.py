@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from gateway.ops.dashboard_data import WINDOWS, summarize
 from gateway.stores.metric_rows import METRIC_FIELDS, ROLLUP_LATE_SECONDS
 from gateway.stores.metrics import MetricsRecorder
-from gateway.stores.tables import Query, Table
 from gateway.stores.rollups import RollupCompactor
+from gateway.stores.tables import Query, Table
 from policies.usage import Usage
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 #: Three hours ago: its hour is closed, its day is closed only if that was yesterday.
 PAST = NOW - timedelta(hours=3)
 

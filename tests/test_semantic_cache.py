@@ -12,20 +12,19 @@ import re
 import time
 import zlib
 
-
 import numpy as np
 import orjson
 import pytest
 from openai.types.chat import ChatCompletionChunk
 
-from gateway.stores import semantic_cache as service
-from gateway.stores import cache_outages, semantic_cache_rows
 from gateway.backends.config import parse_backends
 from gateway.backends.registry import BackendRegistry
 from gateway.config.settings import SemanticCacheSettings, Settings
-from gateway.handling.timing import ServerTiming
 from gateway.errors import BackendError, BackendTimeout, StorageUnavailable
+from gateway.handling.timing import ServerTiming
 from gateway.handling.usage import StreamTap
+from gateway.stores import cache_outages, semantic_cache_rows
+from gateway.stores import semantic_cache as service
 from gateway.stores.tables import Query, Row
 from policies.errors import PolicyLoadError
 from policies.semantic_cache import (
@@ -72,7 +71,18 @@ def test_embedded_text_is_the_non_system_messages_in_order_with_roles() -> None:
 def test_text_parts_are_joined_and_other_parts_partition() -> None:
     image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
     with_image = prompt_of(chat_body(("user", [{"type": "text", "text": "What is"}, {"type": "text", "text": "this?"}, image])))
-    other_image = prompt_of(chat_body(("user", [{"type": "text", "text": "What is"}, {"type": "text", "text": "this?"}, {**image, "image_url": {"url": "https://example.com/b.png"}}])))
+    other_image = prompt_of(
+        chat_body(
+            (
+                "user",
+                [
+                    {"type": "text", "text": "What is"},
+                    {"type": "text", "text": "this?"},
+                    {**image, "image_url": {"url": "https://example.com/b.png"}},
+                ],
+            )
+        )
+    )
     assert with_image.text == "user: What is\nthis?"
     assert with_image.fingerprint != other_image.fingerprint
 
@@ -122,7 +132,9 @@ def key(body: bytes, owner: str = "subscription:s1", deployment: str = "gpt-4o",
 
 def test_paraphrases_share_a_partition_and_streaming_does_not_split_it() -> None:
     first = chat_body(("system", "Be brief."), ("user", "What is the capital of France?"), temperature=0)
-    second = chat_body(("system", "Be brief."), ("user", "Tell me France's capital"), temperature=0, stream=True, stream_options={"include_usage": True}, user="u1")
+    second = chat_body(
+        ("system", "Be brief."), ("user", "Tell me France's capital"), temperature=0, stream=True, stream_options={"include_usage": True}, user="u1"
+    )
     assert key(first) == key(second)
     assert prompt_of(second).stream and prompt_of(second).include_usage
 
@@ -182,7 +194,10 @@ def test_tenant_is_the_subscription_or_the_product() -> None:
 
 
 def answer(finish: str = "stop", **message: object) -> dict:
-    return {"object": "chat.completion", "choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": "Paris.", **message}}]}
+    return {
+        "object": "chat.completion",
+        "choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": "Paris.", **message}}],
+    }
 
 
 @pytest.mark.parametrize(
@@ -193,9 +208,27 @@ def answer(finish: str = "stop", **message: object) -> dict:
         (200, answer("content_filter"), False, False),
         (200, answer("tool_calls", tool_calls=[{"id": "c"}]), False, False),
         (200, answer(function_call={"name": "f"}), False, False),
-        (200, {**answer(), "choices": [{**answer()["choices"][0], "content_filter_results": {"violence": {"filtered": True, "severity": "medium"}}}]}, False, False),
-        (200, {**answer(), "choices": [{**answer()["choices"][0], "content_filter_results": {"violence": {"filtered": False, "severity": "safe"}}}]}, False, True),
-        (200, {**answer(), "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {"jailbreak": {"filtered": False, "detected": True}}}]}, False, False),
+        (
+            200,
+            {**answer(), "choices": [{**answer()["choices"][0], "content_filter_results": {"violence": {"filtered": True, "severity": "medium"}}}]},
+            False,
+            False,
+        ),
+        (
+            200,
+            {**answer(), "choices": [{**answer()["choices"][0], "content_filter_results": {"violence": {"filtered": False, "severity": "safe"}}}]},
+            False,
+            True,
+        ),
+        (
+            200,
+            {
+                **answer(),
+                "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {"jailbreak": {"filtered": False, "detected": True}}}],
+            },
+            False,
+            False,
+        ),
         (400, {"error": {"code": "BadRequest"}}, False, False),
         (400, {"error": {"code": "BadRequest"}}, True, True),
         (400, {"error": {"code": "content_filter", "innererror": {"code": "ResponsibleAIPolicyViolation"}}}, True, False),
@@ -252,7 +285,13 @@ def test_stream_replay_without_include_usage_has_no_usage_at_all() -> None:
 
 
 def test_completion_replay_and_buffered_replay() -> None:
-    stored = {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "m", "choices": [{"index": 0, "text": "upon a time", "finish_reason": "stop"}]}
+    stored = {
+        "id": "cmpl-1",
+        "object": "text_completion",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "text": "upon a time", "finish_reason": "stop"}],
+    }
     data = events_of(replay(CachedAnswer(200, orjson.dumps(stored), Usage()), stream=True, include_usage=False).body)
     chunks = [orjson.loads(d) for d in data[:-1]]  # as the backend streams them: finish_reason null until the last
     assert [(c["object"], c["choices"][0]["text"], c["choices"][0]["finish_reason"]) for c in chunks] == [
@@ -344,7 +383,13 @@ def test_embeddings_deployment_mistakes(item: dict, message: str) -> None:
 def test_semantic_cache_settings() -> None:
     base = {"GATEWAY_STORAGE_CONNECTION": "UseDevelopmentStorage=true", "GATEWAY_KEY_PEPPER": "p" * 20}
     defaults = Settings.from_env(base).semantic_cache
-    assert (defaults.scope, defaults.staleness_seconds, defaults.timeout_seconds, defaults.cleanup_seconds, defaults.connection) == ("subscription", 2.0, 1.0, 600.0, None)
+    assert (defaults.scope, defaults.staleness_seconds, defaults.timeout_seconds, defaults.cleanup_seconds, defaults.connection) == (
+        "subscription",
+        2.0,
+        1.0,
+        600.0,
+        None,
+    )
     assert defaults.max_mib == 128.0
     custom = Settings.from_env(
         {
@@ -380,11 +425,14 @@ def document(threshold: str = "0.1", extra: str = "", children: str = "", store:
     [
         (document(threshold="1.5"), "'score-threshold' has value '1.5': it must be at most 1"),
         (document().replace('embeddings-backend-id="emb"', 'embeddings-backend-id="nope"'), "Unknown embeddings-backend-id 'nope'"),
-        (document().replace('embeddings-backend-id="emb"', 'embeddings-backend-id="primary"'), "has no embeddings deployment: add \"embeddings_deployment\""),
+        (
+            document().replace('embeddings-backend-id="emb"', 'embeddings-backend-id="primary"'),
+            'has no embeddings deployment: add "embeddings_deployment"',
+        ),
         (document().replace("system-assigned", "user-assigned"), "use one of system-assigned"),
         (document(children="<vary-by a='1'>x</vary-by>"), "Unknown attribute 'a'"),
         (document(children="<cache-key />"), "Unexpected element"),
-        (document(store='<azure-openai-semantic-cache-store />'), "'duration' is required"),
+        (document(store="<azure-openai-semantic-cache-store />"), "'duration' is required"),
         ("<policies><inbound><azure-openai-semantic-cache-store duration='1' /></inbound></policies>", "Not allowed in <inbound>"),
     ],
 )
@@ -419,7 +467,9 @@ def services_with(lookup: CacheLookup) -> tuple[FakeServices, FakeCache]:
 async def test_hit_answers_from_cache_with_headers_and_saved_usage() -> None:
     services, cache = services_with(CacheLookup("HIT", 0.01234, CACHED))
     context = make_context(services, body={"messages": [{"role": "user", "content": "capital?"}], "stream": True})
-    result = await pipeline_of(document(children="<vary-by>@(context.Request.Headers.GetValueOrDefault(\"x-user-id\", \"\"))</vary-by>"), LOADER).execute(context)
+    result = await pipeline_of(document(children='<vary-by>@(context.Request.Headers.GetValueOrDefault("x-user-id", ""))</vary-by>'), LOADER).execute(
+        context
+    )
     assert result is not None and result.status == 200 and b"data: [DONE]" in result.body
     assert services.forwarded == []
     assert ("x-semantic-cache", "HIT") in context.response_headers and ("x-semantic-cache-distance", "0.0123") in context.response_headers
@@ -427,7 +477,9 @@ async def test_hit_answers_from_cache_with_headers_and_saved_usage() -> None:
     (query,) = cache.queries
     assert (query.text, query.embeddings_backend_id, query.threshold) == ("user: capital?", "emb", 0.1)
     other_user = make_context(services, headers=[("x-user-id", "bob")], body={"messages": [{"role": "user", "content": "capital?"}]})
-    await pipeline_of(document(children="<vary-by>@(context.Request.Headers.GetValueOrDefault(\"x-user-id\", \"\"))</vary-by>"), LOADER).execute(other_user)
+    await pipeline_of(document(children='<vary-by>@(context.Request.Headers.GetValueOrDefault("x-user-id", ""))</vary-by>'), LOADER).execute(
+        other_user
+    )
     assert cache.queries[1].partition != query.partition
 
 
@@ -510,7 +562,7 @@ class FakeTable:
         for row in self.rows:
             # A row's "Timestamp" (default now) is its last-modified time, as Table Storage reports it.
             values = {k: v for k, v in row.items() if k != "Timestamp"}
-            yield Row(values, "etag", row.get("Timestamp") or datetime.datetime.now(datetime.timezone.utc))
+            yield Row(values, "etag", row.get("Timestamp") or datetime.datetime.now(datetime.UTC))
 
 
 class FakeStore:
@@ -537,7 +589,9 @@ class InstantEmbeddings(service.SemanticCacheService):
 
 
 def cache_service(table: FakeTable, timeout: float = 0.2, staleness: float = 60.0, max_mib: float = 128.0) -> InstantEmbeddings:
-    backends = BackendRegistry(parse_backends({"GATEWAY_BACKENDS": json.dumps([{"id": "emb", "url": "https://e.example", "embeddings_deployment": "e"}])}))
+    backends = BackendRegistry(
+        parse_backends({"GATEWAY_BACKENDS": json.dumps([{"id": "emb", "url": "https://e.example", "embeddings_deployment": "e"}])})
+    )
     settings = SemanticCacheSettings(timeout_seconds=timeout, staleness_seconds=staleness, max_mib=max_mib)
     return InstantEmbeddings(FakeStore(table), backends, None, settings)  # type: ignore[arg-type]
 
@@ -623,7 +677,7 @@ async def test_memory_cap_evicts_the_least_recently_hit_from_memory_never_from_t
 async def test_a_partition_larger_than_the_cap_loads_page_by_page_and_keeps_its_newest_entries() -> None:
     table = FakeTable()
     entry = semantic_cache_rows.Entry(200, zlib.compress(orjson.dumps(STORED)), CACHED.usage)
-    start, expires = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1), time.time() + 3600
+    start, expires = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1), time.time() + 3600
     rows = 2500
     for i in range(rows):
         row = semantic_cache_rows.encode_entity("p", f"{i:05d}", topic(i % 50), entry, expires)
@@ -636,7 +690,6 @@ async def test_a_partition_larger_than_the_cap_loads_page_by_page_and_keeps_its_
     assert index is not None and 100 < len(index) < rows and held(cache) <= 0.3 * 2**20
     assert all(f"{i:05d}" in index for i in range(len(index)))  # the newest, by their table Timestamp
     await cache.close()
-
 
 
 # --- what counts as an outage of the embeddings backend ---------------------------------------------------
@@ -675,7 +728,10 @@ class ScriptedResponse:
 
 
 def embedding_service(upstream: ScriptedEmbeddings) -> service.SemanticCacheService:
-    env = {"GATEWAY_BACKENDS": json.dumps([{"id": "emb", "url": "https://e.example", "embeddings_deployment": "e", "api_key_setting": "K"}]), "K": "k"}
+    env = {
+        "GATEWAY_BACKENDS": json.dumps([{"id": "emb", "url": "https://e.example", "embeddings_deployment": "e", "api_key_setting": "K"}]),
+        "K": "k",
+    }
     settings = SemanticCacheSettings(timeout_seconds=0.2)
     return service.SemanticCacheService(FakeStore(FakeTable()), BackendRegistry(parse_backends(env)), upstream, settings)  # type: ignore[arg-type]
 

@@ -50,7 +50,15 @@ async def test_new_request_is_built_from_the_children_and_the_answer_reads_as_ir
 
 async def test_copy_starts_from_the_clients_request_but_not_its_body_in_outbound() -> None:
     services = FakeServices()
-    await run_document(doc(inbound=SEND.replace("<set-method>POST</set-method>", "").replace("<set-body>", "<!--").replace("</set-body>", "-->").format(mode="copy", ignore="false")), services)
+    await run_document(
+        doc(
+            inbound=SEND.replace("<set-method>POST</set-method>", "")
+            .replace("<set-body>", "<!--")
+            .replace("</set-body>", "-->")
+            .format(mode="copy", ignore="false")
+        ),
+        services,
+    )
     copied = services.sent[0]
     assert copied.method == "POST" and b"messages" in copied.body
     assert ("x-user-id", "alice") in copied.headers and ("content-type", "application/json") in copied.headers  # skip kept the client's
@@ -70,14 +78,18 @@ async def test_a_failure_fails_the_request_unless_ignore_error_makes_the_variabl
 
 
 async def test_a_computed_url_outside_the_allow_list_fails_even_with_ignore_error() -> None:
-    xml = doc(inbound='<send-request response-variable-name="r" ignore-error="true"><set-url>@(context.Request.Headers.GetValueOrDefault("x-to", ""))</set-url></send-request>')
+    xml = doc(
+        inbound='<send-request response-variable-name="r" ignore-error="true"><set-url>@(context.Request.Headers.GetValueOrDefault("x-to", ""))</set-url></send-request>'
+    )
     result, context, services = await run_document(xml, headers=[("x-to", "https://attacker.example/steal")])
     assert result is not None and result.status == 403
     assert context.LastError.Reason == "UrlNotAllowed" and services.sent == []
 
 
 async def test_one_way_request_is_handed_over_without_waiting() -> None:
-    xml = doc(outbound='<send-one-way-request mode="new" timeout="3"><set-url>https://hooks.example.com/x</set-url><set-method>POST</set-method><set-body>@(context.Response.StatusCode.ToString())</set-body></send-one-way-request>')
+    xml = doc(
+        outbound='<send-one-way-request mode="new" timeout="3"><set-url>https://hooks.example.com/x</set-url><set-method>POST</set-method><set-body>@(context.Response.StatusCode.ToString())</set-body></send-one-way-request>'
+    )
     result, _, services = await run_document(xml)
     assert result is None and services.sent == []
     assert [(r.method, r.url, r.body) for r in services.one_way] == [("POST", "https://hooks.example.com/x", b"200")]
@@ -86,7 +98,10 @@ async def test_one_way_request_is_handed_over_without_waiting() -> None:
 async def test_return_response_answers_with_the_stored_response_changed_by_its_children() -> None:
     services = FakeServices()
     services.answer = lambda request: Response(418, "Teapot", Headers([("x-from", "remote")]), Body(b"remote body"))
-    xml = doc(inbound=SEND.format(mode="new", ignore="false") + '<return-response response-variable-name="r"><set-header name="x-added" exists-action="override"><value>1</value></set-header></return-response>')
+    xml = doc(
+        inbound=SEND.format(mode="new", ignore="false")
+        + '<return-response response-variable-name="r"><set-header name="x-added" exists-action="override"><value>1</value></set-header></return-response>'
+    )
     result, _, _ = await run_document(xml, services)
     assert result is not None and (result.status, result.reason, result.body) == (418, "Teapot", b"remote body")
     assert ("x-from", "remote") in result.headers and ("x-added", "1") in result.headers

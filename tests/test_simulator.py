@@ -174,9 +174,7 @@ def test_chat_stream_events_arrive_in_azure_order_without_usage() -> None:
     assert events[-1] == "[DONE]"
     chunks = events[:-1]
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
-    assert [c["choices"][0]["delta"] for c in chunks[1:-1]] == [
-        {"content": w} for w in ["Simulated", " answer", " to:", " hi", " there"]
-    ]
+    assert [c["choices"][0]["delta"] for c in chunks[1:-1]] == [{"content": w} for w in ["Simulated", " answer", " to:", " hi", " there"]]
     assert chunks[-1]["choices"][0] | {"content_filter_results": None} == {
         "index": 0,
         "delta": {},
@@ -391,7 +389,7 @@ def test_responses_are_stored_continued_streamed_and_deleted() -> None:
     unknown = http.post("/openai/v1/responses", json={"model": "gpt-4o", "input": "x", "previous_response_id": "resp_nope"})
     assert unknown.status_code == 404
     streamed = http.post("/openai/v1/responses", json={"model": "gpt-4o", "input": "a b", "stream": True})
-    events = [orjson.loads(line[len("data: "):]) for line in streamed.text.splitlines() if line.startswith("data: ")]
+    events = [orjson.loads(line[len("data: ") :]) for line in streamed.text.splitlines() if line.startswith("data: ")]
     assert [e["type"] for e in events] == ["response.created", *["response.output_text.delta"] * 5, "response.output_text.done", "response.completed"]
     assert events[0]["response"]["id"] == events[-1]["response"]["id"] and events[0]["response"]["output"] == []
     assert http.get(f"/openai/v1/responses/{events[0]['response']['id']}").status_code == 200
@@ -494,9 +492,7 @@ def test_msi_token_expired_is_rejected() -> None:
     assert http.post(CHAT, json=QUESTION, headers={"authorization": f"Bearer {token}"}).status_code == 401
 
 
-def test_msi_endpoint_serves_azure_identity_credential(
-    live_simulator: tuple[str, SimulatorSettings], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_msi_endpoint_serves_azure_identity_credential(live_simulator: tuple[str, SimulatorSettings], monkeypatch: pytest.MonkeyPatch) -> None:
     from azure.identity import ManagedIdentityCredential
 
     url, settings = live_simulator
@@ -504,9 +500,7 @@ def test_msi_endpoint_serves_azure_identity_credential(
     monkeypatch.setenv("IDENTITY_HEADER", "identity-secret")
     token = ManagedIdentityCredential().get_token("https://cognitiveservices.azure.com/.default")
     assert token.token.startswith("sim-mi-")
-    backend = openai.AzureOpenAI(
-        azure_endpoint=url, api_version="2024-10-21", azure_ad_token=token.token, max_retries=0
-    )
+    backend = openai.AzureOpenAI(azure_endpoint=url, api_version="2024-10-21", azure_ad_token=token.token, max_retries=0)
     answer = backend.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
     assert answer.choices[0].message.content == "Simulated answer to: hi"
 
@@ -516,9 +510,7 @@ def test_openai_sdk_chat_stream_and_default_base64_embeddings() -> None:
     sdk = openai.AzureOpenAI(azure_endpoint="http://sim", api_key="k", api_version="2024-10-21", http_client=http)
     plain = sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi there"}])
     assert plain.choices[0].message.content == ANSWER
-    stream = sdk.chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "hi there"}], stream=True
-    )
+    stream = sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi there"}], stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == ANSWER
     vector = sdk.embeddings.create(model="text-embedding-3-small", input="capital of France").data[0].embedding
     raw = http.post(EMBEDDINGS, json={"input": "capital of France"}, headers={"api-key": "k"}).json()
@@ -535,9 +527,7 @@ def test_fault_header_429_has_retry_hints() -> None:
     assert error["code"] == "429" and "Please retry after 7 seconds." in error["message"]
 
 
-@pytest.mark.parametrize(
-    ("status", "code"), [("500", "InternalServerError"), ("503", "ServiceUnavailable"), ("502", "502")]
-)
+@pytest.mark.parametrize(("status", "code"), [("500", "InternalServerError"), ("503", "ServiceUnavailable"), ("502", "502")])
 def test_fault_header_status_has_azure_body(status: str, code: str) -> None:
     response = client().post(CHAT, json=QUESTION, headers={"x-sim-fault": status})
     assert response.status_code == int(status)
@@ -627,18 +617,14 @@ def test_two_apps_keep_independent_state() -> None:
     assert [r["path"] for r in second.get("/sim/requests").json()] == ["/openai/deployments/gpt-4o/chat/completions"]
 
 
-def test_serve_announces_simulation_and_runs_uvicorn(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_serve_announces_simulation_and_runs_uvicorn(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(simulator.uvicorn, "run", lambda app, **kwargs: calls.append(kwargs))
     simulator.serve(SimulatorSettings(), port=9911)
     err = capsys.readouterr().err
     assert "SIMULATED Azure OpenAI backend" in err and "not a real model" in err
     assert "http://127.0.0.1:9911" in err
-    assert calls == [
-        {"host": "127.0.0.1", "port": 9911, "loop": "auto", "http": "auto", "access_log": False, "log_level": "warning"}
-    ]
+    assert calls == [{"host": "127.0.0.1", "port": 9911, "loop": "auto", "http": "auto", "access_log": False, "log_level": "warning"}]
 
 
 def live_stream(url: str, fault: str, **headers: str) -> httpx.Response:

@@ -49,7 +49,10 @@ def test_cycles_are_refused_with_the_chain() -> None:
 @pytest.mark.parametrize(
     ("fragment", "message"),
     [
-        ('<fragment>\n\n<set-header name="x" exists-action="sometimes"><value>v</value></set-header></fragment>', "In fragment 'bad': <set-header> at line 3"),
+        (
+            '<fragment>\n\n<set-header name="x" exists-action="sometimes"><value>v</value></set-header></fragment>',
+            "In fragment 'bad': <set-header> at line 3",
+        ),
         ("<policies><inbound /></policies>", "root element of a fragment must be <fragment>"),
         ("<fragment><base /></fragment>", "no sections and no <base />"),
         ("<fragment><forward-request /></fragment>", "Not allowed in <inbound>"),
@@ -61,6 +64,6 @@ def test_problems_inside_a_fragment_name_the_fragment(fragment: str, message: st
 
 
 def test_a_fragment_may_be_included_in_any_section_its_statements_allow() -> None:
-    backend = loader(forward="<fragment><forward-request timeout=\"5\" /></fragment>")
+    backend = loader(forward='<fragment><forward-request timeout="5" /></fragment>')
     pipeline = pipeline_of(doc(backend='<include-fragment fragment-id="forward" />'), backend)
     assert [statement.element for statement in pipeline.backend] == ["forward-request"]

@@ -53,7 +53,9 @@ async def test_bandwidth_counts_request_and_answer_kilobytes() -> None:
 
 
 async def test_a_key_named_at_two_scopes_counts_once_per_request() -> None:
-    twice = doc(inbound='<quota-by-key calls="2" renewal-period="600" counter-key="same" /><quota-by-key calls="2" renewal-period="600" counter-key="same" />')
+    twice = doc(
+        inbound='<quota-by-key calls="2" renewal-period="600" counter-key="same" /><quota-by-key calls="2" renewal-period="600" counter-key="same" />'
+    )
     assert await statuses(twice, FakeServices(), 3) == [200, 200, 403]
 
 
@@ -69,9 +71,9 @@ async def test_quota_is_per_subscription_and_lifetime_has_no_retry_after() -> No
 def test_periods_count_from_first_period_start() -> None:
     element = parse('<quota-by-key calls="1" renewal-period="86400" counter-key="k" first-period-start="2026-01-01T06:00:00Z" />')
     quota = QuotaByKey.load(element, Loader())
-    now = dt.datetime(2026, 3, 10, 5, 0, tzinfo=dt.timezone.utc).timestamp()
+    now = dt.datetime(2026, 3, 10, 5, 0, tzinfo=dt.UTC).timestamp()
     window = quota.window(now)
-    assert window.end == dt.datetime(2026, 3, 10, 6, 0, tzinfo=dt.timezone.utc).timestamp()
+    assert window.end == dt.datetime(2026, 3, 10, 6, 0, tzinfo=dt.UTC).timestamp()
     assert quota.window(now + 3600).id != window.id
 
 

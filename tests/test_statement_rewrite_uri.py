@@ -14,10 +14,25 @@ from tests.policy_helpers import doc, run_document
     ("template", "copy", "path", "query"),
     [
         ("/deployments/gpt-4o-mini/chat/completions", "true", "/openai/deployments/gpt-4o-mini/chat/completions", [("api-version", "2024-10-21")]),
-        ("deployments/{deployment-id}-eu/chat/completions?trace=1", "true", "/openai/deployments/gpt-4o-eu/chat/completions", [("trace", "1"), ("api-version", "2024-10-21")]),
-        ("/deployments/{deployment-id}/chat/completions?api-version=2024-02-01", "true", "/openai/deployments/gpt-4o/chat/completions", [("api-version", "2024-02-01")]),
+        (
+            "deployments/{deployment-id}-eu/chat/completions?trace=1",
+            "true",
+            "/openai/deployments/gpt-4o-eu/chat/completions",
+            [("trace", "1"), ("api-version", "2024-10-21")],
+        ),
+        (
+            "/deployments/{deployment-id}/chat/completions?api-version=2024-02-01",
+            "true",
+            "/openai/deployments/gpt-4o/chat/completions",
+            [("api-version", "2024-02-01")],
+        ),
         ("/deployments/x/embeddings", "false", "/openai/deployments/x/embeddings", []),
-        ("@(&quot;/deployments/&quot; + context.Subscription.Name + &quot;/chat/completions&quot;)", "true", "/openai/deployments/team-a/chat/completions", [("api-version", "2024-10-21")]),
+        (
+            "@(&quot;/deployments/&quot; + context.Subscription.Name + &quot;/chat/completions&quot;)",
+            "true",
+            "/openai/deployments/team-a/chat/completions",
+            [("api-version", "2024-10-21")],
+        ),
     ],
 )
 async def test_rewrite_changes_forwarded_path_and_query(template: str, copy: str, path: str, query: list) -> None:

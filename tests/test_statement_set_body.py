@@ -6,9 +6,9 @@ import orjson
 import pytest
 
 from policies.context import Body, Headers, Response
+from policies.document import Scope, load_document
 from policies.errors import PolicyLoadError
 from policies.statement import Loader
-from policies.document import Scope, load_document
 from tests.policy_helpers import FakeServices, doc, make_context, pipeline_of, run_document
 
 

@@ -10,7 +10,9 @@ from policies.statement import Loader
 from tests.policy_helpers import doc, run_document
 
 
-@pytest.mark.parametrize(("method", "sent"), [("PATCH", "PATCH"), ("get", "GET"), ('@(context.Request.Headers.GetValueOrDefault("x-method", "PUT"))', "PUT")])
+@pytest.mark.parametrize(
+    ("method", "sent"), [("PATCH", "PATCH"), ("get", "GET"), ('@(context.Request.Headers.GetValueOrDefault("x-method", "PUT"))', "PUT")]
+)
 async def test_backend_is_called_with_the_method(method: str, sent: str) -> None:
     _, _, services = await run_document(doc(inbound=f"<set-method>{method}</set-method>"))
     assert services.forwarded[0]["method"] == sent

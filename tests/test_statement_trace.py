@@ -43,8 +43,12 @@ async def test_long_values_are_cut_to_application_insights_limits(caplog: pytest
 
 @pytest.mark.parametrize(
     "element",
-    ['<trace severity="error"><message>m</message></trace>', '<trace source="s" severity="debug"><message>m</message></trace>',
-     '<trace source="@(context.Api.Id)"><message>m</message></trace>', '<trace source="s"><message>a</message><message>b</message></trace>'],
+    [
+        '<trace severity="error"><message>m</message></trace>',
+        '<trace source="s" severity="debug"><message>m</message></trace>',
+        '<trace source="@(context.Api.Id)"><message>m</message></trace>',
+        '<trace source="s"><message>a</message><message>b</message></trace>',
+    ],
 )
 def test_load_errors(element: str) -> None:
     with pytest.raises(PolicyLoadError):

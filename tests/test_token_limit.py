@@ -98,7 +98,9 @@ async def test_consumed_tokens_variable_and_header_with_old_attribute_names() ->
 
 
 async def test_estimate_prompt_tokens_false_starts_consumed_at_zero() -> None:
-    xml = inbound('<llm-token-limit counter-key="c" tokens-per-minute="1000" estimate-prompt-tokens="false" tokens-consumed-variable-name="consumed" />')
+    xml = inbound(
+        '<llm-token-limit counter-key="c" tokens-per-minute="1000" estimate-prompt-tokens="false" tokens-consumed-variable-name="consumed" />'
+    )
     context = make_context(FakeServices(prompt_tokens=7))
     await pipeline_of(xml).execute(context)
     assert context.Variables["consumed"] == 0
@@ -118,7 +120,10 @@ async def test_custom_retry_after_header_name() -> None:
         ('counter-key="k" token-quota="5" estimate-prompt-tokens="true"', "go together"),
         ('counter-key="k" tokens-per-minute="5"', "'estimate-prompt-tokens' is required"),
         ('counter-key="k" token-quota="5" token-quota-period="Fortnightly" estimate-prompt-tokens="true"', "Hourly, Daily, Weekly, Monthly, Yearly"),
-        ('counter-key="k" tokens-per-minute="5" estimate-prompt-tokens="true" retry-after-header-name="@(context.Api.Id)"', "does not accept policy expressions"),
+        (
+            'counter-key="k" tokens-per-minute="5" estimate-prompt-tokens="true" retry-after-header-name="@(context.Api.Id)"',
+            "does not accept policy expressions",
+        ),
     ],
 )
 def test_token_limit_attribute_errors(attributes: str, message: str) -> None:
@@ -139,7 +144,7 @@ def test_token_limit_attribute_errors(attributes: str, message: str) -> None:
     ],
 )
 def test_quota_periods_are_utc_calendar_periods(period: str, now: str, start: str, end: str) -> None:
-    parse = lambda text: dt.datetime.fromisoformat(text).replace(tzinfo=dt.timezone.utc)  # noqa: E731
+    parse = lambda text: dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)  # noqa: E731
     window = quota_window(period, parse(now).timestamp())
     assert window.end == parse(end).timestamp()
     assert window.id == quota_window(period, parse(start).timestamp()).id  # the period's first second is in it

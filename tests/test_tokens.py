@@ -62,7 +62,15 @@ def test_no_token_of_either_encoding_is_longer_than_the_bound(counter: TokenCoun
     ("field", "value"),
     [
         ("response_format", SCHEMA),
-        ("tools", [{"type": "function", "function": {"name": "lookup", "description": "Find a record by its key", "parameters": SCHEMA["json_schema"]["schema"]}}]),  # type: ignore[index]
+        (
+            "tools",
+            [
+                {
+                    "type": "function",
+                    "function": {"name": "lookup", "description": "Find a record by its key", "parameters": SCHEMA["json_schema"]["schema"]},
+                }
+            ],
+        ),  # type: ignore[index]
         ("functions", [{"name": "lookup", "parameters": {"type": "object", "properties": {"key": {"type": "string"}}}}]),
         ("tool_choice", {"type": "function", "function": {"name": "lookup_the_record_by_key"}}),
         ("prediction", {"type": "content", "content": "the predicted answer, word for word, as the model should write it"}),
@@ -114,7 +122,10 @@ def test_media_are_charged_by_rule_not_tokenized_as_base64(counter: TokenCounter
         charged = estimate(counter, {"messages": [{"role": "user", "content": [text, part]}]}) - base
         assert tokens <= charged <= tokens + 5, part["type"]
     assert estimate(counter, {"messages": [{"role": "user", "content": "image"}]}) < 20  # the word is not a part
-    responses_image = {"model": "gpt-4o", "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "data:image/png;base64," + data}]}]}
+    responses_image = {
+        "model": "gpt-4o",
+        "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "data:image/png;base64," + data}]}],
+    }
     assert IMAGE_TOKENS <= estimate(counter, responses_image) <= IMAGE_TOKENS + 30
 
 

@@ -15,7 +15,9 @@ from policies.statement import Loader
 from policies.url_allow_list import UrlAllowList
 from tests.policy_helpers import doc, pipeline_of, run_document
 
-ALLOWED = UrlAllowList.parse(["api.example.com", "*.contoso.net", "hooks.example.org:8443", "https://svc.example.io/v1", "https://files.example.io/in/"])
+ALLOWED = UrlAllowList.parse(
+    ["api.example.com", "*.contoso.net", "hooks.example.org:8443", "https://svc.example.io/v1", "https://files.example.io/in/"]
+)
 
 
 @pytest.mark.parametrize(
@@ -115,7 +117,7 @@ def test_malformed_constant_base_url_fails_at_load_even_without_a_list() -> None
 
 async def test_header_driven_base_url_is_refused_at_run_time_and_on_error_runs() -> None:
     xml = doc(
-        inbound="<set-backend-service base-url='@(context.Request.Headers.GetValueOrDefault(\"x-target\", \"\"))' /><base />",
+        inbound='<set-backend-service base-url=\'@(context.Request.Headers.GetValueOrDefault("x-target", ""))\' /><base />',
         on_error='<set-header name="x-reason" exists-action="override"><value>@(context.LastError.Reason)</value></set-header>',
     )
     result, context, services = await run_document(xml, headers=[("x-target", "https://attacker.example/collect")])

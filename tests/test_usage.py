@@ -26,7 +26,11 @@ def sse(*payloads: object) -> bytes:
 
 
 CHUNK = {"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "Hello"}}], "usage": None}
-USAGE = {"id": "c1", "choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6, "completion_tokens_details": {"reasoning_tokens": 1}}}
+USAGE = {
+    "id": "c1",
+    "choices": [],
+    "usage": {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6, "completion_tokens_details": {"reasoning_tokens": 1}},
+}
 
 
 def test_usage_from_chat_and_responses_bodies() -> None:
@@ -57,7 +61,7 @@ def test_tap_keeps_usage_chunk_the_client_asked_for() -> None:
 def test_tap_holds_partial_events_until_complete() -> None:
     tap = StreamTap(strip_usage=True)
     whole = sse(CHUNK, USAGE)
-    cut = whole.index(b"\"usage\":{") + 3
+    cut = whole.index(b'"usage":{') + 3
     first, second = tap.feed(whole[:cut]), tap.feed(whole[cut:])
     assert first == sse(CHUNK)  # the complete event goes at once, the partial one waits
     assert second == b""  # the usage event, once complete, is dropped
@@ -176,7 +180,12 @@ def test_tap_holds_done_for_an_estimated_usage_chunk_when_the_backend_sent_none(
     event = tap.usage_event(Usage(prompt=3, completion=1, total=4, exact=False))
     usage_chunk, done = event.split(b"\n\n")[:2]
     payload = orjson.loads(usage_chunk.removeprefix(b"data: "))
-    assert payload == {"id": "c1", "object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
+    assert payload == {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "choices": [],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
     assert done == b"data: [DONE]"
 
 
@@ -261,7 +270,7 @@ def test_end_watch_sees_done_and_responses_final_events_even_split_across_chunks
     assert watch(sse(CHUNK), b"data: [DONE]\n\n")
     assert watch(b"data: [DONE]\n\n")  # an empty stream that ends at once
     assert watch(sse(CHUNK) + b"data: [DO", b"NE]\n\n")
-    assert watch(b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{}}\n\n")
+    assert watch(b'event: response.completed\ndata: {"type":"response.completed","response":{}}\n\n')
     assert watch(b'data: {"type": "response.incomplete", "response": {}}\n\n')
     assert watch(b"event: response.fai", b"led\ndata: {}\n\n")
 

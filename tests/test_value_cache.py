@@ -34,7 +34,9 @@ async def test_lookup_hit_sets_the_variable_and_a_miss_leaves_it_unset_or_defaul
 
 
 async def test_store_and_remove_use_the_evaluated_key_value_and_duration() -> None:
-    store = doc(inbound='<set-variable name="n" value="@(7)" /><cache-store-value key="@(&quot;user-&quot; + context.Subscription.Id)" value="@(context.Variables[&quot;n&quot;])" duration="@(30 * 2)" caching-type="internal" />')
+    store = doc(
+        inbound='<set-variable name="n" value="@(7)" /><cache-store-value key="@(&quot;user-&quot; + context.Subscription.Id)" value="@(context.Variables[&quot;n&quot;])" duration="@(30 * 2)" caching-type="internal" />'
+    )
     _, _, services = await run_document(store)
     assert services.value_cache.values == {"user-sub-1": (7, 60)}
     _, _, services = await run_document(doc(inbound='<cache-remove-value key="user-sub-1" caching-type="external" />'), services)
@@ -55,7 +57,7 @@ async def test_a_duration_that_is_not_positive_stores_nothing() -> None:
         ('<cache-store-value key="k" value="v" />', "'duration' is required"),
         ('<cache-store-value key="k" value="v" duration="0" />', "at least 1"),
         ('<cache-store-value key="k" value="v" duration="99999999" />', "at most"),
-        ('<cache-remove-value />', "'key' is required"),
+        ("<cache-remove-value />", "'key' is required"),
     ],
 )
 def test_load_errors(statement: str, message: str) -> None:

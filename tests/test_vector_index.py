@@ -162,7 +162,13 @@ def test_eviction_drops_the_least_recently_used_across_indexes_down_to_the_low_w
     for index, prefix, offset in ((first, "a", 0), (second, "b", 50)):
         # Stored at 1000 + offset + i: the second index's entries are all newer than the first's.
         count = 50
-        index.extend([f"{prefix}{i}" for i in range(count)], random_units(rng, count, 64), np.full(count, 1e9), [None] * count, 1000.0 + offset + np.arange(count))
+        index.extend(
+            [f"{prefix}{i}" for i in range(count)],
+            random_units(rng, count, 64),
+            np.full(count, 1e9),
+            [None] * count,
+            1000.0 + offset + np.arange(count),
+        )
     hit = first.search(first_vector := rng.standard_normal(64).astype(np.float32), now=5000.0, threshold=2.0)
     missed = first.search(-first_vector, now=5000.0, threshold=0.0)  # not within the threshold: not a hit
     assert hit is not None and missed is not None and hit.key != missed.key

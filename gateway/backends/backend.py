@@ -30,9 +30,7 @@ class Backend:
         self.health = BackendHealth(config.id, config.circuit_breaker, predictive, clock)
         self._token_provider = token_provider
         auth = config.auth
-        self._static_headers: tuple[tuple[str, str], ...] = (
-            (("api-key", auth.key.reveal()),) if isinstance(auth, ApiKeyAuth) else ()
-        )
+        self._static_headers: tuple[tuple[str, str], ...] = (("api-key", auth.key.reveal()),) if isinstance(auth, ApiKeyAuth) else ()
 
     def serves(self, deployment: str) -> bool:
         return self.config.serves(deployment)

@@ -164,7 +164,7 @@ def _config_from_json(item: dict[str, Any], env: Mapping[str, str]) -> Config:
     where = f"{_SETTING}, backend {backend_id!r}"
     kind = item.get("type", "single")
     if not isinstance(kind, str) or kind.lower() not in ("single", "pool"):
-        raise ValueError(f"{where}: 'type' must be \"single\" (the default) or \"pool\", not {kind!r}.")
+        raise ValueError(f'{where}: \'type\' must be "single" (the default) or "pool", not {kind!r}.')
     is_pool = kind.lower() == "pool"
     unknown = sorted(set(item) - (_POOL_KEYS if is_pool else _BACKEND_KEYS))
     if unknown:
@@ -193,15 +193,13 @@ def _config_from_json(item: dict[str, Any], env: Mapping[str, str]) -> Config:
         client_id = identity.get("client_id") if isinstance(identity, dict) else None
         auth = ManagedIdentityAuth(client_id)
     breaker = _breaker_rule(item.get("circuitBreaker"), where)
-    return BackendConfig(
-        backend_id, url, frozenset(deployments), auth, breaker, _timeouts(item.get("timeouts"), where), embeddings_deployment
-    )
+    return BackendConfig(backend_id, url, frozenset(deployments), auth, breaker, _timeouts(item.get("timeouts"), where), embeddings_deployment)
 
 
 def _pool_members(value: object, where: str) -> tuple[PoolMemberConfig, ...]:
     """APIM's `pool.services`: ids with optional priority and weight (0-100); all members or none set each."""
     if not isinstance(value, dict) or "services" not in value:
-        raise ValueError(f"{where}: a pool needs \"pool\": {{\"services\": [{{\"id\": \"<backend id>\"}}, ...]}}.")
+        raise ValueError(f'{where}: a pool needs "pool": {{"services": [{{"id": "<backend id>"}}, ...]}}.')
     if set(value) - {"services"}:
         raise ValueError(f"{where}: 'pool' takes only 'services' (session affinity is not supported).")
     services = value["services"]
@@ -210,8 +208,10 @@ def _pool_members(value: object, where: str) -> tuple[PoolMemberConfig, ...]:
     members: list[tuple[str, int | None, int | None]] = []
     for service in services:
         if not isinstance(service, dict) or not isinstance(service.get("id"), str) or set(service) - {"id", "priority", "weight"}:
-            raise ValueError(f"{where}: each pool member is {{\"id\": \"<backend id>\", \"priority\": 1, \"weight\": 50}}, got {service!r}.")
-        members.append((service["id"], _percent_int(service.get("priority"), where, "priority"), _percent_int(service.get("weight"), where, "weight")))
+            raise ValueError(f'{where}: each pool member is {{"id": "<backend id>", "priority": 1, "weight": 50}}, got {service!r}.')
+        members.append(
+            (service["id"], _percent_int(service.get("priority"), where, "priority"), _percent_int(service.get("weight"), where, "weight"))
+        )
     ids = [member_id for member_id, _, _ in members]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{where}: a member appears twice in 'pool.services': {ids}.")
@@ -255,7 +255,7 @@ def _duration(value: object, where: str) -> float:
     """ISO-8601 durations as APIM writes them ("PT1M", "PT30S", "P1D"); years and months are ambiguous, so refused."""
     match = _ISO_DURATION.fullmatch(value) if isinstance(value, str) else None
     if match is None:
-        raise ValueError(f"{where} {value!r} is not an ISO-8601 duration such as \"PT30S\" or \"PT1M\".")
+        raise ValueError(f'{where} {value!r} is not an ISO-8601 duration such as "PT30S" or "PT1M".')
     weeks, days, hours, minutes, seconds = (float(part or 0) for part in match.groups())
     total = (((weeks * 7 + days) * 24 + hours) * 60 + minutes) * 60 + seconds
     if total <= 0:
@@ -277,10 +277,14 @@ def _breaker_rule(value: object, where: str) -> BreakerRule | None:
         raise ValueError(f"{where}: unknown key {unknown[0]!r}; allowed: acceptRetryAfter, failureCondition, name, tripDuration.")
     condition = rule.get("failureCondition")
     if not isinstance(condition, dict):
-        raise ValueError(f"{where}: 'failureCondition' is required, e.g. {{\"count\": 3, \"interval\": \"PT1M\", \"statusCodeRanges\": [{{\"min\": 500, \"max\": 599}}]}}.")
+        raise ValueError(
+            f'{where}: \'failureCondition\' is required, e.g. {{"count": 3, "interval": "PT1M", "statusCodeRanges": [{{"min": 500, "max": 599}}]}}.'
+        )
     unknown = sorted(set(condition) - {"count", "percentage", "interval", "statusCodeRanges", "errorReasons"})
     if unknown:
-        raise ValueError(f"{where}: unknown key {unknown[0]!r} in 'failureCondition'; allowed: count, errorReasons, interval, percentage, statusCodeRanges.")
+        raise ValueError(
+            f"{where}: unknown key {unknown[0]!r} in 'failureCondition'; allowed: count, errorReasons, interval, percentage, statusCodeRanges."
+        )
     count, percentage = condition.get("count"), condition.get("percentage")
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
         raise ValueError(f"{where}: 'count' must be a positive integer, got {count!r}.")
@@ -290,7 +294,7 @@ def _breaker_rule(value: object, where: str) -> BreakerRule | None:
         raise ValueError(f"{where}: 'failureCondition' needs a 'count' or a 'percentage' of failures.")
     ranges = condition.get("statusCodeRanges", [])
     if not isinstance(ranges, list) or not all(_status_range(r) for r in ranges):
-        raise ValueError(f"{where}: 'statusCodeRanges' must be a list of {{\"min\": 500, \"max\": 599}} with codes from 200 to 599.")
+        raise ValueError(f'{where}: \'statusCodeRanges\' must be a list of {{"min": 500, "max": 599}} with codes from 200 to 599.')
     reasons = condition.get("errorReasons", [])
     if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
         raise ValueError(f"{where}: 'errorReasons' must be a list of strings.")
@@ -332,7 +336,7 @@ def _timeouts(value: object, where: str) -> Timeouts:
     if value is None:
         return Timeouts()
     if not isinstance(value, dict) or set(value) - set(_TIMEOUT_NAMES):
-        raise ValueError(f"{where}: 'timeouts' takes seconds for connect, firstByte and idle, e.g. {{\"firstByte\": 120, \"idle\": 30}}.")
+        raise ValueError(f'{where}: \'timeouts\' takes seconds for connect, firstByte and idle, e.g. {{"firstByte": 120, "idle": 30}}.')
     for name, seconds in value.items():
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= 3600:
             raise ValueError(f"{where}: timeout {name!r} must be a number of seconds above 0 and at most 3600, got {seconds!r}.")

@@ -197,9 +197,7 @@ class BackendHealth:
         failures, requests = self._window.counts(self.clock())
         latencies = sorted(self._latencies)
         p50 = round(latencies[len(latencies) // 2] * 1000, 2) if latencies else None
-        return HealthSnapshot(
-            self.open_until, self.wait_until, failures, requests, p50, self.remaining_tokens, self.remaining_requests
-        )
+        return HealthSnapshot(self.open_until, self.wait_until, failures, requests, p50, self.remaining_tokens, self.remaining_requests)
 
     def _maybe_trip(self, rule: BreakerRule, now: float, retry_after: float | None) -> bool:
         failures, requests = self._window.counts(now)
@@ -219,9 +217,7 @@ class BackendHealth:
         predictive = self._predictive
         if predictive is None:
             return
-        low = (tokens is not None and tokens < predictive.min_tokens) or (
-            requests is not None and requests < predictive.min_requests
-        )
+        low = (tokens is not None and tokens < predictive.min_tokens) or (requests is not None and requests < predictive.min_requests)
         self.low_until = now + PREDICTIVE_HOLD if low else 0.0
 
     def _changed(self) -> None:

@@ -46,9 +46,9 @@ from urllib.parse import quote, unquote
 
 import orjson
 
-from gateway.backends.health import BackendHealth, HealthSnapshot
 from gateway.backends.backend import Backend
 from gateway.backends.config import BackendConfig, Config, PoolConfig
+from gateway.backends.health import BackendHealth, HealthSnapshot
 from gateway.errors import StorageError
 from gateway.stores.tables import Entity, Query, Row, Table, Tables, update_with_retry
 
@@ -170,7 +170,8 @@ class HealthSync:
             ids, self._dirty = self._dirty | announce, set()
             try:
                 if announce:
-                    await update_with_retry(self._store.table(SUMMARY_TABLE), *_SUMMARY_KEY, lambda row: self._merged(row, announce))
+                    merged = self._merged  # awaited right here: the lambda never outlives this pass
+                    await update_with_retry(self._store.table(SUMMARY_TABLE), *_SUMMARY_KEY, lambda row: merged(row, announce))  # noqa: B023
                 table = self._store.table(TABLE)
                 for backend_id in ids:
                     health = self._health[backend_id]
@@ -273,10 +274,7 @@ def status_report(configs: Sequence[Config], rows: Iterable[HealthRow], now: flo
             report.append(entry)
     for config in configs:
         if isinstance(config, PoolConfig):
-            members = [
-                {"id": m.id, "priority": m.priority, "weight": m.weight, "available": backends[m.id]["available"]}
-                for m in config.members
-            ]
+            members = [{"id": m.id, "priority": m.priority, "weight": m.weight, "available": backends[m.id]["available"]} for m in config.members]
             active = any(member["available"] for member in members)
             report.append({"id": config.id, "type": "pool", "state": "active" if active else "inactive", "members": members})
     return report
@@ -306,4 +304,4 @@ def _backend_entry(config: BackendConfig, rows: list[HealthRow], now: float) -> 
 
 
 def _iso(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

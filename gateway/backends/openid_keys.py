@@ -108,7 +108,6 @@ class OpenIdKeyCache:
         return OpenIdKeys.from_jwks(jwks, issuer if isinstance(issuer, str) else None)
 
 
-
 async def _get_json(client: httpx.AsyncClient, url: str) -> Mapping[str, Any]:
     response = await client.get(url)
     response.raise_for_status()

@@ -32,9 +32,7 @@ _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class OutboundClient:
-    def __init__(
-        self, upstream: UpstreamClient, max_response_bytes: int = MAX_RESPONSE_BYTES, max_in_flight: int = MAX_ONE_WAY_IN_FLIGHT
-    ) -> None:
+    def __init__(self, upstream: UpstreamClient, max_response_bytes: int = MAX_RESPONSE_BYTES, max_in_flight: int = MAX_ONE_WAY_IN_FLIGHT) -> None:
         self._upstream = upstream
         self._max_response_bytes = max_response_bytes
         self._max_in_flight = max_in_flight

@@ -16,8 +16,8 @@ import aiohttp
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import BackendError, BackendTimeout
 from gateway.backends.health import CONNECTION_FAILURE, TIMEOUT
+from gateway.errors import BackendError, BackendTimeout
 from gateway.handling.usage import DONE_EVENT, StreamTap
 from policies.usage import Usage
 
@@ -80,12 +80,10 @@ class UpstreamClient:
         client_timeout = self._timeout
         if timeouts is not None:
             client_timeout = aiohttp.ClientTimeout(total=None, connect=timeouts.connect, sock_read=timeouts.first_byte)
-        request = self._get_session().request(
-            method, url, headers=headers, data=body or None, allow_redirects=False, timeout=client_timeout
-        )
+        request = self._get_session().request(method, url, headers=headers, data=body or None, allow_redirects=False, timeout=client_timeout)
         try:
             upstream = await (asyncio.wait_for(request, timeout) if timeout else request)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise BackendTimeout() from exc
         except aiohttp.ClientError as exc:
             raise BackendError() from exc
@@ -131,7 +129,7 @@ def is_streaming(upstream: aiohttp.ClientResponse) -> bool:
 async def read_body(upstream: aiohttp.ClientResponse) -> bytes:
     try:
         return await upstream.read()
-    except asyncio.TimeoutError as exc:
+    except TimeoutError as exc:
         raise BackendTimeout() from exc
     except aiohttp.ClientError as exc:
         raise BackendError() from exc
@@ -306,7 +304,7 @@ class RelayResponse(StreamingResponse):
                 yield chunk
             if tap is not None and (rest := tap.flush()):
                 yield rest
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             self._broke_off(TIMEOUT if isinstance(exc, asyncio.TimeoutError) else CONNECTION_FAILURE, f"broke off ({type(exc).__name__})")
             raise StreamTruncated() from exc
         finally:

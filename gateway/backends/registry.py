@@ -14,7 +14,6 @@ from gateway.backends.credentials import TokenProvider, managed_identity_credent
 from gateway.backends.health import PredictiveRouting
 from gateway.backends.pools import Pool, PoolMember
 
-
 #: What a deployment or a `backend-id` names: both answer `select(deployment, tried) -> Backend`.
 Target = Backend | Pool
 

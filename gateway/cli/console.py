@@ -67,13 +67,17 @@ class Outcome:
 def send(attempt: Attempt, on_text: Callable[[str], None]) -> Outcome:
     """Send the request; `on_text` gets the answer as it arrives. Raises click.ClickException when unreachable."""
     import httpx  # the CLI's other commands start faster without it
+
     headers = {"api-key": attempt.key}
     timeout = httpx.Timeout(attempt.timeout, connect=5.0)
     started = time.perf_counter()
     try:
-        with httpx.Client(timeout=timeout) as client, client.stream(
-            "POST", attempt.url, params={"api-version": attempt.api_version}, headers=headers, content=orjson.dumps(attempt.body())
-        ) as response:
+        with (
+            httpx.Client(timeout=timeout) as client,
+            client.stream(
+                "POST", attempt.url, params={"api-version": attempt.api_version}, headers=headers, content=orjson.dumps(attempt.body())
+            ) as response,
+        ):
             outcome = Outcome(response.status_code, response.headers, 0.0)
             if response.status_code == 200 and attempt.stream:
                 _read_stream(response, outcome, started, on_text)

@@ -12,13 +12,12 @@ from typing import Any
 
 import click
 
-from gateway.cli import console
+from gateway.cli import console, progress
 from gateway.cli.account import Account, echo_json, run_with_account, run_with_repository, settings_or_exit
 from gateway.cli.policies import policies
 from gateway.cli.subscriptions import subscriptions
-from gateway.dev import devstack, starter
-from gateway.cli import progress
 from gateway.config.settings import Settings
+from gateway.dev import devstack, starter
 from gateway.stores.subscriptions import SubscriptionRepository
 
 #: Local state (Azurite data, the pepper, the demo key); GATEWAY_LOCAL_DIR moves it (tests do).
@@ -89,7 +88,9 @@ def run(port: int, simulator_port: int, token_ms: float) -> None:
             env["GATEWAY_BACKENDS"] = json.dumps(
                 [
                     {
-                        "id": "simulator", "url": f"http://127.0.0.1:{simulator_port}", "api_key_setting": "SIMULATOR_API_KEY",
+                        "id": "simulator",
+                        "url": f"http://127.0.0.1:{simulator_port}",
+                        "api_key_setting": "SIMULATOR_API_KEY",
                         "embeddings_deployment": "text-embedding-3-small",
                     }
                 ]
@@ -103,7 +104,9 @@ def run(port: int, simulator_port: int, token_ms: float) -> None:
         os.environ.update(env)
         settings = settings_or_exit()
         key = _demo_key(settings)
-        if "GATEWAY_BACKENDS" in env and run_with_account(settings, lambda account: starter.apply_if_fresh(account.policy_repository, account.loader)):
+        if "GATEWAY_BACKENDS" in env and run_with_account(
+            settings, lambda account: starter.apply_if_fresh(account.policy_repository, account.loader)
+        ):
             click.echo(starter.announcement())
         click.echo(
             f"\nGateway: http://127.0.0.1:{port}   demo subscription key: {key}\n"
@@ -147,7 +150,20 @@ def usage(since: str, group_by: str, as_json: bool) -> None:
     if not rows:
         click.echo(f"No token metrics since {start:%Y-%m-%d %H:%M} UTC. Is an emit-token-metric policy applied?")
         return
-    columns = ["group", "requests", "prompt", "completion", "total", "cached", "reasoning", "estimated", "cacheHits", "savedTokens", "refused429", "refused403"]
+    columns = [
+        "group",
+        "requests",
+        "prompt",
+        "completion",
+        "total",
+        "cached",
+        "reasoning",
+        "estimated",
+        "cacheHits",
+        "savedTokens",
+        "refused429",
+        "refused403",
+    ]
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
     click.echo("  ".join(c.ljust(widths[c]) if c == "group" else c.rjust(widths[c]) for c in columns))
     for row in rows:

@@ -73,9 +73,7 @@ def owner(
     click.echo(f"Running gateways see the change within {settings.subscription_cache_seconds:g} s.", err=True)
 
 
-def _changed(
-    current: Owner | None, email: str | None, name: str | None, owner_id: str | None, note: str | None, groups: tuple[str, ...]
-) -> Owner:
+def _changed(current: Owner | None, email: str | None, name: str | None, owner_id: str | None, note: str | None, groups: tuple[str, ...]) -> Owner:
     base = current or Owner("")
     keep_name = f"{base.first_name} {base.last_name}".strip()
     try:

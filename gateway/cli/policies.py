@@ -77,10 +77,7 @@ def apply_policy(file: Any, scope_text: str) -> None:
             version = run_with_account(settings, apply)
     except ValueError as exc:
         raise click.ClickException(f"{exc}\nNothing was applied; the policies in force are unchanged.") from None
-    click.echo(
-        f"Applied {file.name} to scope {scope} (config version {version}); gateways reload within "
-        f"{settings.policy_poll_seconds:g} s."
-    )
+    click.echo(f"Applied {file.name} to scope {scope} (config version {version}); gateways reload within {settings.policy_poll_seconds:g} s.")
 
 
 @policies.command("delete")
@@ -134,8 +131,8 @@ def list_policies() -> None:
 @click.option("--product", default=None, help="Product of the calling subscription, if any.")
 def effective_policy(operation_id: str, product: str | None) -> None:
     """Print the effective document for an operation: every scope merged at its <base />."""
-    from policies.policy_set import compile_policy_set
     from gateway.handling.operations import ALL_OPERATIONS
+    from policies.policy_set import compile_policy_set
 
     operation = next((op for op in ALL_OPERATIONS if op.id == operation_id), None)
     if operation is None:

@@ -66,8 +66,8 @@ def check_document(xml: str, scope: Scope, env: Mapping[str, str]) -> Checked:
 
 def _stored_fragments(settings: Settings) -> tuple[dict[str, str] | None, str]:
     """The store's fragments, or None and why they could not be read."""
-    from gateway.stores.policies import PolicyRepository
     from gateway.stores.azure_tables import AzureTables
+    from gateway.stores.policies import PolicyRepository
 
     async def read() -> dict[str, str]:
         store = AzureTables(settings.storage_connection.reveal(), settings.table_prefix, deadline_seconds=STORE_SECONDS)
@@ -80,4 +80,3 @@ def _stored_fragments(settings: Settings) -> tuple[dict[str, str] | None, str]:
         return asyncio.run(read()), ""
     except StorageError as exc:
         return None, f"the policy store did not answer ({exc.message})"
-

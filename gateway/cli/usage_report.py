@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -20,13 +20,11 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     match = _SPAN.match(text.strip())
     if match is None:
         raise ValueError(f"{text!r} is not a span like 90m, 24h or 7d.")
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return now - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
-async def summarize(
-    table: Table, since: datetime, group_by: str, progress: Callable[[int], None] | None = None
-) -> list[dict[str, Any]]:
+async def summarize(table: Table, since: datetime, group_by: str, progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """Totals per group since `since`, largest total first; `progress` hears the rows read so far, every 1,000."""
     totals: dict[str, dict[str, int]] = {}
     read = 0

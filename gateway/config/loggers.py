@@ -76,7 +76,9 @@ def _logger(logger_id: str, item: dict[str, Any], env: Mapping[str, str]) -> Log
         raise ValueError(f"{where}: 'name' must be {what}, got {name!r}.")
     setting, endpoint, identity = item.get("connection_setting"), item.get("endpoint"), item.get("managed_identity")
     if (setting is None) == (endpoint is None):
-        raise ValueError(f"{where}: give either 'connection_setting' (the setting holding a connection string) or 'endpoint' with 'managed_identity'.")
+        raise ValueError(
+            f"{where}: give either 'connection_setting' (the setting holding a connection string) or 'endpoint' with 'managed_identity'."
+        )
     if setting is not None:
         connection = env.get(setting) if isinstance(setting, str) else None
         if not connection or identity is not None:
@@ -84,7 +86,7 @@ def _logger(logger_id: str, item: dict[str, Any], env: Mapping[str, str]) -> Log
             raise ValueError(f"{where}: its connection setting {setting!r} {problem}.")
         return LoggerConfig(logger_id, kind, name, connection=Secret(connection))
     if not isinstance(endpoint, str) or not endpoint or not (identity is True or isinstance(identity, dict)):
-        raise ValueError(f"{where}: 'endpoint' needs \"managed_identity\": true or {{\"client_id\": \"…\"}}.")
+        raise ValueError(f'{where}: \'endpoint\' needs "managed_identity": true or {{"client_id": "…"}}.')
     client_id = identity.get("client_id") if isinstance(identity, dict) else None
     if client_id is not None and not isinstance(client_id, str):
         raise ValueError(f"{where}: 'managed_identity.client_id' must be a string.")

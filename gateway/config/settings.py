@@ -20,7 +20,6 @@ from gateway.config.loggers import LoggerConfig, parse_loggers
 from gateway.config.sensitive import Secret
 from policies.url_allow_list import UrlAllowList
 
-
 DEFAULT_APIS = ("openai", "openai-v1")
 #: More trusted proxies than any real chain: a larger setting is a typo, refused at load.
 MAX_HOPS = 8
@@ -267,7 +266,9 @@ def _trusted_proxy_hops(env: Mapping[str, str]) -> int:
         under_functions = "FUNCTIONS_WORKER_RUNTIME" in env
         return int(_flag(env, "GATEWAY_TRUST_FORWARDED_FOR", default=under_functions))
     if not raw.isdigit() or int(raw) > MAX_HOPS:
-        raise ValueError(f"Setting 'GATEWAY_TRUSTED_PROXY_HOPS' has value {raw!r}: use the number of proxies in front of the gateway, 0 to {MAX_HOPS}.")
+        raise ValueError(
+            f"Setting 'GATEWAY_TRUSTED_PROXY_HOPS' has value {raw!r}: use the number of proxies in front of the gateway, 0 to {MAX_HOPS}."
+        )
     return int(raw)
 
 
@@ -331,9 +332,7 @@ def _parse_products(env: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
     data = _json_setting(env, "GATEWAY_PRODUCTS")
     if data is None:
         return {}
-    if not isinstance(data, dict) or not all(
-        isinstance(apis, list) and all(isinstance(api, str) for api in apis) for apis in data.values()
-    ):
+    if not isinstance(data, dict) or not all(isinstance(apis, list) and all(isinstance(api, str) for api in apis) for apis in data.values()):
         raise ValueError('Setting \'GATEWAY_PRODUCTS\' must map product names to lists of API ids, e.g. {"gold": ["openai"]}.')
     unknown = {api for apis in data.values() for api in apis} - set(DEFAULT_APIS)
     if unknown:

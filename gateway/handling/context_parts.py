@@ -1,4 +1,6 @@
-"""What the gateway puts in the policy context beyond the request: `context.Api` and `context.User`.
+"""The policy context's life around the request: what goes in beyond the request (`context.Api`, `context.User`,
+the host and port the request was sent to), and what happens when the request is over (the complete answer to
+the listeners that want it, the statements' callbacks released).
 
 `context.Api` is APIM's API: its id, name, path below the gateway (`openai`, `openai/v1`), revision and the
 service URL (the backend that serves requests without a routing policy). One object per API is built when the
@@ -12,6 +14,7 @@ subscriptions without a user.
 from __future__ import annotations
 
 import functools
+import logging
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -24,6 +27,8 @@ from policies import context as ctx
 #: API id -> (display name, path below the gateway's host), as APIM's Azure OpenAI import names them.
 _APIS = {VERSIONED_API: ("Azure OpenAI", "openai"), V1_API: ("Azure OpenAI v1", "openai/v1")}
 REVISION = "1"
+
+logger = logging.getLogger(__name__)
 
 
 def api_contexts(backends: BackendRegistry) -> dict[str, ctx.Api]:
@@ -75,3 +80,23 @@ def _split_host(host_header: str, scheme: str) -> tuple[str, int]:
 
 def _default_port(scheme: str) -> int:
     return 443 if scheme in ("https", "wss") else 80
+
+
+def release(context: ctx.Context) -> None:
+    """The request is over: drop its statements' callbacks, which close over the context.
+
+    Each such callback makes a reference cycle (context → list → closure → context); broken here, a finished
+    request's objects are freed at once by reference counting instead of piling up for the cyclic garbage
+    collector, whose full passes stall every request in flight (bench/overhead.py, c=20).
+    """
+    context.after_backend.clear()
+    context.usage_listeners.clear()
+    context.body_listeners.clear()
+
+
+async def tell_body_listeners(context: ctx.Context, status: int, body: bytes) -> None:
+    for listener in context.body_listeners:
+        try:
+            await listener(status, body)
+        except Exception:
+            logger.exception("A response body listener failed; the response itself was not affected.")

@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING
 import aiohttp
 import orjson
 
+from gateway.backends.backend import Backend
 from gateway.backends.health import CONNECTION_FAILURE, TIMEOUT
 from gateway.backends.proxy import is_streaming, read_body, upstream_headers
-from gateway.backends.backend import Backend
 from gateway.errors import BackendError, BackendTimeout, DeploymentNotFound, GatewayError
 from gateway.handling.client_credentials import ClientCredentials
+from gateway.handling.json_body import ParsedBody
 from gateway.handling.operations import Operation
 from gateway.handling.services import GatewayServices
 from gateway.handling.timing import ServerTiming
-from gateway.handling.json_body import ParsedBody
 from gateway.handling.tokens import RequestTokens, completion_limit
 from gateway.handling.usage import StreamTap, UsageReporter, request_usage_upstream, stream_usage_available, usage_from_body
 from policies.context import Body, Context, Headers, Response

@@ -23,18 +23,19 @@ from gateway.backends.health_sync import HealthSync
 from gateway.backends.outbound import OutboundClient
 from gateway.backends.proxy import RelayResponse, UpstreamClient, raw_headers
 from gateway.backends.registry import BackendRegistry
-from gateway.handling.policy_loader import policy_loader
 from gateway.config.settings import Settings
 from gateway.errors import GatewayError, ResourceNotFound, answer_for
 from gateway.handling import client_credentials, collector, forwarded, json_body, operations, response_ids
 from gateway.handling.auth import SubscriptionAuthenticator
-from gateway.handling.context_parts import api_contexts, authority, user_of
+from gateway.handling.context_parts import api_contexts, authority, release, tell_body_listeners, user_of
 from gateway.handling.exchange import Exchange
+from gateway.handling.policy_loader import policy_loader
 from gateway.handling.services import GatewayServices
 from gateway.handling.timing import ServerTiming
 from gateway.handling.tokens import TokenCounter
 from gateway.handling.usage import StreamTap, UsageReporter, asks_for_usage, has_usage_option
 from gateway.stores.appinsights import AppInsightsExporter
+from gateway.stores.azure_tables import AzureTables
 from gateway.stores.counters import SharedCounters
 from gateway.stores.custom_metrics import TABLE as CUSTOM_METRICS_TABLE
 from gateway.stores.event_log import EventLogger
@@ -45,7 +46,6 @@ from gateway.stores.response_owners import TABLE as RESPONSE_OWNERS_TABLE
 from gateway.stores.response_owners import ResponseOwners
 from gateway.stores.rollups import RollupCompactor
 from gateway.stores.subscriptions import KeyHasher, Subscription, SubscriptionRepository
-from gateway.stores.azure_tables import AzureTables
 from gateway.stores.tables import Tables
 from gateway.stores.value_cache import ValueCacheStore
 from policies import context as ctx
@@ -91,7 +91,7 @@ class Gateway:
             OutboundClient(self.upstream), settings.token_rate_window_seconds,
         )  # fmt: skip
         if settings.openid_keys:
-            self.services.signing_keys  # parse the overrides now: a bad GATEWAY_OPENID_KEYS fails at start-up
+            _ = self.services.signing_keys  # parse the overrides now: a bad GATEWAY_OPENID_KEYS fails at start-up
         self.loader = policy_loader(settings, self.backends)
         self.subscriptions = SubscriptionRepository(self.store.table("subscriptions"), self.hasher)
         self.response_owners = ResponseOwners(self.store.table(RESPONSE_OWNERS_TABLE))
@@ -162,7 +162,7 @@ class Gateway:
             raise
         finally:
             if not isinstance(response, RelayResponse):  # a stream is done only when its relay ends (`on_end`)
-                _release(context)
+                release(context)
 
     async def _parse_body(self, request: Request, body: bytes) -> object:
         """The body's JSON, depth-checked once for every later reader (400 if invalid); None if empty or multipart."""
@@ -188,7 +188,7 @@ class Gateway:
         try:
             return _http_response(cors.preflight(context))
         finally:
-            _release(context)
+            release(context)
 
     def _context(
         self,
@@ -274,9 +274,9 @@ class Gateway:
                         await exchange.usage.report(await exchange.stream_usage(context, tap, aborted))
                     assembled = tap.assembled() if not aborted else None
                     if assembled is not None:
-                        await _tell_body_listeners(context, answer.StatusCode, assembled)
+                        await tell_body_listeners(context, answer.StatusCode, assembled)
                 finally:
-                    _release(context)
+                    release(context)
 
             on_break = exchange.backend.health.record_failure if exchange.backend is not None else None
             keepalive = self.settings.sse_keepalive_seconds
@@ -285,7 +285,7 @@ class Gateway:
             return relay
         if _created_response(exchange, answer.StatusCode) and context.Subscription is not None:
             await response_ids.record_answer(self.response_owners, answer.Body.content, context.Subscription.Id)
-        await _tell_body_listeners(context, answer.StatusCode, answer.Body.content)
+        await tell_body_listeners(context, answer.StatusCode, answer.Body.content)
         response = Response(answer.Body.content, status_code=answer.StatusCode)
         response.raw_headers.extend(headers)
         return response
@@ -296,7 +296,12 @@ class Gateway:
         # The client asked for a usage chunk the gateway did not request for itself: make sure one arrives.
         add_usage = not exchange.strip_usage and has_usage_option(exchange.operation.id) and asks_for_usage(exchange.json.latest)
         wanted = exchange.usage.wanted
-        options = {"strip_usage": exchange.strip_usage, "count_text": wanted or add_usage, "assemble": bool(context.body_listeners), "add_usage": add_usage}
+        options = {
+            "strip_usage": exchange.strip_usage,
+            "count_text": wanted or add_usage,
+            "assemble": bool(context.body_listeners),
+            "add_usage": add_usage,
+        }
         if _created_response(exchange, status) and context.Subscription is not None:
             subscription = context.Subscription.Id
             return response_ids.ResponseIdTap(lambda found: self.response_owners.record_soon(found, subscription), **options)
@@ -373,25 +378,5 @@ def _http_response(answer: PolicyResponse) -> Response:
     return response
 
 
-def _release(context: ctx.Context) -> None:
-    """The request is over: drop its statements' callbacks, which close over the context.
-
-    Each such callback makes a reference cycle (context → list → closure → context); broken here, a finished
-    request's objects are freed at once by reference counting instead of piling up for the cyclic garbage
-    collector, whose full passes stall every request in flight (bench/overhead.py, c=20).
-    """
-    context.after_backend.clear()
-    context.usage_listeners.clear()
-    context.body_listeners.clear()
-
-
 def _created_response(exchange: Exchange, status: int) -> bool:
     return exchange.operation.id == response_ids.CREATE and status == 200
-
-
-async def _tell_body_listeners(context: ctx.Context, status: int, body: bytes) -> None:
-    for listener in context.body_listeners:
-        try:
-            await listener(status, body)
-        except Exception:
-            logger.exception("A response body listener failed; the response itself was not affected.")

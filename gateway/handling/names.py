@@ -43,7 +43,6 @@ def body_model(value: object) -> str:
         raise BadRequest("Missing required parameter: 'model'.")
     if DEPLOYMENT_NAME.fullmatch(value) is None:
         raise BadRequest(
-            "Invalid value for 'model': use a deployment name of 1 to 64 letters, digits, '-', '_' or '.', "
-            "starting with a letter or digit."
+            "Invalid value for 'model': use a deployment name of 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit."
         )
     return value

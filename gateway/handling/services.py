@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from gateway.backends.backend import Backend
 from gateway.backends.credentials import TokenProvider, managed_identity_credential
 from gateway.backends.outbound import OutboundClient
 from gateway.backends.proxy import UpstreamClient
-from gateway.backends.backend import Backend
 from gateway.backends.registry import BackendRegistry
 from gateway.errors import BackendNotFound
 from gateway.handling.tokens import TokenCounter

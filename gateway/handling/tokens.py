@@ -327,8 +327,8 @@ def completion_limit(payload: Any) -> int | None:
         return None
     n = payload.get("n", 1)
     choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
-    for field in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
-        value = payload.get(field)
+    for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        value = payload.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value * choices
     return None

@@ -152,7 +152,11 @@ class StreamTap:
 
     def usage_event(self, usage: Usage) -> bytes:
         """The usage-only chunk the backend would have sent, followed by the `[DONE]` held back for it."""
-        chunk = {**(self._meta or {}), "choices": [], "usage": {"prompt_tokens": usage.prompt, "completion_tokens": usage.completion, "total_tokens": usage.total}}
+        chunk = {
+            **(self._meta or {}),
+            "choices": [],
+            "usage": {"prompt_tokens": usage.prompt, "completion_tokens": usage.completion, "total_tokens": usage.total},
+        }
         return b"data: " + orjson.dumps(chunk) + b"\n\n" + DONE_EVENT
 
     def assembled(self) -> bytes | None:

@@ -26,7 +26,6 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.config.settings import ClientTimeouts
 
-
 _BODY_LATE = orjson.dumps({"error": {"code": "RequestTimeout", "message": "The request body did not arrive in time."}})
 _408 = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"

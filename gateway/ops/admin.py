@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.backends.health_sync import backend_status
-from gateway.errors import StorageError, ResourceNotFound, error_response
+from gateway.errors import ResourceNotFound, StorageError, error_response
 from gateway.handling import forwarded
 from gateway.ops.sessions import DENYLIST_TABLE, Denylist, Session, SessionTokens
 from gateway.ops.throttle import FailureThrottle
@@ -115,4 +115,6 @@ def public_origin(gateway: Gateway, request: Request) -> tuple[str, str]:
 
 
 def _denied() -> Response:
-    return error_response(401, "401", f"Access denied due to a missing or invalid admin key (header {ADMIN_KEY_HEADER}, the GATEWAY_ADMIN_KEY setting).")
+    return error_response(
+        401, "401", f"Access denied due to a missing or invalid admin key (header {ADMIN_KEY_HEADER}, the GATEWAY_ADMIN_KEY setting)."
+    )

@@ -16,18 +16,18 @@ import html
 import math
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from gateway.ops import admin
-from gateway.ops.sessions import SESSION_SECONDS
-from gateway.errors import ResourceNotFound, error_response
-from gateway.ops.dashboard_data import DEFAULT_WINDOW, WINDOWS, Breakdown, Summary, refusals, summarize
 from gateway.backends.health_sync import backend_status
+from gateway.errors import ResourceNotFound, error_response
+from gateway.ops import admin
+from gateway.ops.dashboard_data import DEFAULT_WINDOW, WINDOWS, Breakdown, Summary, refusals, summarize
+from gateway.ops.sessions import SESSION_SECONDS
 from gateway.stores.metric_rows import ROLLUP_TABLE
 
 if TYPE_CHECKING:
@@ -195,7 +195,7 @@ def render(summary: Summary, backends: Sequence[Mapping[str, Any]], names: Mappi
         f'<a href="{PATH}?{_e(urlencode({"window": name, **key_query}))}"{" aria-current=page" if name == window.name else ""}>{_e(other.label)}</a>'
         for name, other in WINDOWS.items()
     )
-    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     body = (
         f'<header><h1>GenAI gateway</h1><nav>{nav}</nav><span class="muted">{_e(generated)}; refreshes every minute</span>'
         f'<form method="post" action="{PATH}" id="sign-out"><input type="hidden" name="action" value="logout">'
@@ -227,7 +227,10 @@ def _totals(summary: Summary) -> str:
     ]
     attributes = " ".join(f'data-{_attribute(name)}="{value}"' for name, value in totals.items())
     rate_attribute = "" if rate is None else f' data-cache-hit-rate="{rate:.6f}"'
-    cells = "".join(f'<div class="tile"><div class="label">{_e(a)}</div><div class="value">{_e(b)}</div><div class="muted">{_e(c)}</div></div>' for a, b, c in tiles)
+    cells = "".join(
+        f'<div class="tile"><div class="label">{_e(a)}</div><div class="value">{_e(b)}</div><div class="muted">{_e(c)}</div></div>'
+        for a, b, c in tiles
+    )
     return f'<section id="totals" class="tiles" data-window="{_e(summary.window.name)}" data-rows="{summary.rows_read}" {attributes}{rate_attribute}>{cells}</section>'
 
 
@@ -302,7 +305,21 @@ def _table(table_id: str, kind: str, breakdown: Breakdown, names: Mapping[str, s
     if not ranked:
         return f'<p id="{table_id}" class="empty">Nothing recorded in this window.</p>'
     grand = sum(values["total"] for values in breakdown.totals.values()) or 1
-    head = "".join(f"<th>{h}</th>" for h in (kind.capitalize(), "Tokens", "Share", "Prompt", "Completion", "Requests", "Refused 429", "Refused 403", "Cache hits", "Tokens saved"))
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            kind.capitalize(),
+            "Tokens",
+            "Share",
+            "Prompt",
+            "Completion",
+            "Requests",
+            "Refused 429",
+            "Refused 403",
+            "Cache hits",
+            "Tokens saved",
+        )
+    )
     rows = []
     for group in ranked[:TOP_ROWS]:
         values = breakdown.totals[group]
@@ -335,18 +352,22 @@ def _backends(report: Sequence[Mapping[str, Any]]) -> str:
             f'<tr data-backend="{_e(entry["id"])}" data-state="{_e(entry["state"])}" data-available="{str(entry["available"]).lower()}" '
             f'data-latency-p50-ms="{"" if latency is None else latency}" data-recent-failures="{entry["recentFailures"]}" '
             f'data-recent-requests="{entry["recentRequests"]}"><td>{_e(entry["id"])}</td><td class="state-{_e(state)}">{_e(state)}</td>'
-            f'<td>{bar or "–"}</td><td>{entry["recentFailures"]} / {entry["recentRequests"]}</td><td>{_e(entry["waitUntil"] or "–")}</td>'
-            f'<td>{_e(entry["openUntil"] or "–")}</td><td>{entry["instances"]}</td></tr>'
+            f"<td>{bar or '–'}</td><td>{entry['recentFailures']} / {entry['recentRequests']}</td><td>{_e(entry['waitUntil'] or '–')}</td>"
+            f"<td>{_e(entry['openUntil'] or '–')}</td><td>{entry['instances']}</td></tr>"
         )
     pools = "".join(
         f'<li data-pool="{_e(pool["id"])}" data-state="{_e(pool["state"])}"><b>{_e(pool["id"])}</b> '
         f'<span class="state-{_e(pool["state"])}">{_e(pool["state"])}</span>: '
-        + ", ".join(f'{_e(m["id"])} (priority {m["priority"]}, weight {m["weight"]}{"" if m["available"] else ", unavailable"})' for m in pool["members"])
+        + ", ".join(
+            f"{_e(m['id'])} (priority {m['priority']}, weight {m['weight']}{'' if m['available'] else ', unavailable'})" for m in pool["members"]
+        )
         + "</li>"
         for pool in report
         if pool["type"] == "pool"
     )
-    return f'<table id="backends"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>' + (f'<ul id="pools">{pools}</ul>' if pools else "")
+    return f'<table id="backends"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>' + (
+        f'<ul id="pools">{pools}</ul>' if pools else ""
+    )
 
 
 _CSS = """

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.stores.metric_rows import METRIC_FIELDS, ROLLUP_DAY_PARTITION, ROLLUP_HOUR_PARTITION, ROLLUP_MINUTE_PARTITION
@@ -39,7 +39,7 @@ class Window:
     def periods(self, now: datetime) -> list[tuple[str, datetime]]:
         """The window's buckets, oldest first: (PartitionKey, start) for each, the last one holding `now`."""
         seconds = int(self.bucket.total_seconds())
-        last = datetime.fromtimestamp(int(now.timestamp()) // seconds * seconds, timezone.utc)
+        last = datetime.fromtimestamp(int(now.timestamp()) // seconds * seconds, UTC)
         starts = [last - self.bucket * back for back in range(self.buckets - 1, -1, -1)]
         return [(start.strftime(self.partition_format), start) for start in starts]
 
@@ -99,7 +99,7 @@ def refusals(values: Mapping[str, int]) -> int:
 
 async def summarize(table: Table, window: Window, now: datetime | None = None) -> Summary:
     """Read the window's rows (one partition range, only the needed columns) and sum them per bucket and group."""
-    periods = window.periods(now or datetime.now(timezone.utc))
+    periods = window.periods(now or datetime.now(UTC))
     query = Query(partition_from=periods[0][0], partition_through=periods[-1][0], select=_SELECT)
     return aggregate(window, periods, [entity async for entity in table.query(query)])
 
@@ -120,4 +120,3 @@ def aggregate(window: Window, periods: list[tuple[str, datetime]], entities: Ite
         subscriptions.add(str(entity.get("subscription") or ""), bucket, values)
         deployments.add(str(entity.get("deployment") or ""), bucket, values)
     return Summary(window, periods, totals, subscriptions, deployments, rows)
-

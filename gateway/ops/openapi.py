@@ -29,9 +29,9 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.errors import error_response
 from gateway.handling import forwarded
 from gateway.handling import operations as routes
-from gateway.errors import error_response
 
 if TYPE_CHECKING:
     from gateway.handling.gateway import Gateway
@@ -41,7 +41,12 @@ _SPEC_FILE = re.compile(r"^azure-openai-inference-(\d{4}-\d{2}-\d{2}(?:-preview)
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 SECURITY_SCHEMES: dict[str, dict[str, str]] = {
     "apiKey": {"type": "apiKey", "in": "header", "name": "api-key", "description": "A gateway subscription key."},
-    "subscriptionKey": {"type": "apiKey", "in": "header", "name": "Ocp-Apim-Subscription-Key", "description": "A gateway subscription key, APIM's header."},
+    "subscriptionKey": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Ocp-Apim-Subscription-Key",
+        "description": "A gateway subscription key, APIM's header.",
+    },
     "subscriptionKeyQuery": {"type": "apiKey", "in": "query", "name": "subscription-key", "description": "A gateway subscription key, in the query."},
 }
 

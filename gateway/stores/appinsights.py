@@ -4,7 +4,7 @@ pre-aggregated custom metrics."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -89,7 +89,7 @@ def _envelope(
     minute: str, namespace: str, metric: str, value: float, count: int, dimensions: tuple[tuple[str, str], ...], ikey: str
 ) -> dict[str, Any]:
     """One pre-aggregated metric (kind 1: an aggregation of `count` values summing to `value`) of one minute."""
-    time = datetime.strptime(minute, "%Y%m%d%H%M").replace(tzinfo=timezone.utc)
+    time = datetime.strptime(minute, "%Y%m%d%H%M").replace(tzinfo=UTC)
     return {
         "name": "Microsoft.ApplicationInsights.Metric",
         "time": time.isoformat().replace("+00:00", "Z"),

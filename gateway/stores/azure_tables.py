@@ -135,9 +135,7 @@ class AzureTable:
     async def replace(self, entity: Entity, etag: str) -> None:
         async def write() -> None:
             try:
-                await self.client.update_entity(
-                    encode(entity), mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
-                )
+                await self.client.update_entity(encode(entity), mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified)
             except ResourceNotFoundError:
                 raise Conflict(f"A row of {self.name} was deleted while being updated.") from None
 

@@ -103,9 +103,7 @@ class _Lease:
 class SharedCounters:
     """`policies.counters.Counters` backed by Table Storage leases that expire."""
 
-    def __init__(
-        self, table: Table, lease_fraction: float = 0.05, refuse_on_outage: bool = False, lease_seconds: float = LEASE_SECONDS
-    ) -> None:
+    def __init__(self, table: Table, lease_fraction: float = 0.05, refuse_on_outage: bool = False, lease_seconds: float = LEASE_SECONDS) -> None:
         self._table = table
         self._lease_fraction = lease_fraction
         self._refuse_on_outage = refuse_on_outage
@@ -259,9 +257,7 @@ class SharedCounters:
     def _lock(self, lease: _Lease) -> asyncio.Lock:
         return self._locks.setdefault((lease.key, lease.window.id), asyncio.Lock())
 
-    async def _write(
-        self, lease: _Lease, limit: int, wanted: int, minimum: int, release: bool = False, keep: int | None = None
-    ) -> None:
+    async def _write(self, lease: _Lease, limit: int, wanted: int, minimum: int, release: bool = False, keep: int | None = None) -> None:
         """Report spend, prune expired leases, and set our held amount: up to `wanted` more (at least `minimum`,
         else nothing more), or nothing at all when releasing, or at most `keep` (giving back the rest). Updates
         the local lease from what was written.
@@ -277,9 +273,7 @@ class SharedCounters:
             snapshot = lease.balance
             now = time.time()
             settled = _settled(row) + lease.reported - snapshot
-            leases = {
-                owner: held_expiry for owner, held_expiry in _leases(row).items() if owner != self.instance and held_expiry[1] > now
-            }
+            leases = {owner: held_expiry for owner, held_expiry in _leases(row).items() if owner != self.instance and held_expiry[1] > now}
             others = sum(held for held, _ in leases.values())
             base = max(snapshot, 0) if keep is None else min(max(snapshot, 0), keep)
             held = 0 if release else min(base + wanted, max(limit - settled - others, base))

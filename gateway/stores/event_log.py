@@ -26,7 +26,7 @@ import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from gateway.backends.credentials import managed_identity_credential
@@ -85,7 +85,9 @@ class EventLogger:
         size = len(text)
         if self._queue.qsize() >= MAX_QUEUED or self._queued_chars + size > MAX_QUEUED_CHARS:
             if self._dropped == 0:
-                logger.warning("The log-to-eventhub queue is full (%d messages, %d characters): dropping messages.", self._queue.qsize(), self._queued_chars)
+                logger.warning(
+                    "The log-to-eventhub queue is full (%d messages, %d characters): dropping messages.", self._queue.qsize(), self._queued_chars
+                )
             self._dropped += 1
             return
         if self._dropped:
@@ -235,7 +237,7 @@ class _BlobSink:
     async def send(self, texts: list[str], partition_key: str | None, partition_id: str | None) -> None:
         from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         blob = self._client.get_blob_client(f"{self._instance}/{now:%Y-%m-%d}/{now:%H}.log")
         data = "".join(text.replace("\n", " ") + "\n" for text in texts).encode()
         try:

@@ -14,7 +14,7 @@ import asyncio
 import itertools
 import operator
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.errors import Conflict, EntityRejected, StorageUnavailable
@@ -148,7 +148,7 @@ class MemoryTable:
                 self._meta.pop(key, None)
             else:
                 self.rows[key] = dict(entity)
-                self._meta[key] = (f'W/"{next(self._etags)}"', datetime.now(timezone.utc))
+                self._meta[key] = (f'W/"{next(self._etags)}"', datetime.now(UTC))
 
     def _conflict(self, message: str) -> Conflict:
         self._tables.stats.conflicts[self._label] += 1

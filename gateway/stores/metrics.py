@@ -43,7 +43,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from gateway.errors import EntityRejected, StorageUnavailable
@@ -136,9 +136,7 @@ class MetricsRecorder:
         self._minute_start = float("-inf")
         self._minute = ""
 
-    def record(
-        self, namespace: str, dimensions: Iterable[tuple[str, str]], usage: Usage, subscription: str, deployment: str
-    ) -> None:
+    def record(self, namespace: str, dimensions: Iterable[tuple[str, str]], usage: Usage, subscription: str, deployment: str) -> None:
         increments = {"requests": 1}
         if usage.from_cache:
             increments.update(cacheHits=1, savedTokens=usage.total)
@@ -158,9 +156,7 @@ class MetricsRecorder:
         if name is not None:
             self._add("", (), subscription, deployment, {name: 1})
 
-    def _add(
-        self, namespace: str, dimensions: tuple[tuple[str, str], ...], subscription: str, deployment: str, increments: dict[str, int]
-    ) -> None:
+    def _add(self, namespace: str, dimensions: tuple[tuple[str, str], ...], subscription: str, deployment: str, increments: dict[str, int]) -> None:
         minute = self._minute_key()
         key = SeriesKey.of(minute, namespace, dimensions, subscription, deployment)
         series = self._minutes.series
@@ -182,7 +178,7 @@ class MetricsRecorder:
         now = self._clock()
         if not self._minute_start <= now < self._minute_start + 60:
             self._minute_start = now - now % 60
-            self._minute = datetime.fromtimestamp(self._minute_start, timezone.utc).strftime(MINUTE_PARTITION)
+            self._minute = datetime.fromtimestamp(self._minute_start, UTC).strftime(MINUTE_PARTITION)
         return self._minute
 
     def _roll_up(self) -> None:
@@ -271,7 +267,7 @@ class MetricsRecorder:
         """Never write a rollup row of a period that ended ROLLUP_LATE_SECONDS ago: it may be folded already
         (gateway/stores/rollups.py folds only later), and rewriting it would count it twice. Only a flush that
         kept failing for that long gets here; its minute rows are still written."""
-        late = datetime.fromtimestamp(self._clock() - ROLLUP_LATE_SECONDS, timezone.utc)
+        late = datetime.fromtimestamp(self._clock() - ROLLUP_LATE_SECONDS, UTC)
         for level in self._rollups:
             cutoff = late.strftime(level.partition_format)
             stale = [key for key, totals in level.series.items() if key.minute < cutoff and totals.dirty]
@@ -292,7 +288,7 @@ class MetricsRecorder:
 
     def _forget_old(self) -> None:
         """Series of periods that ended two minutes ago and are flushed cannot change any more."""
-        past = datetime.fromtimestamp(self._clock() - 120, timezone.utc)
+        past = datetime.fromtimestamp(self._clock() - 120, UTC)
         for level in self._levels:
             cutoff = past.strftime(level.partition_format)
             for key in [k for k, totals in level.series.items() if k.minute < cutoff and not totals.dirty]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 #: Ids and group names: what APIM allows in resource names, plus `.` and `@` (an email as the id).
@@ -67,7 +67,7 @@ def make_owner(
     for group in unique:
         if not _NAME.fullmatch(group):
             raise ValueError(f"Owner group {group[:100]!r}: use up to 80 letters, digits and _ . @ -, starting with a letter, digit or _.")
-    when = registered or datetime.now(timezone.utc).isoformat(timespec="seconds")
+    when = registered or datetime.now(UTC).isoformat(timespec="seconds")
     return Owner(owner_id, email, first, last, note, unique, when)
 
 

@@ -132,9 +132,7 @@ def target_from_blob_name(name: str) -> Scope | Fragment:
         return Scope("global")
     folder, _, item = stem.partition("/")
     if folder not in (*_BLOB_FOLDERS, _FRAGMENT_FOLDER) or not item or "/" in item:
-        raise ValueError(
-            f"Policy blob {name!r}: use global.xml, products/<name>.xml, apis/<id>.xml, operations/<id>.xml or fragments/<id>.xml."
-        )
+        raise ValueError(f"Policy blob {name!r}: use global.xml, products/<name>.xml, apis/<id>.xml, operations/<id>.xml or fragments/<id>.xml.")
     return Fragment(item) if folder == _FRAGMENT_FOLDER else Scope(_BLOB_FOLDERS[folder], item)
 
 
@@ -173,7 +171,9 @@ class LocalQueueWorker:
                     if not created:
                         await _create(queue)
                         created = True
-                    messages = [m async for m in queue.receive_messages(messages_per_page=_BATCH, max_messages=_BATCH, visibility_timeout=_PROCESSING_SECONDS)]
+                    messages = [
+                        m async for m in queue.receive_messages(messages_per_page=_BATCH, max_messages=_BATCH, visibility_timeout=_PROCESSING_SECONDS)
+                    ]
                     outcomes = await asyncio.gather(*(self._handle(queue, poison, message) for message in messages), return_exceptions=True)
                     for outcome in outcomes:  # the queue itself failed (a delete, a release): the message comes back
                         if isinstance(outcome, Exception):

@@ -23,7 +23,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.errors import Conflict
@@ -64,7 +64,7 @@ class RollupCompactor:
 
     async def compact(self) -> int:
         """Fold the closed partitions looked at; returns how many instance rows were folded."""
-        closed_before = datetime.fromtimestamp(self._clock() - CLOSED_AFTER_SECONDS, timezone.utc)
+        closed_before = datetime.fromtimestamp(self._clock() - CLOSED_AFTER_SECONDS, UTC)
         folded = 0
         for partition_format, back in zip((ROLLUP_HOUR_PARTITION, ROLLUP_DAY_PARTITION), self._lookback):
             first, current = (closed_before - back).strftime(partition_format), closed_before.strftime(partition_format)
@@ -94,4 +94,3 @@ class RollupCompactor:
             logger.info("Rollup fold of %s in %s skipped (changed meanwhile); will retry.", digest, template["PartitionKey"])
             return 0
         return len(rows)
-

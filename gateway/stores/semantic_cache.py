@@ -55,7 +55,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 from urllib.parse import quote
@@ -64,8 +64,8 @@ import numpy as np
 import orjson
 
 from gateway.backends.backend import Backend
-from gateway.backends.registry import BackendRegistry
 from gateway.backends.proxy import UpstreamClient, read_body
+from gateway.backends.registry import BackendRegistry
 from gateway.config.settings import SemanticCacheSettings
 from gateway.errors import BackendError, BackendTimeout, Conflict, GatewayError, StorageError
 from gateway.stores.cache_outages import Bypass, Outages
@@ -215,7 +215,7 @@ class SemanticCacheService:
         table = self._store.table(TABLE)
         deleted = 0
         batches: dict[str, list[str]] = {}
-        expired = Query(where=(("ExpiresAt", "lt", datetime.now(timezone.utc)),), select=("PartitionKey", "RowKey"))
+        expired = Query(where=(("ExpiresAt", "lt", datetime.now(UTC)),), select=("PartitionKey", "RowKey"))
         async for entity in table.query(expired):
             rows = batches.setdefault(entity["PartitionKey"], [])
             rows.append(entity["RowKey"])
@@ -252,7 +252,7 @@ class SemanticCacheService:
             raise Bypass(source, f"{source} has no available member ({exc.message})") from None
         deployment = backend.config.embeddings_deployment
         if not deployment:
-            message = f"backend {backend.id!r} names no embeddings deployment: add \"embeddings_deployment\" to its entry in GATEWAY_BACKENDS"
+            message = f'backend {backend.id!r} names no embeddings deployment: add "embeddings_deployment" to its entry in GATEWAY_BACKENDS'
             raise Bypass(source, message)
         return backend, deployment, source
 
@@ -320,7 +320,7 @@ class SemanticCacheService:
         table = self._store.table(TABLE)
         started = time.monotonic()
         if partition.since is None:
-            query = Query(partition=partition.key, where=(("ExpiresAt", "gt", datetime.now(timezone.utc)),))
+            query = Query(partition=partition.key, where=(("ExpiresAt", "gt", datetime.now(UTC)),))
         else:
             first_key = f"{int((partition.since - ROW_KEY_SLACK).timestamp() * 1000):013d}"
             changed = ("Timestamp", "ge", partition.since - SYNC_OVERLAP)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -64,7 +64,7 @@ def encode_entity(partition: str, row_key: str, vector: np.ndarray, entry: Entry
     return {
         "PartitionKey": partition,
         "RowKey": row_key,
-        "ExpiresAt": datetime.fromtimestamp(expires, timezone.utc),
+        "ExpiresAt": datetime.fromtimestamp(expires, UTC),
         "Status": entry.status,
         "PromptTokens": entry.usage.prompt,
         "CompletionTokens": entry.usage.completion,

@@ -18,7 +18,7 @@ import secrets
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from gateway.stores.owners import Owner, owner_from, owner_properties
@@ -101,9 +101,7 @@ class SubscriptionRepository:
         self._table = table
         self._hasher = hasher
 
-    async def create(
-        self, name: str, scope: str, subscription_id: str | None = None, owner: Owner | None = None
-    ) -> tuple[Subscription, str, str]:
+    async def create(self, name: str, scope: str, subscription_id: str | None = None, owner: Owner | None = None) -> tuple[Subscription, str, str]:
         """Create a subscription; returns it with its two plain keys, which are never stored."""
         primary, secondary = new_key(), new_key()
         sub = Subscription(
@@ -113,7 +111,7 @@ class SubscriptionRepository:
             scope=scope,
             primary_key_hash=self._hasher.hash(primary),
             secondary_key_hash=self._hasher.hash(secondary),
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
             owner=owner,
         )
         await self._table.insert(_to_entity(sub))

@@ -65,9 +65,10 @@ LOW_WATER = 0.9
 _CONTAINER_BYTES = 64
 _MAX_SECONDS = 2**32 - 1
 #: For plane p, each byte value spread to 8 bytes (a uint64) holding its bits in bit `_SHIFT + p`.
-_SPREAD = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little").view(np.uint64)[:, 0] << np.arange(
-    _SHIFT, 8, dtype=np.uint64
-)[:, None]
+_SPREAD = (
+    np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little").view(np.uint64)[:, 0]
+    << np.arange(_SHIFT, 8, dtype=np.uint64)[:, None]
+)
 #: Rows quantised at a time: bounds the temporary arrays of a large `extend`.
 _CHUNK = 256
 #: Hamming distances are uint16.
@@ -255,6 +256,7 @@ class VectorIndex:
     def _arrays(self) -> list[np.ndarray]:
         return [*self._signs, self._magnitudes, self._inverse_norms, self._expires, self._used, self._outside]
 
+
 def evict(indexes: Sequence[VectorIndex], max_bytes: int) -> int:
     """Keep `indexes` within `max_bytes` together: when they hold more, drop their least recently used entries
     (ties in no particular order) until they hold at most `LOW_WATER` of it; returns how many."""
@@ -272,6 +274,7 @@ def evict(indexes: Sequence[VectorIndex], max_bytes: int) -> int:
         dropped += index._drop(np.flatnonzero(victims[start : start + count]))
         start += count
     return dropped
+
 
 def _fewest(values: np.ndarray, count: int) -> np.ndarray:
     """Positions of the `count` smallest `values` (small non-negative integers); all those tied at the last

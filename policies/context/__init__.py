@@ -13,7 +13,7 @@ import datetime as _dt
 import functools
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from policies.context._messages import Body as Body
 from policies.context._messages import Headers as Headers
@@ -58,10 +58,16 @@ class Api(Named):
     Revision: str
     Version: str
     IsCurrentRevision: bool
-    ServiceUrl: Optional[Url]
+    ServiceUrl: Url | None
 
     def __init__(  # noqa: PLR0913 - APIM's members
-        self, id: str, name: str, path: str = "openai", revision: str = "1", version: str = "", service_url: Url | None = None  # noqa: A002
+        self,
+        id: str,
+        name: str,
+        path: str = "openai",
+        revision: str = "1",
+        version: str = "",
+        service_url: Url | None = None,  # noqa: A002
     ) -> None:
         super().__init__(id, name)
         self.Path, self.Revision, self.Version, self.ServiceUrl = path, revision, version, service_url
@@ -92,7 +98,7 @@ class User:
     FirstName: str
     LastName: str
     Note: str
-    RegistrationDate: Optional[_dt.datetime]
+    RegistrationDate: _dt.datetime | None
     Groups: list[Group]
 
     def __init__(  # noqa: PLR0913 - APIM's members
@@ -197,15 +203,15 @@ class Context:
     """One request's policy context. The gateway builds it; statements read and change it."""
 
     Request: _Request
-    Response: Optional[_Response]
-    Subscription: Optional[_Subscription]
-    Product: Optional[Named]
+    Response: _Response | None
+    Subscription: _Subscription | None
+    Product: Named | None
     Api: _Api
     Operation: _Operation
-    User: Optional[_User]
+    User: _User | None
     Deployment: _Deployment
     Variables: _Variables
-    LastError: Optional[_LastError]
+    LastError: _LastError | None
     RequestId: str
 
     def __init__(
@@ -251,7 +257,7 @@ class Context:
 
     @property
     def Timestamp(self) -> _dt.datetime:
-        return _dt.datetime.now(_dt.timezone.utc)
+        return _dt.datetime.now(_dt.UTC)
 
     @property
     def Elapsed(self) -> _dt.timedelta:

@@ -4,7 +4,7 @@ dictionaries), the matched route parameters, the URL and the body."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import urlencode
 
 import orjson
@@ -34,7 +34,7 @@ class _MultiMap:
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = list(items)
 
-    def GetValueOrDefault(self, name: str, default: Optional[str] = None) -> Optional[str]:
+    def GetValueOrDefault(self, name: str, default: str | None = None) -> str | None:
         """All values of `name` joined with commas, as APIM does, or `default`."""
         values = self.get_all(name)
         return ",".join(values) if values else default
@@ -121,7 +121,7 @@ class ReadOnlyMap:
     def ContainsKey(self, name: str) -> bool:
         return name in self._values
 
-    def GetValueOrDefault(self, name: str, default: Optional[str] = None) -> Optional[str]:
+    def GetValueOrDefault(self, name: str, default: str | None = None) -> str | None:
         return self._values.get(name, default)
 
 
@@ -192,9 +192,7 @@ class Request:
     MatchedParameters: ReadOnlyMap
     Body: _Body
 
-    def __init__(
-        self, method: str, ip_address: str, headers: _Headers, url: _Url, original_url: _Url, matched: ReadOnlyMap, body: _Body
-    ) -> None:
+    def __init__(self, method: str, ip_address: str, headers: _Headers, url: _Url, original_url: _Url, matched: ReadOnlyMap, body: _Body) -> None:
         self.Method, self.IpAddress, self.Headers = method, ip_address, headers
         self.Url, self.OriginalUrl, self.MatchedParameters, self.Body = url, original_url, matched, body
 

@@ -25,6 +25,7 @@ from policies.expressions._limits import MAX_EXPRESSION_CHARS, Frame
 from policies.expressions._runtime import text
 from policies.expressions._statements import Compiler
 
+
 class Expression:
     """A compiled `@( … )` or `@{ … }`: parsed once, then `evaluate` runs per request."""
 

@@ -25,7 +25,6 @@ class _Assignments(_Expressions):
     def embedded(self) -> _Statement:
         raise NotImplementedError
 
-
     def declared_type(self) -> tuple[CType] | tuple[()] | None:
         """What a declaration starts with: (T,) for `T name`, () for `var name`, None if not a declaration."""
         if self.at_word("const"):
@@ -77,7 +76,9 @@ class _Assignments(_Expressions):
         if self.token.kind == "op" and self.token.value in _ASSIGNMENTS:
             return self.assignment(target, self.advance())
         if not target.effect:
-            raise self.fail(f"'{self.text(target)}' does nothing on its own", ": a statement is an assignment, a call, an increment or 'new'.", start=target.start)
+            raise self.fail(
+                f"'{self.text(target)}' does nothing on its own", ": a statement is an assignment, a call, an increment or 'new'.", start=target.start
+            )
         fn = target.fn
 
         def effect(frame: Any) -> None:

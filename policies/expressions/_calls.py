@@ -190,7 +190,9 @@ class _Members(_Base):
             value = fn(frame)
             if value is None:
                 text = excerpt(source, start, end)
-                raise _runtime_error(source, f"Cannot {action}: '{text}' is null (use '?.' or '?[' to get null instead)", "NullReferenceException", start)
+                raise _runtime_error(
+                    source, f"Cannot {action}: '{text}' is null (use '?.' or '?[' to get null instead)", "NullReferenceException", start
+                )
             return value
 
         return required
@@ -305,6 +307,7 @@ class _Members(_Base):
             return _Node(lambda _: value, returns, start, end, value)
         fn = self.invoke(builtin, None, arguments, call, type_arg, f"{owner}.{name}", start)
         return _Node(fn, returns, start, end, effect=call is not None)
+
 
 def cost(value: Any) -> int:
     """The steps a library call walking `value` is charged: one per item, one per KiB of text."""

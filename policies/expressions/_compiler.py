@@ -14,7 +14,6 @@ from typing import Any
 
 from policies.expressions._base import NOT_CONSTANT, _Evaluator, _Local, _Node, type_hint
 from policies.expressions._calls import IndexTarget, failure
-from policies.expressions._members import _ClassMembers
 from policies.expressions._errors import DotNetError, _runtime_error, excerpt, part
 from policies.expressions._format import align, format_value
 from policies.expressions._lexer import _Hole, _Token
@@ -23,15 +22,48 @@ from policies.expressions._lib_json import token as json_token
 from policies.expressions._library import CONSTRUCTORS, STATIC, STATIC_NAMES
 from policies.expressions._limits import MAX_ITEMS, sized
 from policies.expressions._linq import elements
+from policies.expressions._members import _ClassMembers
 from policies.expressions._operators import binary, implicit, unary
 from policies.expressions._runtime import _NullChain, converter, default_of, instance_test, text, type_name
 from policies.expressions._types import (
-    BOOL, CHAR, DYNAMIC, INT, JOBJECT, NAMESPACES, NULL, NUMBERS, STRING, TYPE_NAMES, CType, accepts, array_of, dictionary, indexer, join,
+    BOOL,
+    CHAR,
+    DYNAMIC,
+    INT,
+    JOBJECT,
+    NAMESPACES,
+    NULL,
+    NUMBERS,
+    STRING,
+    TYPE_NAMES,
+    CType,
+    accepts,
+    array_of,
+    dictionary,
+    indexer,
+    join,
     lambda_type,
 )  # fmt: skip
 
 #: Binary operators and how tightly they bind; `is` and `as` sit with the relational ones.
-_PRECEDENCE = {"||": 1, "&&": 2, "|": 3, "^": 4, "&": 5, "==": 6, "!=": 6, "<": 7, ">": 7, "<=": 7, ">=": 7, "+": 9, "-": 9, "*": 10, "/": 10, "%": 10}
+_PRECEDENCE = {
+    "||": 1,
+    "&&": 2,
+    "|": 3,
+    "^": 4,
+    "&": 5,
+    "==": 6,
+    "!=": 6,
+    "<": 7,
+    ">": 7,
+    "<=": 7,
+    ">=": 7,
+    "+": 9,
+    "-": 9,
+    "*": 10,
+    "/": 10,
+    "%": 10,
+}
 _KEYWORD_TYPES = frozenset({"string", "int", "long", "double", "float", "decimal", "bool", "char", "object", "byte", "short", "uint", "ulong"})
 _UNSUPPORTED = {
     "typeof": "Type inspection ('typeof') is not available",
@@ -81,7 +113,7 @@ class _Expressions(_ClassMembers):
         pairs = tuple((test, value.fn) for test, value in branches)
         last = otherwise.fn
         if len(pairs) == 1:
-            (test, then), = pairs
+            ((test, then),) = pairs
 
             def conditional(frame: Any) -> Any:
                 return then(frame) if test(frame) else last(frame)
@@ -216,7 +248,9 @@ class _Expressions(_ClassMembers):
             value = fn(frame)
             if type(value) is bool:
                 return value
-            raise _runtime_error(source, f"{role} must be a bool, but '{excerpt(source, start, end)}' is {type_name(value)}", "InvalidCastException", start)
+            raise _runtime_error(
+                source, f"{role} must be a bool, but '{excerpt(source, start, end)}' is {type_name(value)}", "InvalidCastException", start
+            )
 
         return checked
 
@@ -304,7 +338,7 @@ class _Expressions(_ClassMembers):
                 steps.append(apply)
             if constant is not NOT_CONSTANT and op == "-" and type(constant) in (int, float) and len(steps) == 1:
                 folded = constant = steps.pop()(constant)
-                base = lambda _: folded  # noqa: E731
+                base = lambda _: folded  # noqa: E731, B023 - base is rebound with every fold: the latest is meant
             else:
                 constant = NOT_CONSTANT
         if not steps:
@@ -423,13 +457,13 @@ class _Expressions(_ClassMembers):
     def template(self, token: _Token) -> _Node:
         """`$"…{x}…{y,8:N2}…"`: holes compile with the surrounding locals in scope."""
         parts: list[Any] = []
-        for part in token.value:
-            if isinstance(part, str):
-                if part:
-                    parts.append(part)
+        for piece in token.value:
+            if isinstance(piece, str):
+                if piece:
+                    parts.append(piece)
                 continue
-            parts.append((self.hole(part), part.alignment, part.format))
-        if all(isinstance(part, str) for part in parts):
+            parts.append((self.hole(piece), piece.alignment, piece.format))
+        if all(isinstance(p, str) for p in parts):
             value = "".join(parts)
             return _Node(lambda _: value, STRING, token.start, token.end, value)
         if all(isinstance(p, str) or (p[1] is None and p[2] is None) for p in parts):
@@ -500,7 +534,11 @@ class _Expressions(_ClassMembers):
         get = _get_item(strict, self.source, node.start, node.end)
         element = CHAR if family == "string" else INT if family == "bytes" else ctype.element or DYNAMIC
         key_fn = key.fn
-        target = IndexTarget(receiver, key_fn, get, _set_item(self.source, node.start, node.end), element) if family in ("dict", "list", "dynamic") else None
+        target = (
+            IndexTarget(receiver, key_fn, get, _set_item(self.source, node.start, node.end), element)
+            if family in ("dict", "list", "dynamic")
+            else None
+        )
         return _Node(lambda frame: get(receiver(frame), key_fn(frame)), element, node.start, end, target=target)
 
     def class_index(self, node: _Node, key: _Node, receiver: _Evaluator, end: int) -> _Node:
@@ -808,7 +846,9 @@ def _prefixed(fn: _Evaluator, steps: list[Callable[[Any], Any]], source: str, st
             except DotNetError as exc:
                 raise _runtime_error(source, f"{exc.message.rstrip('.')}{part(source, start, end)}", exc.kind, start, exc.message) from None
             except TypeError:
-                raise _runtime_error(source, f"Cannot apply the operator to {type_name(value)}{part(source, start, end)}", "InvalidOperationException", start) from None
+                raise _runtime_error(
+                    source, f"Cannot apply the operator to {type_name(value)}{part(source, start, end)}", "InvalidOperationException", start
+                ) from None
 
         return apply_one
 
@@ -820,7 +860,9 @@ def _prefixed(fn: _Evaluator, steps: list[Callable[[Any], Any]], source: str, st
         except DotNetError as exc:
             raise _runtime_error(source, f"{exc.message.rstrip('.')}{part(source, start, end)}", exc.kind, start, exc.message) from None
         except TypeError:
-            raise _runtime_error(source, f"Cannot apply the operator to {type_name(value)}{part(source, start, end)}", "InvalidOperationException", start) from None
+            raise _runtime_error(
+                source, f"Cannot apply the operator to {type_name(value)}{part(source, start, end)}", "InvalidOperationException", start
+            ) from None
         return value
 
     return apply
@@ -851,13 +893,17 @@ def _get_item(strict: bool, source: str, start: int, end: int) -> Callable[[Any,
         if kind in (list, str, bytes) and type(key) is int:
             if 0 <= key < len(obj):
                 return obj[key]
-            raise _runtime_error(source, f"Index {key} is out of range for '{excerpt(source, start, end)}' ({len(obj)} items)", "ArgumentOutOfRangeException", start)
+            raise _runtime_error(
+                source, f"Index {key} is out of range for '{excerpt(source, start, end)}' ({len(obj)} items)", "ArgumentOutOfRangeException", start
+            )
         if hasattr(obj, "__getitem__") and kind not in (list, str, bytes):
             try:
                 return obj[key]
             except (LookupError, TypeError):
                 raise _runtime_error(source, f"Key {key!r} not found in '{excerpt(source, start, end)}'", "KeyNotFoundException", start) from None
-        raise _runtime_error(source, f"Cannot index {type_name(obj)} '{excerpt(source, start, end)}' with {type_name(key)}", "InvalidOperationException", start)
+        raise _runtime_error(
+            source, f"Cannot index {type_name(obj)} '{excerpt(source, start, end)}' with {type_name(key)}", "InvalidOperationException", start
+        )
 
     return get
 
@@ -873,7 +919,9 @@ def _set_item(source: str, start: int, end: int) -> Callable[[Any, Any, Any], No
             obj[key] = json_token(value)
             return
         if kind is list and type(key) is int:
-            raise _runtime_error(source, f"Index {key} is out of range for '{excerpt(source, start, end)}' ({len(obj)} items)", "ArgumentOutOfRangeException", start)
+            raise _runtime_error(
+                source, f"Index {key} is out of range for '{excerpt(source, start, end)}' ({len(obj)} items)", "ArgumentOutOfRangeException", start
+            )
         raise _runtime_error(source, f"Cannot set an item of {type_name(obj)} '{excerpt(source, start, end)}'", "InvalidOperationException", start)
 
     return put

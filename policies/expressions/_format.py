@@ -23,7 +23,9 @@ _STANDARD_DATES = {
     "F": "dddd, dd MMMM yyyy HH:mm:ss", "g": "MM/dd/yyyy HH:mm", "G": "MM/dd/yyyy HH:mm:ss", "M": "MMMM dd",
     "m": "MMMM dd", "Y": "yyyy MMMM", "y": "yyyy MMMM",
 }  # fmt: skip
-_DATE_TOKEN = re.compile(r"'[^']*'|\"[^\"]*\"|\\.|%.|yyyy+|yy|y|MMMM+|MMM|MM|M|dddd+|ddd|dd|d|HH|H|hh|h|mm|m|ss|s|f{1,7}|F{1,7}|tt|t|zzz|zz|z|K|.", re.S)
+_DATE_TOKEN = re.compile(
+    r"'[^']*'|\"[^\"]*\"|\\.|%.|yyyy+|yy|y|MMMM+|MMM|MM|M|dddd+|ddd|dd|d|HH|H|hh|h|mm|m|ss|s|f{1,7}|F{1,7}|tt|t|zzz|zz|z|K|.", re.S
+)
 
 
 def format_datetime(value: _dt.datetime, form: str | None = None) -> str:
@@ -145,7 +147,7 @@ def format_guid(value: uuid.UUID, form: str | None = None) -> str:
     if not form:
         return plain
     if form.upper() not in forms:
-        raise DotNetError("FormatException", "Format string can be only \"D\", \"d\", \"N\", \"n\", \"P\", \"p\", \"B\" or \"b\".")
+        raise DotNetError("FormatException", 'Format string can be only "D", "d", "N", "n", "P", "p", "B" or "b".')
     return forms[form.upper()]
 
 
@@ -249,7 +251,9 @@ def composite(form: str, arguments: list[Any]) -> str:
             raise DotNetError("FormatException", "Input string was not in a correct format.")
         index = int(match.group(1))
         if index >= len(arguments):
-            raise DotNetError("FormatException", "Index (zero based) must be greater than or equal to zero and less than the size of the argument list.")
+            raise DotNetError(
+                "FormatException", "Index (zero based) must be greater than or equal to zero and less than the size of the argument list."
+            )
         alignment = int(match.group(2)) if match.group(2) else None
         return align(format_value(arguments[index], match.group(3)), alignment)
 

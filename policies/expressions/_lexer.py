@@ -35,9 +35,7 @@ class _Hole:
 _NUMBER = re.compile(r"0[xX][0-9a-fA-F_]+|(?:[0-9][0-9_]*(?:\.[0-9][0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][+-]?[0-9]+)?")
 _SUFFIX = re.compile(r"[uUlLfFdDmM]{0,2}")
 _NAME = re.compile(r"[^\W\d]\w*")
-_OPERATOR = re.compile(
-    r"\?\?=|=>|==|!=|<=|>=|&&|\|\||\?\?|\?\.(?![0-9])|\+\+|--|\+=|-=|\*=|/=|%=|&=|\|=|\^=|[-+*/%!<>=?:.,()\[\]{};&|^~]"
-)
+_OPERATOR = re.compile(r"\?\?=|=>|==|!=|<=|>=|&&|\|\||\?\?|\?\.(?![0-9])|\+\+|--|\+=|-=|\*=|/=|%=|&=|\|=|\^=|[-+*/%!<>=?:.,()\[\]{};&|^~]")
 _SPACE = re.compile(r"\s+")
 _ESCAPES = {"'": "'", '"': '"', "\\": "\\", "0": "\0", "a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 _STRING_OPENERS = ('$@"', '@$"', '$"', '@"', '"', "'")
@@ -130,12 +128,14 @@ class _Lexer:
         if integral and suffix not in ("f", "d", "m"):
             digits = text[2:] if hexadecimal else text.lstrip("0") or "0"
             if len(digits) > (16 if hexadecimal else 19) or int(digits, 16 if hexadecimal else 10) > _LONG_MAX:
-                raise self.error(f"The number {text} at character {match.start() + 1} is too large (the largest is a long, {_LONG_MAX})", start=match.start())
+                raise self.error(
+                    f"The number {text} at character {match.start() + 1} is too large (the largest is a long, {_LONG_MAX})", start=match.start()
+                )
             value = int(digits, 16 if hexadecimal else 10)
             ctype = LONG if "l" in suffix or value > _INT_MAX else INT
             return _Token("number", value, match.start(), end, ctype)
         if hexadecimal or "u" in suffix or "l" in suffix:
-            raise self.error(f"Invalid number {self.source[match.start():end]!r} at character {match.start() + 1}", start=match.start())
+            raise self.error(f"Invalid number {self.source[match.start() : end]!r} at character {match.start() + 1}", start=match.start())
         number = float(text)
         if number in (float("inf"), float("-inf")):
             raise self.error(f"The number {text[:40]} at character {match.start() + 1} is outside the range of double", start=match.start())

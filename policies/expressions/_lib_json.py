@@ -321,5 +321,7 @@ static(
 )
 CONSTRUCTORS["JObject"] = method(_new_object, JOBJECT, 0, None)
 CONSTRUCTORS["JArray"] = method(_new_array, JARRAY, 0, None)
-CONSTRUCTORS["JProperty"] = method(lambda name, *values: JProperty(name, _new_array(*values) if len(values) > 1 else token(values[0]) if values else None), PROPERTY, 1, None)
+CONSTRUCTORS["JProperty"] = method(
+    lambda name, *values: JProperty(name, _new_array(*values) if len(values) > 1 else token(values[0]) if values else None), PROPERTY, 1, None
+)
 CONSTRUCTORS["JValue"] = method(token, DYNAMIC, 1)

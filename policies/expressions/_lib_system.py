@@ -371,4 +371,3 @@ def catches(handler: str, kind: str) -> bool:
             return True
         current = EXCEPTION_BASES.get(current, "Exception" if current != "Exception" else None)
     return False
-

@@ -231,7 +231,9 @@ static(
     FromUnixTimeMilliseconds=method(_from_unix(0.001), DATETIMEOFFSET, 1),
 )
 CONSTRUCTORS["DateTime"] = method(_new_datetime, DATETIME, 3, 8)
-CONSTRUCTORS["DateTimeOffset"] = method(lambda value, *offset: value if type(value) is _dt.datetime else _new_datetime(value, *offset), DATETIMEOFFSET, 1, 8)
+CONSTRUCTORS["DateTimeOffset"] = method(
+    lambda value, *offset: value if type(value) is _dt.datetime else _new_datetime(value, *offset), DATETIMEOFFSET, 1, 8
+)
 
 
 def _from(unit: str) -> Callable[[int | float], _dt.timedelta]:

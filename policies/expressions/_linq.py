@@ -239,7 +239,12 @@ def _typed(receiver: CType, arguments: list[CType], type_arg: CType | None) -> C
 _LINQ = dict(
     Where=method(lambda r, p: [v for i, v in enumerate(elements(r)) if p(v, i) is True], _sequence_of_items, 1, lambdas=_lambda_items),
     Select=method(lambda r, f: sized([f(v, i) for i, v in enumerate(elements(r))]), _selected, 1, lambdas=_lambda_items),
-    SelectMany=method(lambda r, f: sized([x for v in elements(r) for x in elements(f(v))]), lambda r, a, t: sequence((a[0].element.element if a and a[0].element else None) or DYNAMIC), 1, lambdas=_lambda_items),
+    SelectMany=method(
+        lambda r, f: sized([x for v in elements(r) for x in elements(f(v))]),
+        lambda r, a, t: sequence((a[0].element.element if a and a[0].element else None) or DYNAMIC),
+        1,
+        lambdas=_lambda_items,
+    ),
     Any=method(lambda r, p=None: bool(_matching(r, p)), BOOL, 0, 1, lambdas=_lambda_items),
     All=method(lambda r, p: all(p(v) is True for v in elements(r)), BOOL, 1, lambdas=_lambda_items),
     Count=method(lambda r, p=None: len(_matching(r, p)), INT, 0, 1, prop=True, lambdas=_lambda_items),
@@ -336,8 +341,16 @@ static(
     ("System.Array",),
     Exists=method(lambda a, p: any(p(v) is True for v in elements(a)), BOOL, 2, costly=True, lambdas=_first_items),
     TrueForAll=method(lambda a, p: all(p(v) is True for v in elements(a)), BOOL, 2, costly=True, lambdas=_first_items),
-    Find=method(lambda a, p: next((v for v in elements(a) if p(v) is True), None), lambda r, a, t: (a[0].element if a else None) or DYNAMIC, 2, costly=True, lambdas=_first_items),
-    FindAll=method(lambda a, p: [v for v in elements(a) if p(v) is True], lambda r, a, t: a[0] if a else DYNAMIC, 2, costly=True, lambdas=_first_items),
+    Find=method(
+        lambda a, p: next((v for v in elements(a) if p(v) is True), None),
+        lambda r, a, t: (a[0].element if a else None) or DYNAMIC,
+        2,
+        costly=True,
+        lambdas=_first_items,
+    ),
+    FindAll=method(
+        lambda a, p: [v for v in elements(a) if p(v) is True], lambda r, a, t: a[0] if a else DYNAMIC, 2, costly=True, lambdas=_first_items
+    ),
     FindIndex=method(lambda a, p: next((i for i, v in enumerate(elements(a)) if p(v) is True), -1), INT, 2, costly=True, lambdas=_first_items),
     IndexOf=method(lambda a, item: _index_of(elements(a), item), INT, 2, costly=True),
     Reverse=method(lambda a: a.reverse(), VOID, 1, costly=True),

@@ -94,7 +94,9 @@ class _ClassMembers(_Members):
             raise _runtime_error(source, f"'{name}' is not available on {type_name(value)} '{text}'", "InvalidOperationException", start)
 
         end = call.end if call else self.tokens[self.position - 1].end
-        returns = next(iter(candidates.values())).result(DYNAMIC, [a.type for a in arguments], type_arg) if len(candidates) == 1 and not kinds else DYNAMIC
+        returns = (
+            next(iter(candidates.values())).result(DYNAMIC, [a.type for a in arguments], type_arg) if len(candidates) == 1 and not kinds else DYNAMIC
+        )
         return _Node(dynamic, returns if returns.family not in ("void",) else DYNAMIC, node.start, end, effect=called)
 
     def class_member(self, node: _Node, name: str, type_arg: CType | None, safe: bool) -> _Node:
@@ -141,7 +143,9 @@ class _ClassMembers(_Members):
                 value = getattr(value, name)
                 if value is None:
                     text = excerpt(source, start, end)
-                    return _runtime_error(source, f"Cannot read '{following}': '{text}' is null (use '?.' to get null instead)", "NullReferenceException", start)
+                    return _runtime_error(
+                        source, f"Cannot read '{following}': '{text}' is null (use '?.' to get null instead)", "NullReferenceException", start
+                    )
             return _runtime_error(source, "A context member could not be read", "NullReferenceException", start)
 
         if root is _context_root:
@@ -187,9 +191,7 @@ class _ClassMembers(_Members):
             raise self.fail(f"'{name}' needs its arguments in order here", hint)
         return bound
 
-    def invoke_method(
-        self, node: _Node, safe: bool, name: str, bound: dict[str, _Node], keyword_only: set[str], out: Any
-    ) -> _Evaluator:
+    def invoke_method(self, node: _Node, safe: bool, name: str, bound: dict[str, _Node], keyword_only: set[str], out: Any) -> _Evaluator:
         """Calls a context or library class method: arguments positionally, keyword-only ones (`T`) by name.
         The receiver's null check is done here rather than by a wrapper: these calls are the hot path."""
         source, start, end, text = self.source, node.start, node.end, self.text(node)
@@ -207,7 +209,12 @@ class _ClassMembers(_Members):
             if target is None:
                 if safe:
                     raise _NullChain
-                raise _runtime_error(source, f"Cannot call '{name}': '{excerpt(source, start, end)}' is null (use '?.' or '?[' to get null instead)", "NullReferenceException", start)
+                raise _runtime_error(
+                    source,
+                    f"Cannot call '{name}': '{excerpt(source, start, end)}' is null (use '?.' or '?[' to get null instead)",
+                    "NullReferenceException",
+                    start,
+                )
             arguments = constants if fixed else [evaluate(frame) for evaluate in positional]
             keywords = fixed_keywords if fixed_keywords is not None else {key: evaluate(frame) for key, evaluate in keyword_fns}
             try:

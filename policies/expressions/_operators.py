@@ -15,7 +15,21 @@ from policies.expressions._lib_time import shift
 from policies.expressions._limits import MAX_TEXT_CHARS, sized
 from policies.expressions._runtime import converter, divide, equals, remainder, text, type_name, wrap32, wrap64
 from policies.expressions._types import (
-    BOOL, BYTE, CHAR, DATETIME, DATETIMEOFFSET, DOUBLE, DYNAMIC, INT, INTEGERS, LONG, NULL, NUMBERS, STRING, TIMESPAN, CType,
+    BOOL,
+    BYTE,
+    CHAR,
+    DATETIME,
+    DATETIMEOFFSET,
+    DOUBLE,
+    DYNAMIC,
+    INT,
+    INTEGERS,
+    LONG,
+    NULL,
+    NUMBERS,
+    STRING,
+    TIMESPAN,
+    CType,
 )  # fmt: skip
 
 Apply = Callable[[Any, Any], Any]

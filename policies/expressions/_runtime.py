@@ -38,7 +38,7 @@ from policies.expressions._types import (
     members,
 )
 
-UTC = _dt.timezone.utc
+UTC = _dt.UTC
 MIN_DATE = _dt.datetime(1, 1, 1, tzinfo=UTC)
 MAX_DATE = _dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 

@@ -16,13 +16,27 @@ from policies.expressions._assignments import _Assignments
 from policies.expressions._base import NOT_CONSTANT, _Evaluator
 from policies.expressions._errors import _runtime_error
 from policies.expressions._flow import (
-    _BREAK, _CONTINUE, _DEFAULT, _RETURN, _Breakable, _element_type, _foreach, _Function, _loop, _nothing, _returning,
-    _sequence, _Statement, _StatementFn, _switch, _try,
+    _BREAK,
+    _CONTINUE,
+    _DEFAULT,
+    _RETURN,
+    _Breakable,
+    _element_type,
+    _foreach,
+    _Function,
+    _loop,
+    _nothing,
+    _returning,
+    _sequence,
+    _Statement,
+    _StatementFn,
+    _switch,
+    _try,
 )  # fmt: skip
 from policies.expressions._lexer import _Token
 from policies.expressions._lib_system import EXCEPTION, EXCEPTION_BASES, Exception_
-from policies.expressions._linq import _key
 from policies.expressions._limits import MAX_BLOCK_STATEMENTS
+from policies.expressions._linq import _key
 from policies.expressions._runtime import converter, type_name
 from policies.expressions._types import DYNAMIC, NULL, VOID, CType, join
 
@@ -322,7 +336,7 @@ class Compiler(_Assignments):
             value = self.expression()
         self.expect(";")
         if value.type not in (EXCEPTION, DYNAMIC):
-            raise self.fail(f"Only exceptions can be thrown, not {value.type.name}", ": throw new Exception(\"…\").", start=value.start)
+            raise self.fail(f"Only exceptions can be thrown, not {value.type.name}", ': throw new Exception("…").', start=value.start)
         fn, source, start = value.fn, self.source, token.start
 
         def throw(frame: Any) -> None:
@@ -368,7 +382,12 @@ class Compiler(_Assignments):
 
     def misplaced(self) -> _Statement:
         token = self.token
-        raise self.fail(f"'{token.value}' is not supported in policy expressions" if token.value not in ("else", "case", "default", "catch", "finally") else f"'{token.value}' without its statement", start=token.start)
+        raise self.fail(
+            f"'{token.value}' is not supported in policy expressions"
+            if token.value not in ("else", "case", "default", "catch", "finally")
+            else f"'{token.value}' without its statement",
+            start=token.start,
+        )
 
 
 _KEYWORDS: dict[str, Callable[[Compiler], _Statement]] = {

@@ -36,7 +36,6 @@ from policies.statement import Loader, Settings, Statement, attr
 from policies.xml import PolicyElement
 
 
-
 class TokenSettings(Settings):
     """The attributes both statements take: where the token is, and what a refusal looks like."""
 

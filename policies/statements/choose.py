@@ -34,7 +34,7 @@ class Choose(Statement):
                 loader.no_attributes(child)
                 otherwise = loader.body(child)
         if not branches:
-            raise loader.fail(element, "<choose> needs at least one <when condition=\"…\">.")
+            raise loader.fail(element, '<choose> needs at least one <when condition="…">.')
         return cls(branches, otherwise or [])
 
     async def run(self, context: Context) -> None:

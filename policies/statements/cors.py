@@ -166,7 +166,7 @@ def _items(element: PolicyElement, loader: Loader, item: str) -> list[tuple[Poli
 def _origins(items: list[tuple[PolicyElement, str]], loader: Loader) -> frozenset[str] | None:
     if any(text == "*" for _, text in items):
         if len(items) > 1:
-            raise loader.fail(items[0][0], 'Use either a single <origin>*</origin> or a list of origins, not both.')
+            raise loader.fail(items[0][0], "Use either a single <origin>*</origin> or a list of origins, not both.")
         return None
     origins: set[str] = set()
     for child, text in items:

@@ -73,8 +73,7 @@ class EmitMetric(Statement):
         if not math.isfinite(value) or isinstance(raw, bool):
             raise ExpressionRuntimeError(f"emit-metric {self.name!r}: value {str(raw)[:40]!r} is not a number.")
         dimensions = [
-            (name, DEFAULT_DIMENSIONS[name](context) if value_of is None else _text(value_of.evaluate(context)))
-            for name, value_of in self.dimensions
+            (name, DEFAULT_DIMENSIONS[name](context) if value_of is None else _text(value_of.evaluate(context))) for name, value_of in self.dimensions
         ]
         context.services.metrics.record_custom(self.namespace, self.name, value, dimensions)
 

@@ -35,7 +35,7 @@ class ForwardRequest(Statement):
         loader.children(element, ())
         settings = loader.settings(element, ForwardRequestSettings)
         if settings.follow_redirects:
-            raise loader.fail(element, "follow-redirects=\"true\" is not supported: Azure OpenAI does not redirect.")
+            raise loader.fail(element, 'follow-redirects="true" is not supported: Azure OpenAI does not redirect.')
         timeout = float(settings.timeout) if settings.timeout is not None else None
         return cls(timeout, settings.fail_on_error_status_code)
 

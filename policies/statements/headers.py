@@ -63,7 +63,7 @@ class _SetNamedValues(Statement):
         children = loader.children(element, ("value",))
         values = [loader.text(child) for child in children]
         if settings.exists_action != "delete" and not values:
-            raise loader.fail(element, f"Add at least one <value> (or use exists-action=\"delete\") to set a {cls.what}.")
+            raise loader.fail(element, f'Add at least one <value> (or use exists-action="delete") to set a {cls.what}.')
         if settings.exists_action != "delete":
             name = settings.name
             if name.is_constant and (problem := cls.name_problem(str(name.constant))):

@@ -32,8 +32,8 @@ from policies.statement import Loader, Settings, Statement, as_bool, attr, regis
 from policies.statements._counting import admit
 from policies.xml import PolicyElement
 
-_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
-_APIM_START = _dt.datetime(1, 1, 1, tzinfo=_dt.timezone.utc)
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+_APIM_START = _dt.datetime(1, 1, 1, tzinfo=_dt.UTC)
 #: The end of a quota that never renews (end of year 9999): finite, so stores can keep it.
 _NEVER = 253402300799.0
 #: Counter keys this request already counted: a key is counted once per request.
@@ -159,7 +159,7 @@ class QuotaByKey(_Quota):
             except ValueError:
                 raise loader.fail(element, f"first-period-start {settings.first_period_start!r} is not yyyy-MM-ddTHH:mm:ssZ.") from None
             if start.tzinfo is None:
-                start = start.replace(tzinfo=_dt.timezone.utc)
+                start = start.replace(tzinfo=_dt.UTC)
         return cls(settings, (start - _EPOCH).total_seconds())
 
     def key(self, context: Context) -> str | None:

@@ -43,9 +43,7 @@ class SetStatusSettings(Settings):
 class ReturnResponseStatement(Statement):
     element = "return-response"
 
-    def __init__(
-        self, status: Value | None, reason: Value | None, headers: list[SetHeader], body: Value | None, variable: str | None = None
-    ) -> None:
+    def __init__(self, status: Value | None, reason: Value | None, headers: list[SetHeader], body: Value | None, variable: str | None = None) -> None:
         self.status = status
         self.reason = reason
         self.headers = headers

@@ -81,7 +81,7 @@ class SemanticCacheLookup(Statement):
         if loader.embeddings_backend_ids is not None and backend_id not in loader.embeddings_backend_ids:
             raise loader.fail(
                 element,
-                f"Backend {backend_id!r} has no embeddings deployment: add \"embeddings_deployment\": \"<deployment name>\" "
+                f'Backend {backend_id!r} has no embeddings deployment: add "embeddings_deployment": "<deployment name>" '
                 "to its entry in GATEWAY_BACKENDS (for a pool, to every member).",
             )
         vary_by = []

@@ -29,6 +29,7 @@ from policies.statement import Loader, Settings, Statement, attr, register
 from policies.usage import Usage
 from policies.xml import PolicyElement
 
+
 class TokenLimitSettings(Settings):
     counter_key: Value = attr()
     tokens_per_minute: Value | None = attr(kind=int, minimum=1)

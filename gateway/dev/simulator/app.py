@@ -30,7 +30,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.dev.simulator.content_safety import ContentSafetyError, analyze, shield_prompt
 from gateway.dev.simulator.errors import ACCESS_DENIED, ApiError, bad_request, http_error, json_response
 from gateway.dev.simulator.faults import Fault, fault_error, fault_from_spec, header_fault
-from gateway.dev.simulator.operations import CHAT_FIELDS, COMPLETIONS_FIELDS, EMBEDDINGS_FIELDS, RECORD_LIMIT, RESPONSES_FIELDS, Call, Handler, Operations
+from gateway.dev.simulator.operations import (
+    CHAT_FIELDS,
+    COMPLETIONS_FIELDS,
+    EMBEDDINGS_FIELDS,
+    RECORD_LIMIT,
+    RESPONSES_FIELDS,
+    Call,
+    Handler,
+    Operations,
+)
 from gateway.dev.simulator.parsing import check_fields, flag, parse_json
 from gateway.dev.simulator.settings import SimulatorSettings
 

@@ -36,7 +36,9 @@ _MODELS_CREATED = 1_700_000_000
 _SPEECH_BYTES = 64 * 1024
 
 #: The request fields each operation has (strict mode answers 400 to any other).
-_COMMON_FIELDS = frozenset({"model", "user", "stream", "temperature", "top_p", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"})
+_COMMON_FIELDS = frozenset(
+    {"model", "user", "stream", "temperature", "top_p", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"}
+)
 CHAT_FIELDS = _COMMON_FIELDS | frozenset(
     {
         "messages", "frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "top_logprobs", "max_tokens",
@@ -46,7 +48,21 @@ CHAT_FIELDS = _COMMON_FIELDS | frozenset(
     }
 )  # fmt: skip
 COMPLETIONS_FIELDS = _COMMON_FIELDS | frozenset(
-    {"prompt", "best_of", "echo", "frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "max_tokens", "n", "seed", "stop", "stream_options", "suffix"}
+    {
+        "prompt",
+        "best_of",
+        "echo",
+        "frequency_penalty",
+        "presence_penalty",
+        "logit_bias",
+        "logprobs",
+        "max_tokens",
+        "n",
+        "seed",
+        "stop",
+        "stream_options",
+        "suffix",
+    }
 )
 EMBEDDINGS_FIELDS = frozenset({"model", "input", "user", "encoding_format", "dimensions", "input_type"})
 RESPONSES_FIELDS = _COMMON_FIELDS | frozenset(
@@ -234,10 +250,7 @@ class Operations:
         encoding = payload.get("encoding_format") or "float"
         if encoding not in ("float", "base64"):
             raise bad_request("'encoding_format' must be 'float' or 'base64'.")
-        data = [
-            {"object": "embedding", "index": i, "embedding": embedding(content_words(t), dims, size, encoding)}
-            for i, t in enumerate(texts)
-        ]
+        data = [{"object": "embedding", "index": i, "embedding": embedding(content_words(t), dims, size, encoding)} for i, t in enumerate(texts)]
         usage = dict.fromkeys(("prompt_tokens", "total_tokens"), sum(map(word_count, texts)))
         return json_response({"object": "list", "data": data, "model": call.deployment, "usage": usage})
 
