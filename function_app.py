@@ -23,7 +23,7 @@ from gateway.stores import policy_updates  # noqa: E402
 
 # A new instance imports this module before its first request, so only what every request needs loads with it
 # (and the gateway itself on first use): the operator pages load when their route is first hit. The import guard
-# (tests/test_import_guard.py) and bench/coldstart.py keep it so.
+# (tests/e2e/test_import_guard.py) and bench/coldstart.py keep it so.
 
 # Before the worker starts the streaming extension's uvicorn server: no key in its access log, no SDK chatter,
 # and a SIGTERM handler that uvicorn chains to (leases and metrics handed back on a stop).

@@ -11,6 +11,7 @@ import secrets
 import subprocess
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -55,6 +56,17 @@ class Keys:
     subscription: Subscription
     primary: str
     secondary: str
+
+
+#: Fixtures that start processes. Tests under tests/unit run in memory, so they may not use them, even indirectly.
+STACK_FIXTURES = frozenset({"azurite", "simulator"})
+UNIT_TESTS = Path(__file__).resolve().parent / "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    misplaced = [item.nodeid for item in items if UNIT_TESTS in item.path.parents and STACK_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    if misplaced:
+        raise pytest.UsageError(f"unit tests that start the stack belong in tests/e2e: {', '.join(misplaced)}")
 
 
 @pytest.fixture(scope="session")

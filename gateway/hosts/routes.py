@@ -5,7 +5,7 @@ Templates use the Functions host's route syntax (`{name}` is one path segment, `
 no leading slash, `routePrefix` "" in host.json), because under Functions the host routes, not Python;
 `HttpRoute.starlette_path` is the same template for Starlette. A handler gets a way to reach the process's
 gateway rather than the gateway itself, so that liveness answers without building one. The operator pages'
-modules load when their route is first hit, not with the hosts (tests/test_import_guard.py).
+modules load when their route is first hit, not with the hosts (tests/e2e/test_import_guard.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 // that only exist once main.bicep's resources do (the identity's client id, the resources' endpoints): here
 // they are parameters, known when the module starts.
 //
-// Settings the code reads and this file does not set (tests/test_infra.py checks this list, and the names set
+// Settings the code reads and this file does not set (tests/unit/test_infra.py checks this list, and the names set
 // below, against every setting read in gateway/, policies/ and function_app.py). Add optional ones through
 // main.bicep's `extraAppSettings`.
 //

@@ -13,7 +13,7 @@ import json
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 SETTINGS_BICEP = INFRA / "modules" / "app-settings.bicep"
 _SETTING_NAME = re.compile(r"^[A-Z][A-Za-z0-9_]{2,}$")

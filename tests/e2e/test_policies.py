@@ -20,7 +20,7 @@ from gateway.cli.main import main as cli
 from gateway.dev import devstack
 from tests.conftest import API_VERSION, GatewayProcess, Keys, Simulator
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 POLL_SECONDS = 0.3
 
 

@@ -58,7 +58,7 @@ async def test_policy_blob_function_rejects_invalid_document(functions_env: None
 
 
 def test_host_json_removes_route_prefix() -> None:
-    host = json.loads((Path(__file__).resolve().parent.parent / "host.json").read_text())
+    host = json.loads((Path(__file__).resolve().parents[2] / "host.json").read_text())
     assert host["extensions"]["http"]["routePrefix"] == ""
 
 

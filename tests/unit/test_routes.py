@@ -9,7 +9,7 @@ import pytest
 
 from gateway.handling import operations as routes
 
-SPECS = Path(__file__).resolve().parent.parent / "specs"
+SPECS = Path(__file__).resolve().parents[2] / "specs"
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("gateway", "policies")
 #: The expression compiler is one cohesive piece (see policies/expressions/_compiler.py); everything else stays small.
 LONG_MODULES_ALLOWED = {"policies/expressions/_compiler.py"}

@@ -272,7 +272,7 @@ def test_embeddings_stable_across_processes_with_other_hash_seed() -> None:
         "print(r.json()['data'][0]['embedding'][:1536])\n"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, check=True)
     assert orjson.loads(out.stdout) == embed(client(), "sourdough bread")
 

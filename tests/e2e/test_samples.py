@@ -15,7 +15,7 @@ from gateway.cli.main import main as cli
 from tests.conftest import API_VERSION, GatewayProcess, Keys, Simulator
 from tests.stack_helpers import metric_rows
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
 
 def sample_env(gateway_env: dict[str, str], simulator: Simulator, **extra: str) -> dict[str, str]:

@@ -1,5 +1,5 @@
 """Header and query parameter values set by policies: constants that cannot be sent are load errors naming the
-element; computed ones fail the statement before anything is forwarded (see tests/test_e2e_header_values.py)."""
+element; computed ones fail the statement before anything is forwarded (see tests/e2e/test_header_values.py)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from gateway.stores import semantic_cache as service
 from gateway.stores import semantic_cache_rows
 from gateway.stores.memory import MemoryTables
 from policies.semantic_cache import CacheQuery
-from tests.test_semantic_cache import CACHED, InstantEmbeddings, lookup_context, topic
+from tests.unit.test_semantic_cache import CACHED, InstantEmbeddings, lookup_context, topic
 
 BACKENDS = '[{"id": "emb", "url": "https://e.example", "embeddings_deployment": "e"}]'
 

@@ -19,7 +19,7 @@ from gateway.dev import devstack
 from gateway.stores import policy_updates
 from tests.stack_helpers import FailingTableProxy, logged_gateway
 
-HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
+HOST_JSON = Path(__file__).resolve().parents[2] / "host.json"
 DOCUMENT = "<policies><inbound><base /></inbound></policies>"
 #: Table requests naming this row fail with 500, as if storage failed for this one update every time.
 FAILING_ROW = "operation:embeddings_create"
