@@ -1,9 +1,9 @@
 """The gateway's HTTP routes, declared once: `function_app.py` binds each as an Azure Functions HTTP function and
-the local host (gateway/hosts/local.py) builds its Starlette routes from the same table.
+the local host (gateway/hosts/local.py) routes with the same table.
 
 Templates use the Functions host's route syntax (`{name}` is one path segment, `{*name}` the rest of the path,
 no leading slash, `routePrefix` "" in host.json), because under Functions the host routes, not Python;
-`HttpRoute.starlette_path` is the same template for Starlette. A handler gets a way to reach the process's
+`HttpRoute.pattern` is the same template as a regular expression over a request path, for the local host. A handler gets a way to reach the process's
 gateway rather than the gateway itself, so that liveness answers without building one. The operator pages'
 modules load when their route is first hit, not with the hosts (tests/e2e/test_import_guard.py).
 """
@@ -28,7 +28,7 @@ Handler = Callable[[GatewayOf, Request], Awaitable[Response]]
 
 #: Every method the Azure OpenAI surface uses (the Functions host offers no TRACE or CONNECT).
 OPENAI_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-_CATCH_ALL = re.compile(r"\{\*(\w+)\}")
+_PARAMETER = re.compile(r"\{(\*?)(\w+)\}")
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,14 @@ class HttpRoute:
     handler: Handler
 
     @property
-    def starlette_path(self) -> str:
-        return "/" + _CATCH_ALL.sub(r"{\1:path}", self.template)
+    def pattern(self) -> re.Pattern[str]:
+        """The template over a request path (leading slash included); parameters become named groups."""
+        parts, last = ["/"], 0
+        for parameter in _PARAMETER.finditer(self.template):
+            rest_of_path, name = parameter.groups()
+            parts += [re.escape(self.template[last : parameter.start()]), f"(?P<{name}>{'.*' if rest_of_path else '[^/]+'})"]
+            last = parameter.end()
+        return re.compile("".join([*parts, re.escape(self.template[last:])]))
 
 
 async def _openai(gateway: GatewayOf, request: Request) -> Response:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
-from starlette.routing import Route
 
 from gateway.config.settings import Settings
 from gateway.handling.gateway import Gateway
-from gateway.hosts.local import create_local_app
-from gateway.hosts.routes import OPENAI_METHODS, ROUTES, HttpRoute
+from gateway.hosts.local import LocalApp, create_local_app
+from gateway.hosts.routes import ROUTES, HttpRoute
 from gateway.stores.memory import MemoryTables
 from tests.function_metadata import function_bindings
 
@@ -29,20 +29,43 @@ def test_the_functions_bindings_are_the_table() -> None:
     assert http == {route.name: (route.template, route.methods, "ANONYMOUS") for route in ROUTES}
 
 
-def test_the_local_host_serves_the_table_then_404s() -> None:
+def local_app() -> LocalApp:
     env = {"GATEWAY_STORAGE_CONNECTION": "UseDevelopmentStorage=true", "GATEWAY_KEY_PEPPER": "p" * 24}
-    app = create_local_app(Gateway(Settings.from_env(env), MemoryTables()))
-    routes = [route for route in app.routes if isinstance(route, Route)]
-    served = [(route.path, route.methods) for route in routes[:-1]]
-    # Starlette answers HEAD wherever GET is allowed.
-    expected = [(route.starlette_path, set(route.methods) | ({"HEAD"} if "GET" in route.methods else set())) for route in ROUTES]
-    assert served == expected
-    assert (routes[-1].path, routes[-1].methods) == ("/{path:path}", set(OPENAI_METHODS) | {"HEAD"})
+    return create_local_app(Gateway(Settings.from_env(env), MemoryTables()))
+
+
+def test_the_local_host_routes_by_the_table() -> None:
+    app = local_app()
+    assert [route for _, _, route in app.routes] == list(ROUTES)
+    openai, health = ROUTES[0], ROUTES[1]
+    assert app.match("POST", "/openai/deployments/gpt-4o/chat/completions") == (openai, {"path": "deployments/gpt-4o/chat/completions"})
+    assert app.match("HEAD", "/health") == (health, {})  # HEAD wherever GET is served
+    assert app.match("POST", "/health") is None
+    assert app.match("GET", "/healthy") is None
 
 
 @pytest.mark.parametrize(
-    ("template", "path"),
-    [("openai/{*path}", "/openai/{path:path}"), ("openapi/{name}", "/openapi/{name}"), ("health/ready", "/health/ready")],
+    ("template", "path", "params"),
+    [
+        ("openai/{*path}", "/openai/v1/responses/resp_1", {"path": "v1/responses/resp_1"}),
+        ("openai/{*path}", "/openai/", {"path": ""}),
+        ("openapi/{name}", "/openapi/v1.json", {"name": "v1.json"}),
+        ("openapi/{name}", "/openapi/a/b", None),  # one segment only
+        ("health/ready", "/health/ready", {}),
+        ("health/ready", "/health.ready", None),  # literal text is literal
+    ],
 )
-def test_templates_become_starlette_paths(template: str, path: str) -> None:
-    assert HttpRoute("x", template, ("GET",), ROUTES[0].handler).starlette_path == path
+def test_templates_match_paths_as_the_functions_host_does(template: str, path: str, params: dict[str, str] | None) -> None:
+    found = HttpRoute("x", template, ("GET",), ROUTES[0].handler).pattern.fullmatch(path)
+    assert (found.groupdict() if found else None) == params
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [("POST", "/health", 404), ("GET", "/nothing/here", 404), ("TRACE", "/health", 405)])
+async def test_requests_no_route_serves_are_refused_in_the_openai_shape(method: str, path: str, status: int) -> None:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=local_app()), base_url="http://gateway") as client:
+        answer = await client.request(method, path)
+    assert answer.status_code == status
+    assert answer.headers["content-type"] == "application/json"
+    assert "message" in answer.json()["error"]
+    if status == 405:
+        assert "TRACE" not in answer.headers["allow"] and "POST" in answer.headers["allow"]
