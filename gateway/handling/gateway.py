@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from typing import TYPE_CHECKING
 
 import orjson
@@ -228,7 +227,6 @@ class Gateway:
             api=self.apis[operation.api],
             operation=ctx.Operation(operation.id, operation.method, "/" + operation.template),
             deployment=ctx.Deployment(self.settings.region, self.settings.gateway_id, self.settings.gateway_id),
-            request_id=str(uuid.uuid4()),
             subscription=ctx.Subscription(subscription.id, subscription.name, key, subscription.created) if subscription else None,
             product=ctx.Named(subscription.product, subscription.product) if subscription and subscription.product else None,
             user=user_of(subscription),

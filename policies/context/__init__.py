@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -212,7 +213,6 @@ class Context:
     Deployment: _Deployment
     Variables: _Variables
     LastError: _LastError | None
-    RequestId: str
 
     def __init__(
         self,
@@ -220,20 +220,21 @@ class Context:
         api: Named,
         operation: _Operation,
         deployment: _Deployment,
-        request_id: str,
+        request_id: str | None = None,
         subscription: _Subscription | None = None,
         product: Named | None = None,
         user: _User | None = None,
         services: Services | None = None,
     ) -> None:
-        """`api` may be a plain Named (an Api with the default path and revision, and no service URL)."""
+        """`api` may be a plain Named (an Api with the default path and revision, and no service URL); without a
+        `request_id`, a GUID is made when one is first asked for (most requests never need it)."""
         self.Request, self.Operation, self.Deployment = request, operation, deployment
         self.Api = api if isinstance(api, Api) else _default_api(api.Id, api.Name)
         self.Subscription, self.Product, self.User = subscription, product, user
         self.Response = None
         self.Variables = Variables()
         self.LastError = None
-        self.RequestId = request_id
+        self._request_id = request_id
         self.started = time.monotonic()
         self.services: Services = services  # type: ignore[assignment]
         #: Work statements defer until the backend has answered (e.g. a conditional rate-limit count).
@@ -254,6 +255,12 @@ class Context:
         #: The backend chosen by `set-backend-service backend-id=…` (a backend or pool id) or `base-url=…`.
         self.backend_id: str | None = None
         self.base_url: str | None = None
+
+    @property
+    def RequestId(self) -> str:
+        if self._request_id is None:
+            self._request_id = str(uuid.uuid4())
+        return self._request_id
 
     @property
     def Timestamp(self) -> _dt.datetime:

@@ -208,3 +208,13 @@ def test_response_is_castable_under_its_apim_name() -> None:
 def test_elapsed_and_timestamp_are_timespan_and_datetime() -> None:
     assert evaluate("context.Elapsed.TotalMilliseconds >= 0 && context.Elapsed < TimeSpan.FromMinutes(1)") is True
     assert evaluate('context.Timestamp.ToString("yyyy").Length') == 4
+
+
+def test_request_id_is_one_guid_per_request_made_when_first_asked_for() -> None:
+    context = ctx.Context(make_context().Request, ctx.Named("api", "api"), make_context().Operation, make_context().Deployment)
+    first = evaluate("context.RequestId", context)
+    assert evaluate("Guid.TryParse(context.RequestId, out var id)", context) is True
+    assert evaluate("context.RequestId", context) == first  # the same id however often it is read
+    other = ctx.Context(context.Request, ctx.Named("api", "api"), context.Operation, context.Deployment)
+    assert evaluate("context.RequestId", other) != first
+    assert evaluate("context.RequestId") == "req-1"  # one the gateway gives is kept
