@@ -150,7 +150,7 @@ class TokenCounter:
         for start in range(0, len(text), SLICE_CHARS):
             piece = text[start : start + SLICE_CHARS]
             try:
-                total += len(encoding.encode(piece, disallowed_special=()))
+                total += len(encoding.encode_ordinary(piece))  # special tokens count as text
             except BaseException as exc:  # tiktoken's Rust panics derive from BaseException
                 if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
                     raise

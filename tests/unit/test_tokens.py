@@ -180,7 +180,7 @@ def test_tokenizer_failures_count_utf8_bytes(counter: TokenCounter, monkeypatch:
     encoding = counter._encoding("new")
 
     class Broken:
-        def encode(self, text: str, disallowed_special: object) -> list[int]:
+        def encode_ordinary(self, text: str) -> list[int]:
             raise ValueError("Regex error while tokenizing")
 
     monkeypatch.setattr(counter, "_encoding", lambda deployment: Broken())
