@@ -117,3 +117,14 @@ def entra(**changes: Any) -> dict[str, Any]:
         "roles": ["OpenAI.User"],
     }
     return claims(**{**defaults, **changes})
+
+
+#: A `send-request` with every kind of child, storing its answer in `r`; `mode` and `ignore` are formatted in.
+SEND = """<send-request mode="{mode}" response-variable-name="r" timeout="5" ignore-error="{ignore}">
+    <set-url>@("https://api.example.com/check?id=" + context.Subscription.Id)</set-url>
+    <set-method>POST</set-method>
+    <set-header name="x-team" exists-action="override"><value>@(context.Subscription.Name)</value></set-header>
+    <set-header name="content-type" exists-action="skip"><value>text/plain</value></set-header>
+    <set-body>@("ask " + context.Request.Headers.GetValueOrDefault("x-user-id", ""))</set-body>
+    <authentication-managed-identity resource="api://checker" />
+</send-request>"""
