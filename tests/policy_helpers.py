@@ -181,6 +181,11 @@ def doc(inbound: str = "<base />", backend: str = "<base />", outbound: str = "<
     )
 
 
+def inbound(statement: str) -> str:
+    """A document of an inbound section only: `<base />`, then `statement`."""
+    return f"<policies><inbound><base />{statement}</inbound></policies>"
+
+
 async def run_document(
     xml: str, services: FakeServices | None = None, loader: Loader | None = None, **context_args: object
 ) -> tuple[PolicyResponse | None, ctx.Context, FakeServices]:

@@ -1,6 +1,6 @@
 """The layering the tree claims, checked: no import cycles, `policies/` stands alone, one module per foreign
-system, small modules. Imports are read from the source (module level, outside `if TYPE_CHECKING:`), so a
-cycle here is one Python would meet while importing."""
+system, small modules, a unit test file per statement. Imports are read from the source (module level, outside
+`if TYPE_CHECKING:`), so a cycle here is one Python would meet while importing."""
 
 from __future__ import annotations
 
@@ -127,3 +127,11 @@ def test_modules_stay_small() -> None:
         if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES and str(path.relative_to(ROOT)) not in LONG_MODULES_ALLOWED
     }
     assert not long, long
+
+
+def test_every_statement_has_its_unit_test_file() -> None:
+    """policies/statements/<module>.py is tested in tests/unit/statements/test_<module>.py (private helpers aside)."""
+    statements = sorted(path.name for path in (ROOT / "policies" / "statements").glob("*.py") if not path.name.startswith("_"))
+    assert statements, "no statement modules found"
+    missing = [f"tests/unit/statements/test_{name}" for name in statements if not (ROOT / "tests" / "unit" / "statements" / f"test_{name}").is_file()]
+    assert not missing, missing

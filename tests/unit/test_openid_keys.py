@@ -11,7 +11,7 @@ import pytest
 
 from gateway.backends.openid_keys import OpenIdKeyCache
 from policies.jwks import SigningKeysUnavailable
-from tests.unit.test_policy_access import AAD, ISSUER, JWKS_URL, OPENID_URL, OTHER_RSA_KEY, TENANT, bearer, context, entra, jwk, load, refusal, rs256
+from tests.unit.statements.helpers import AAD, ISSUER, JWKS_URL, OPENID_URL, OTHER_RSA_KEY, TENANT, bearer, context, entra, jwk, load, refusal, rs256
 
 
 async def test_validate_azure_ad_token_fetches_tenant_configuration_url() -> None:

@@ -1,20 +1,14 @@
-"""Token limits and token metrics as policy statements, with in-memory counters and a scripted backend."""
+"""`azure-openai-token-limit` / `llm-token-limit`: tokens per minute and token quotas reserved on admission and
+settled to real usage, with in-memory counters and a scripted backend."""
 
 from __future__ import annotations
-
-import datetime as dt
 
 import orjson
 import pytest
 
-from policies.counters import Window, quota_window
+from policies.counters import Window
 from policies.usage import Usage
-from tests.policy_helpers import FakeServices, make_context, pipeline_of, report_usage
-
-
-def inbound(statement: str) -> str:
-    return f"<policies><inbound><base />{statement}</inbound></policies>"
-
+from tests.policy_helpers import FakeServices, inbound, make_context, pipeline_of, report_usage
 
 TPM = '<azure-openai-token-limit counter-key="@(context.Subscription.Id)" tokens-per-minute="100" estimate-prompt-tokens="true" {extra} />'
 
@@ -131,56 +125,6 @@ def test_token_limit_attribute_errors(attributes: str, message: str) -> None:
 
     with pytest.raises(PolicyLoadError, match=message.replace("(", r"\(")):
         pipeline_of(inbound(f"<llm-token-limit {attributes} />"))
-
-
-@pytest.mark.parametrize(
-    ("period", "now", "start", "end"),
-    [
-        ("Hourly", "2026-11-26T10:59:59", "2026-11-26T10:00:00", "2026-11-26T11:00:00"),
-        ("Daily", "2026-11-26T23:59:59", "2026-11-26T00:00:00", "2026-11-27T00:00:00"),
-        ("Weekly", "2026-11-29T12:00:00", "2026-11-23T00:00:00", "2026-11-30T00:00:00"),  # Sunday → Monday-based week
-        ("Monthly", "2026-12-31T23:00:00", "2026-12-01T00:00:00", "2027-01-01T00:00:00"),
-        ("Yearly", "2026-06-15T00:00:00", "2026-01-01T00:00:00", "2027-01-01T00:00:00"),
-    ],
-)
-def test_quota_periods_are_utc_calendar_periods(period: str, now: str, start: str, end: str) -> None:
-    parse = lambda text: dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)  # noqa: E731
-    window = quota_window(period, parse(now).timestamp())
-    assert window.end == parse(end).timestamp()
-    assert window.id == quota_window(period, parse(start).timestamp()).id  # the period's first second is in it
-    assert window.id != quota_window(period, parse(end).timestamp()).id
-
-
-async def test_emit_token_metric_records_default_and_custom_dimensions() -> None:
-    services = FakeServices()
-    xml = inbound(
-        '<azure-openai-emit-token-metric namespace="openai"><dimension name="Subscription ID" /><dimension name="Backend ID" />'
-        '<dimension name="User ID" /><dimension name="Client IP" value="@(context.Request.IpAddress)" /></azure-openai-emit-token-metric>'
-    )
-    context = make_context(services)
-    await pipeline_of(xml).execute(context)
-    context.backend_used = "east"
-    await report_usage(context, Usage(prompt=5, completion=6, total=11, cached=2))
-    ((namespace, dimensions, usage, subscription, deployment),) = services.metrics.records
-    assert namespace == "openai"
-    assert dimensions == [("Subscription ID", "sub-1"), ("Backend ID", "east"), ("User ID", ""), ("Client IP", "10.1.2.3")]
-    assert usage.total == 11 and usage.cached == 2
-    assert (subscription, deployment) == ("sub-1", "gpt-4o")
-
-
-@pytest.mark.parametrize(
-    ("body", "message"),
-    [
-        ('<dimension name="Colour" />', "needs a value"),
-        ('<dimension name="API ID" /><dimension name="API ID" />', "appears twice"),
-        ("".join(f'<dimension name="d{i}" value="x" />' for i in range(11)), "at most 10"),
-    ],
-)
-def test_emit_token_metric_dimension_errors(body: str, message: str) -> None:
-    from policies.errors import PolicyLoadError
-
-    with pytest.raises(PolicyLoadError, match=message):
-        pipeline_of(inbound(f"<llm-emit-token-metric>{body}</llm-emit-token-metric>"))
 
 
 async def test_prompt_ceiling_is_the_largest_limit_minus_the_completion_allowance() -> None:

@@ -1,5 +1,6 @@
-"""Header and query parameter values set by policies: constants that cannot be sent are load errors naming the
-element; computed ones fail the statement before anything is forwarded (see tests/e2e/test_header_values.py)."""
+"""`set-header` and `set-query-parameter`: exists-actions on the request and the response; values that cannot be sent
+are load errors naming the element when constant, and fail the statement before anything is forwarded when computed
+(see tests/e2e/test_header_values.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,40 @@ from policies.document import Scope, load_document
 from policies.errors import PolicyLoadError
 from policies.statement import Loader
 from tests.policy_helpers import doc, run_document
+
+
+@pytest.mark.parametrize(
+    ("action", "expected"),
+    [
+        ("override", ["new"]),
+        ("skip", ["alice"]),
+        ("append", ["alice", "new"]),
+        ("delete", []),
+    ],
+)
+async def test_set_header_exists_actions_on_request(action: str, expected: list[str]) -> None:
+    value = "" if action == "delete" else "<value>new</value>"
+    _, _, services = await run_document(doc(inbound=f'<set-header name="X-User-Id" exists-action="{action}">{value}</set-header>'))
+    sent = [v for k, v in services.forwarded[0]["headers"] if k.lower() == "x-user-id"]
+    assert sent == expected
+
+
+async def test_set_header_in_outbound_changes_the_response() -> None:
+    _, context, _ = await run_document(
+        doc(outbound='<set-header name="x-served-by" exists-action="override"><value>@(context.Deployment.Region)</value></set-header><base />')
+    )
+    assert context.Response.Headers.GetValueOrDefault("x-served-by") == "westeurope"
+
+
+async def test_set_query_parameter_changes_forwarded_query() -> None:
+    _, _, services = await run_document(
+        doc(
+            inbound='<set-query-parameter name="api-version" exists-action="override"><value>2024-02-01</value></set-query-parameter>'
+            '<set-query-parameter name="trace" exists-action="append"><value>1</value></set-query-parameter>'
+        )
+    )
+    assert services.forwarded[0]["query"] == [("api-version", "2024-02-01"), ("trace", "1")]
+
 
 NAMED = {"with-newline": "a\nb", "with-nul": "a\x00b", "fine": "token-123"}
 
