@@ -247,7 +247,7 @@ class Context:
         #: Set by a semantic-cache hit: what the cached answer had used, reported as tokens saved.
         self.cache_hit_usage: Usage | None = None
         #: Left by a semantic-cache lookup that missed: what the store statement needs to store the answer.
-        self.cache_ticket: Any = None
+        self.cache_ticket: object = None
         #: Headers statements add to whatever response the client finally gets (e.g. remaining-calls).
         self.response_headers: list[tuple[str, str]] = []
         #: The id of the backend that answered (set when the request is forwarded), for metrics.
