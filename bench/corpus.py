@@ -274,7 +274,7 @@ _CAUSES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"([\w-]+) is not supported \(", "<{element}> {1}"),
         (r"Unknown backend-id", "backend id not configured (manifest)"),
         (r"Named value '.*' is not defined", "named value not configured (manifest)"),
-        (r"Malformed XML", "malformed XML after expression escaping"),
+        (r"Malformed XML", "XML not well-formed"),
         (r"Unexpected '([^']+)' at character", "unexpected `{1}` in an expression"),
         (r"Unexpected character '\{'", "`{ … }` initialisers in an expression (arrays, objects)"),
         (r"Unexpected character '(.)'", "unexpected character `{1}` in an expression"),
