@@ -50,8 +50,13 @@ def metric_rows(env: dict[str, str]) -> list[dict]:
         return []
 
 
+def number(value: object) -> int:
+    """A row's integer, whether the tables SDK gives it plain or as an Edm.Int64 `EntityProperty`."""
+    return int(value.value if isinstance(value, EntityProperty) else value)  # type: ignore[arg-type]
+
+
 def metric_sum(env: dict[str, str], field: str) -> int:
-    return sum(int(r[field].value if isinstance(r[field], EntityProperty) else r[field]) for r in metric_rows(env))
+    return sum(number(r[field]) for r in metric_rows(env))
 
 
 def wait_for_metric(env: dict[str, str], field: str, expected: int, timeout: float = 10) -> int:

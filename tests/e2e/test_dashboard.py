@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from azure.data.tables import EntityProperty
 from starlette.requests import Request
 
 from gateway.cli.usage_report import summarize as usage_summary
@@ -20,7 +19,7 @@ from gateway.stores.metrics import MetricsRecorder
 from policies.usage import Usage
 from tests import browser
 from tests.conftest import API_VERSION, GatewayProcess, Keys
-from tests.stack_helpers import apply, metric_rows, token_env
+from tests.stack_helpers import apply, metric_rows, number, token_env
 
 ADMIN_KEY = "admin-" + secrets.token_hex(12)
 POLICY = """<policies><inbound><base />
@@ -36,9 +35,8 @@ POLICY = """<policies><inbound><base />
 </inbound></policies>"""
 
 
-def number(entity: dict, field: str) -> int:
-    raw = entity.get(field, 0)
-    return int(raw.value if isinstance(raw, EntityProperty) else raw)
+def field_of(entity: dict, field: str) -> int:
+    return number(entity.get(field, 0))
 
 
 # --- buckets and sums -------------------------------------------------------------------------------------------
@@ -148,7 +146,7 @@ def dashboard_gateway(
     assert call(beta, "gpt-4o-mini", "rate", max_tokens=500) == 429  # the reservation alone exceeds 50 tokens per minute
     assert call(beta, "gpt-4o-mini", "quota", max_tokens=500) == 403
     deadline = time.monotonic() + 10
-    while sum(number(r, "refused403") for r in metric_rows(env)) < 1 and time.monotonic() < deadline:
+    while sum(field_of(r, "refused403") for r in metric_rows(env)) < 1 and time.monotonic() < deadline:
         time.sleep(0.1)
     return gateway, env, alpha, beta
 
@@ -159,7 +157,7 @@ def expected_by(env: dict[str, str], column: str) -> dict[str, dict[str, int]]:
     for row in metric_rows(env):
         group = sums.setdefault(row[column], dict.fromkeys(METRIC_FIELDS, 0))
         for name in METRIC_FIELDS:
-            group[name] += number(row, name)
+            group[name] += field_of(row, name)
     return sums
 
 

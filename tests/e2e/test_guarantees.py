@@ -20,7 +20,7 @@ from azure.data.tables import TableClient
 
 from gateway.dev import devstack
 from tests.conftest import API_VERSION, GatewayProcess, Keys, Simulator, run_with_repository
-from tests.stack_helpers import apply, metric_rows, token_env, wait_for_metric
+from tests.stack_helpers import apply, metric_rows, number, token_env, wait_for_metric
 
 CHAT = f"/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}"
 
@@ -81,12 +81,36 @@ def test_a_sigkilled_instance_strands_its_lease_only_until_the_lease_expires(
         assert admitted < 500
     row = next(row for row in counter_rows(env) if row["RowKey"].startswith(window_prefix))
     assert owner not in orjson.loads(row.get("leases") or "{}")  # pruned: nothing stranded
-    used = int(row["settled"].value if hasattr(row["settled"], "value") else row["settled"])
+    used = number(row["settled"])
     survivor_holds = sum(int(held) for held, _ in orjson.loads(row.get("leases") or "{}").values())
     # Everything the doomed instance had not spent came back: the window is used or held by the live instance to
     # within the one request it refused; nothing is held for the dead one.
     assert quota - reservation <= used + survivor_holds <= quota, (used, survivor_holds, admitted)
     assert used > quota - held, (used, held)  # more than the old design's survivor could ever reach
+
+
+def test_a_sigkilled_instance_loses_at_most_its_last_flush_interval_of_metrics(
+    start_gateway: Callable[[dict[str, str]], GatewayProcess], gateway_env: dict[str, str], tmp_path: Path
+) -> None:
+    flush = 1.0
+    env = token_env(gateway_env, GATEWAY_METRICS_FLUSH_SECONDS=str(flush))
+    apply(env, """<policies><inbound><base />
+        <llm-emit-token-metric namespace="kill"><dimension name="Subscription ID" /></llm-emit-token-metric>
+    </inbound></policies>""", tmp_path)  # fmt: skip
+    key = new_key(env, "metered")
+    doomed = start_gateway(env)
+    settled = [chat(doomed, key).json()["usage"]["total_tokens"] for _ in range(10)]
+    time.sleep(3 * flush)  # flushes ran after the last of them (a loaded machine may delay one)
+    recent = [chat(doomed, key).json()["usage"]["total_tokens"] for _ in range(5)]
+    doomed.process.send_signal(signal.SIGKILL)  # no flush, no hand-back: what a scale-in or a crash does
+    doomed.process.wait()
+
+    rows = [row for row in metric_rows(env) if row["namespace"] == "kill"]
+    requests = sum(number(row["requests"]) for row in rows)
+    tokens = sum(number(row["total"]) for row in rows)
+    # Everything recorded a flush interval before the kill is in the table; of the last interval, some or none.
+    assert len(settled) <= requests <= len(settled) + len(recent)
+    assert sum(settled) <= tokens <= sum(settled) + sum(recent)
 
 
 def test_hostile_names_and_dimension_values_cannot_blind_other_tenants_metrics(

@@ -18,13 +18,14 @@ from typing import Any
 
 import httpx
 import pytest
-from azure.data.tables import EntityProperty, TableClient
+from azure.data.tables import TableClient
 from click.testing import CliRunner
 from openai import AzureOpenAI
 
 from gateway.cli.main import main as cli
 from gateway.dev import devstack
 from tests.conftest import API_VERSION, GatewayProcess, Keys, Simulator
+from tests.stack_helpers import number
 
 STALENESS_SECONDS = 1.0
 POLICY = """<policies>
@@ -145,7 +146,7 @@ def metric_sum(env: dict[str, str], field: str) -> int:
         rows = list(table.list_entities())
     except Exception:  # no metrics flushed yet
         return 0
-    return sum(int(r[field].value if isinstance(r[field], EntityProperty) else r[field]) for r in rows if field in r)
+    return sum(number(r[field]) for r in rows if field in r)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
