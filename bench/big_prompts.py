@@ -16,10 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import os
-import subprocess
-import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,8 +25,7 @@ from multiprocessing.synchronize import Event as EventType
 import aiohttp
 import orjson
 
-from bench.harness import API_VERSION, Stack, cpu_seconds, local_stack
-from gateway.dev import devstack
+from bench.harness import API_VERSION, Stack, apply_policy, cpu_seconds, local_stack
 
 CHAT = "/openai/deployments/gpt-4o/chat/completions?api-version=" + API_VERSION
 POLICY = """<policies><inbound><base />
@@ -124,17 +119,6 @@ async def run_phase(stack: Stack, small: int, big_senders: int, body: bytes | No
     return phase
 
 
-def apply_policy(env: dict[str, str], tpm: int) -> None:
-    with tempfile.NamedTemporaryFile("w", suffix=".xml", delete=False) as file:
-        file.write(POLICY.format(tpm=tpm))
-    subprocess.run(
-        [sys.executable, "-m", "gateway", "policies", "apply", file.name, "--scope", "global"],
-        env={**os.environ, **env}, cwd=devstack.REPO_ROOT, check=True, capture_output=True,
-    )  # fmt: skip
-    os.unlink(file.name)
-    time.sleep(1.5)  # the gateway polls its policies every 0.5 s
-
-
 def row(label: str, phase: Phase) -> str:
     statuses = Counter(status for status, _ in phase.big)
     big = ", ".join(f"{count}x {status}" for status, count in sorted(statuses.items())) or "-"
@@ -151,11 +135,13 @@ def row(label: str, phase: Phase) -> str:
 async def main(small: int, big_senders: int, mib: int) -> None:
     body = big_body(mib)
     with local_stack({"GATEWAY_POLICY_POLL_SECONDS": "0.5"}) as stack:
-        apply_policy(stack.env, 1_000_000)
+        apply_policy(stack.env, POLICY.format(tpm=1_000_000))
+        time.sleep(1.5)  # the gateway polls its policies every 0.5 s
         print(f"small chat requests (c=4, {small} per phase) and /health polls; {big_senders} senders of {len(body) / 2**20:.1f} MiB prompts")
         print(row("quiet", await run_phase(stack, small, big_senders, None)))
         print(row(f"{mib} MiB prompts, tokenized (429)", await run_phase(stack, small, big_senders, body)))
-        apply_policy(stack.env, 100_000)
+        apply_policy(stack.env, POLICY.format(tpm=100_000))
+        time.sleep(1.5)
         print(row(f"{mib} MiB prompts, refused by size", await run_phase(stack, small, big_senders, body)))
 
 

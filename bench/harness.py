@@ -38,6 +38,22 @@ class Stack:
     env: dict[str, str]
 
 
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process (VmRSS in /proc/<pid>/status), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def apply_policy(env: dict[str, str], xml: str, scope: str = "global") -> None:
+    """Store a policy document through the CLI, as an operator would; gateways pick it up at their next poll."""
+    subprocess.run(
+        [sys.executable, "-m", "gateway", "policies", "apply", "-", "--scope", scope],
+        input=xml, env={**os.environ, **env}, cwd=devstack.REPO_ROOT, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (from /proc/<pid>/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -20,11 +20,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import os
 import secrets
 import statistics
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -34,7 +32,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import orjson
 
-from bench.harness import API_VERSION, Services, create_subscription, services
+from bench.harness import API_VERSION, Services, apply_policy, create_subscription, services
 from gateway.dev import devstack
 
 CHAT = "/openai/deployments/gpt-4o/chat/completions?api-version=" + API_VERSION
@@ -190,10 +188,7 @@ def run_one(backing: Services, count: int, rate: float, window: float, windows: 
         "GATEWAY_LOG_LEVEL": "WARNING",
     }
     key = create_subscription(env, "scale")
-    subprocess.run(
-        [sys.executable, "-m", "gateway", "policies", "apply", "-", "--scope", "global"],
-        input=POLICY.format(limit=limit), env={**os.environ, **env}, cwd=devstack.REPO_ROOT, check=True, capture_output=True, text=True,
-    )  # fmt: skip
+    apply_policy(env, POLICY.format(limit=limit))
     with gateways(count, env) as urls:
         return asyncio.run(measure(urls, key, rate, window, windows, limit))
 

@@ -34,21 +34,16 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the gateway's entry poi
 import argparse
 import asyncio
 import json
-import subprocess
-import sys
-import tempfile
 import time
 import tracemalloc
 import zlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
 import aiohttp
 import numpy as np
 
-from bench.harness import API_VERSION, local_stack
-from gateway.dev import devstack
+from bench.harness import API_VERSION, apply_policy, local_stack, rss_mib
 from gateway.dev.simulator.texts import content_words, vector
 from gateway.stores.semantic_cache_rows import Entry
 from gateway.stores.vector_index import VectorIndex, evict
@@ -228,13 +223,7 @@ def bench_memory() -> None:
 
 async def bench_hit(hits: int) -> None:
     with local_stack({"GATEWAY_POLICY_POLL_SECONDS": "0.3", "GATEWAY_LOCAL_QUEUE_WORKER": "false"}) as stack:
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "policy.xml"
-            path.write_text(POLICY)
-            subprocess.run(
-                [sys.executable, "-m", "gateway", "policies", "apply", str(path), "--scope", "global"],
-                env={**os.environ, **stack.env}, cwd=devstack.REPO_ROOT, check=True, capture_output=True,
-            )  # fmt: skip
+        apply_policy(stack.env, POLICY)
         url = f"{stack.gateway_url}/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}"
         headers = {"api-key": stack.subscription_key, "content-type": "application/json"}
         body = json.dumps({"messages": [{"role": "user", "content": "What is the capital of France?"}]})
@@ -278,8 +267,7 @@ async def bench_hit(hits: int) -> None:
             ("embedding call to the simulator direct", direct),
         ):
             print(f"  {label:<40} p50 {percentile(values, 0.5):6.2f} ms  p99 {percentile(values, 0.99):6.2f} ms")
-        rss = next(line for line in Path(f"/proc/{stack.gateway_pid}/status").read_text().splitlines() if line.startswith("VmRSS"))
-        print(f"  gateway process resident memory with the cache in use: {int(rss.split()[1]) / 1024:.0f} MiB (the default cap's budget starts here)")
+        print(f"  gateway process resident memory with the cache in use: {rss_mib(stack.gateway_pid):.0f} MiB (the default cap's budget starts here)")
 
 
 def main() -> None:

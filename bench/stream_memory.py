@@ -11,18 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import aiohttp
 import orjson
 
-from bench.harness import API_VERSION, local_stack
-from gateway.dev import devstack
+from bench.harness import API_VERSION, apply_policy, local_stack, rss_mib
 
 CHAT = "/openai/deployments/gpt-4o/chat/completions?api-version=" + API_VERSION
 POLICY = """<policies><inbound><base />
@@ -30,29 +24,12 @@ POLICY = """<policies><inbound><base />
 </inbound></policies>"""
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
-def apply_policy(env: dict[str, str]) -> None:
-    with tempfile.NamedTemporaryFile("w", suffix=".xml", delete=False) as file:
-        file.write(POLICY)
-    subprocess.run(
-        [sys.executable, "-m", "gateway", "policies", "apply", file.name, "--scope", "global"],
-        env={**os.environ, **env}, cwd=devstack.REPO_ROOT, check=True, capture_output=True,
-    )  # fmt: skip
-    os.unlink(file.name)
-    time.sleep(1.5)
-
-
 async def main(streams: int, tokens: int) -> None:
     # The simulator echoes the question after "Simulated answer to:": a question of n words streams n + 3 tokens.
     body = orjson.dumps({"messages": [{"role": "user", "content": " ".join(["word"] * (tokens - 3))}], "stream": True})
     with local_stack({"GATEWAY_POLICY_POLL_SECONDS": "0.5"}) as stack:
-        apply_policy(stack.env)
+        apply_policy(stack.env, POLICY)
+        time.sleep(1.5)  # the gateway polls its policies every 0.5 s
         headers = {"api-key": stack.subscription_key, "content-type": "application/json", "x-sim-token-ms": "5"}
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
 

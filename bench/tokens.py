@@ -15,17 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 import orjson
 
-from bench.harness import API_VERSION, LoadResult, local_stack, run_load
-from gateway.dev import devstack
+from bench.harness import API_VERSION, LoadResult, apply_policy, local_stack, rss_mib, run_load
 
 CHAT = "/openai/deployments/gpt-4o/chat/completions?api-version=" + API_VERSION
 #: The simulator's answer to the benchmark's prompt with max_tokens 16.
@@ -43,24 +38,6 @@ def row(label: str, result: LoadResult) -> str:
         f"{label:<30} p50 {result.pct(result.latencies_ms, 0.5):7.3f} ms  p99 {result.pct(result.latencies_ms, 0.99):7.3f} ms"
         f"  {result.rps:7.0f} req/s  gateway CPU {cpu} ms/req"
     )
-
-
-def apply_policy(env: dict[str, str]) -> None:
-    with tempfile.NamedTemporaryFile("w", suffix=".xml", delete=False) as file:
-        file.write(POLICY)
-    subprocess.run(
-        [sys.executable, "-m", "gateway", "policies", "apply", file.name, "--scope", "global"],
-        env={**os.environ, **env}, cwd=devstack.REPO_ROOT, check=True, capture_output=True,
-    )  # fmt: skip
-    os.unlink(file.name)
-
-
-def rss_mib(pid: int) -> float:
-    """Resident memory of a process (VmRSS in /proc/<pid>/status), MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 async def memory_per_stream(url: str, headers: dict[str, str], pid: int, streams: int, tokens: int) -> tuple[float, float]:
@@ -114,7 +91,7 @@ async def main(requests: int) -> None:
         print(f"non-streaming chat, c=1, {requests} requests per row")
         print(row("direct", await run_load(stack.simulator_url + CHAT, direct_headers, body, requests, 1)))
         print(row("gateway, no policy", await run_load(stack.gateway_url + CHAT, gateway_headers, body, requests, 1, stack.gateway_pid)))
-        apply_policy(stack.env)
+        apply_policy(stack.env, POLICY)
         time.sleep(1.5)
         check = httpx.post(stack.gateway_url + CHAT, content=body, headers=gateway_headers)
         assert "x-remaining-tokens" in check.headers, "the policy did not load"

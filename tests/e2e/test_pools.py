@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -329,6 +330,28 @@ def test_a_trip_seen_by_one_gateway_is_avoided_by_the_other_within_the_bound(poo
     assert all(ask(other, f"s{i}") == f"Simulated answer to: s{i}" for i in range(10))
     assert ptu.count() == before
     assert time.monotonic() - tripped_at < 30
+
+
+def test_a_trip_outlives_the_sigkilled_instance_that_saw_it(
+    pool_gateways: Callable, start_gateway: Callable[[dict[str, str]], GatewayProcess], sims: list[Sim]
+) -> None:
+    ptu, paygo, _ = sims
+    rule = breaker(1, "PT1M", statuses=(429, 429), accept_retry_after=True)
+    (witness,), key = pool_gateways(
+        [ptu.backend("ptu", circuitBreaker=rule), paygo.backend("paygo"), pool({"id": "ptu", "priority": 1}, {"id": "paygo", "priority": 2})]
+    )
+    ptu.fault(status=429, retry_after=30, count=1)  # one 429: after it, the PTU would answer again
+    assert ask(sdk(witness, key), "trip") == "Simulated answer to: trip"
+    time.sleep(SYNC_SECONDS + 0.5)  # the trip's table write, made at once in the background
+    witness.process.send_signal(signal.SIGKILL)  # no shutdown code runs
+    witness.process.wait()
+
+    newcomer = start_gateway(witness.env)  # the scale-out that replaces it
+    time.sleep(SYNC_SECONDS + 0.5)  # it reads the shared trips at start, then every sync interval
+    before = ptu.count()
+    client = sdk(newcomer, key)
+    assert all(ask(client, f"n{i}") == f"Simulated answer to: n{i}" for i in range(5))
+    assert ptu.count() == before  # the dead instance's trip still steers the new one away from the PTU
 
 
 def test_health_view_needs_the_admin_key_and_matches_the_cli(pool_gateways: Callable, sims: list[Sim], gateway: GatewayProcess) -> None:

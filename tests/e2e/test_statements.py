@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,7 @@ DOCUMENT = """<policies>
     <wait for="all">
       <choose><when condition="@(true)"><set-header name="x-waited" exists-action="override"><value>all</value></set-header></when></choose>
     </wait>
+    <set-header name="x-request-id" exists-action="override"><value>@(context.RequestId)</value></set-header>
   </outbound>
 </policies>"""
 
@@ -123,6 +125,12 @@ def chat(gateway: TracedGateway, key: str, **headers: str) -> httpx.Response:
         json={"messages": [{"role": "user", "content": "statement test"}]},
         timeout=15,
     )
+
+
+def test_context_request_id_is_a_new_guid_for_every_request(traced_gateway: TracedGateway, applied: Keys) -> None:
+    first, second = (chat(traced_gateway, applied.primary).headers["x-request-id"] for _ in range(2))
+    assert uuid.UUID(first).version == 4 and uuid.UUID(second).version == 4
+    assert first != second
 
 
 def test_set_body_liquid_rewrite_uri_find_and_replace_and_wait_with_the_sdk(
