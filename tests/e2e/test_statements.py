@@ -4,10 +4,7 @@ simulator as backend, and the `openai` SDK (or httpx where a refusal is the poin
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -21,8 +18,8 @@ from click.testing import CliRunner
 from openai import AzureOpenAI
 
 from gateway.cli.main import main as cli
-from gateway.dev import devstack
 from tests.conftest import API_VERSION, Keys, Simulator
+from tests.stack_helpers import logged_gateway
 
 POLL_SECONDS = 0.3
 
@@ -90,16 +87,8 @@ def traced_gateway(gateway_env: dict[str, str], simulator: Simulator, tmp_path_f
         ),
     }
     log = tmp_path_factory.mktemp("gateway-log") / "stderr.log"
-    port = devstack.free_port()
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--port", str(port)], env={**os.environ, **env}, cwd=devstack.REPO_ROOT, stderr=sink
-        )
-        try:
-            devstack.wait_for_port(port, process)
-            yield TracedGateway(f"http://127.0.0.1:{port}", env, log)
-        finally:
-            devstack.stop(process)
+    with logged_gateway(env, log) as url:
+        yield TracedGateway(url, env, log)
 
 
 @pytest.fixture(scope="module")
