@@ -147,7 +147,7 @@ class Gateway:
         deployment = json_body.model_from(payload) if operation.model_in_body else route.params.get("deployment-id")
         if operation.id == "listModels" and not self.backends.serves_any_deployment:
             return self._list_models_locally()
-        await response_ids.check_access(self.response_owners, operation.id, route.params, body, subscription.id)
+        await response_ids.check_access(self.response_owners, operation.id, route.params, payload, subscription.id)
 
         pipeline = self.policies.current.pipeline(subscription.product, operation.api, operation.id)
         context, exchange = self._context(request, route, subscription, key or "", body, payload, deployment, timing)

@@ -25,12 +25,14 @@ CREATE = "createResponse"
 _BY_ID = ("getResponse", "deleteResponse")
 
 
-async def check_access(owners: ResponseOwners, operation_id: str, params: Mapping[str, str], body: bytes, subscription: str) -> None:
-    """Raise `ResponseNotFound` (404) unless `subscription` created every response the request names."""
+async def check_access(owners: ResponseOwners, operation_id: str, params: Mapping[str, str], payload: object, subscription: str) -> None:
+    """Raise `ResponseNotFound` (404) unless `subscription` created every response the request names.
+
+    `payload` is the request body as the handler parsed it (once, off the loop when large)."""
     if operation_id in _BY_ID:
         await owners.check(params["response-id"], subscription)  # the route checked its shape
     elif operation_id == CREATE:
-        previous = _field(body, "previous_response_id")
+        previous = payload.get("previous_response_id") if isinstance(payload, dict) else None
         if isinstance(previous, str):  # anything else is the backend's to refuse
             if not RESPONSE_ID.fullmatch(previous):
                 raise ResponseNotFound(None, previous=True)

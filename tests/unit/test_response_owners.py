@@ -38,15 +38,15 @@ async def test_outage_decides_from_memory_and_fails_closed_otherwise(memory_tabl
 async def test_requests_naming_a_response_are_checked(memory_tables: MemoryTables) -> None:
     owners = ResponseOwners(memory_tables.table(TABLE))
     await owners.record("resp_1", "alice")
-    await check_access(owners, "getResponse", {"response-id": "resp_1"}, b"", "alice")
-    await check_access(owners, "createResponse", {}, b'{"model": "m", "input": "x"}', "bob")
-    await check_access(owners, "createResponse", {}, b'{"previous_response_id": 7}', "bob")  # the backend refuses that
+    await check_access(owners, "getResponse", {"response-id": "resp_1"}, None, "alice")
+    await check_access(owners, "createResponse", {}, {"model": "m", "input": "x"}, "bob")
+    await check_access(owners, "createResponse", {}, {"previous_response_id": 7}, "bob")  # the backend refuses that
     with pytest.raises(ResponseNotFound, match="Previous response with id 'resp_1'"):
-        await check_access(owners, "createResponse", {}, b'{"previous_response_id": "resp_1"}', "bob")
+        await check_access(owners, "createResponse", {}, {"previous_response_id": "resp_1"}, "bob")
     with pytest.raises(ResponseNotFound):
-        await check_access(owners, "deleteResponse", {"response-id": "resp_1"}, b"", "bob")
+        await check_access(owners, "deleteResponse", {"response-id": "resp_1"}, None, "bob")
     with pytest.raises(ResponseNotFound, match="Previous response not found"):  # out of the rule: never looked up
-        await check_access(owners, "createResponse", {}, b'{"previous_response_id": "resp/../x#"}', "alice")
+        await check_access(owners, "createResponse", {}, {"previous_response_id": "resp/../x#"}, "alice")
 
 
 def test_the_tap_finds_the_id_in_the_first_event_only() -> None:
